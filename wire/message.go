@@ -1,0 +1,527 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// ProtocolVersion is the version carried in Hello and HelloReply; peers with
+// another version are refused with CodeVersionMismatch.
+const ProtocolVersion uint32 = 1
+
+// MsgType identifies the body type of a frame. It is the fifth byte of every
+// frame header.
+type MsgType uint8
+
+// Message types. Requests are answered either by their matching reply type,
+// by MsgAck, or by MsgError.
+const (
+	MsgError        MsgType = 1  // body *Error; a failed request (or, with id 0, a fatal connection error)
+	MsgHello        MsgType = 2  // body *Hello; must be the first frame a client sends
+	MsgHelloReply   MsgType = 3  // body *HelloReply
+	MsgGet          MsgType = 4  // body *GetRequest
+	MsgGetReply     MsgType = 5  // body *GetReply
+	MsgTxn          MsgType = 6  // body *TxnRequest
+	MsgTxnReply     MsgType = 7  // body *TxnReply
+	MsgApply        MsgType = 8  // body *ApplyRequest
+	MsgApplyReply   MsgType = 9  // body *ApplyReply
+	MsgPrepare      MsgType = 10 // body *PrepareRequest
+	MsgPrepareReply MsgType = 11 // body *PrepareReply
+	MsgCommit       MsgType = 12 // body *CommitRequest
+	MsgAbort        MsgType = 13 // body *AbortRequest
+	MsgAck          MsgType = 14 // body *Ack
+	MsgOutcome      MsgType = 15 // body *OutcomeRequest
+	MsgOutcomeReply MsgType = 16 // body *OutcomeReply
+	MsgStatus       MsgType = 17 // body *StatusRequest
+	MsgStatusReply  MsgType = 18 // body *StatusReply
+)
+
+var msgTypeNames = [...]string{
+	MsgError:        "error",
+	MsgHello:        "hello",
+	MsgHelloReply:   "hello_reply",
+	MsgGet:          "get",
+	MsgGetReply:     "get_reply",
+	MsgTxn:          "txn",
+	MsgTxnReply:     "txn_reply",
+	MsgApply:        "apply",
+	MsgApplyReply:   "apply_reply",
+	MsgPrepare:      "prepare",
+	MsgPrepareReply: "prepare_reply",
+	MsgCommit:       "commit",
+	MsgAbort:        "abort",
+	MsgAck:          "ack",
+	MsgOutcome:      "outcome",
+	MsgOutcomeReply: "outcome_reply",
+	MsgStatus:       "status",
+	MsgStatusReply:  "status_reply",
+}
+
+// String returns the lower-case name of t ("get", "prepare_reply", ...), or
+// "unknown(N)" for a value that is not a known message type. It never allocates
+// for known types.
+func (t MsgType) String() string {
+	if t.Valid() {
+		return msgTypeNames[t]
+	}
+	return "unknown(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Valid reports whether t is one of the message types defined by this
+// protocol version.
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgStatusReply }
+
+// IsRequest reports whether a client may send t after the hello, i.e. whether
+// a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
+// are not requests.
+func (t MsgType) IsRequest() bool {
+	switch t {
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus:
+		return true
+	}
+	return false
+}
+
+// Message is implemented by every message body type. The methods have value
+// receivers, so both T and *T are Messages; decoding needs a *T.
+//
+// Bodies are msgpack maps keyed by field name, with zero fields omitted, so
+// peers ignore fields they do not know and a nil byte slice and an empty one
+// are not distinguished on the wire (both decode as nil).
+type Message interface {
+	MsgType() MsgType
+}
+
+// NewMessage returns a new zero body for t (e.g. &GetRequest{} for MsgGet), or
+// nil if t is unknown. The result is always a pointer, ready for Unmarshal.
+func NewMessage(t MsgType) Message {
+	switch t {
+	case MsgError:
+		return &Error{}
+	case MsgHello:
+		return &Hello{}
+	case MsgHelloReply:
+		return &HelloReply{}
+	case MsgGet:
+		return &GetRequest{}
+	case MsgGetReply:
+		return &GetReply{}
+	case MsgTxn:
+		return &TxnRequest{}
+	case MsgTxnReply:
+		return &TxnReply{}
+	case MsgApply:
+		return &ApplyRequest{}
+	case MsgApplyReply:
+		return &ApplyReply{}
+	case MsgPrepare:
+		return &PrepareRequest{}
+	case MsgPrepareReply:
+		return &PrepareReply{}
+	case MsgCommit:
+		return &CommitRequest{}
+	case MsgAbort:
+		return &AbortRequest{}
+	case MsgAck:
+		return &Ack{}
+	case MsgOutcome:
+		return &OutcomeRequest{}
+	case MsgOutcomeReply:
+		return &OutcomeReply{}
+	case MsgStatus:
+		return &StatusRequest{}
+	case MsgStatusReply:
+		return &StatusReply{}
+	}
+	return nil
+}
+
+// Code classifies an error carried in a MsgError body.
+type Code uint16
+
+// Error codes. The comments say what a client may conclude.
+const (
+	CodeOK              Code = 0
+	CodeBadRequest      Code = 1  // malformed frame or message body
+	CodeVersionMismatch Code = 2  // hello carried another protocol version or cluster id
+	CodeTooLarge        Code = 3  // a limit was exceeded (frame, key, value, txn size)
+	CodeNotFound        Code = 4  // the key or transaction does not exist
+	CodeCompareFailed   Code = 5  // a transaction compare did not hold; see Error.Index
+	CodeConflict        Code = 6  // lock conflict; safe to retry
+	CodeLocked          Code = 7  // read gave up waiting for a lock; safe to retry
+	CodeUnavailable     Code = 8  // a process could not be reached; nothing was committed
+	CodeUnknownOutcome  Code = 9  // the transaction may or may not have committed
+	CodeWrongShard      Code = 10 // the key does not belong to the receiving process
+	CodeAborted         Code = 11 // aborted for another reason
+	CodeTimeout         Code = 12 // a deadline expired or the call was cancelled
+	CodeShuttingDown    Code = 13 // the process is shutting down
+	CodeInternal        Code = 14 // a bug or an unexpected failure
+	CodeUnknownMessage  Code = 15 // the frame's message type is not known
+)
+
+var codeNames = [...]string{
+	CodeOK:              "ok",
+	CodeBadRequest:      "bad_request",
+	CodeVersionMismatch: "version_mismatch",
+	CodeTooLarge:        "too_large",
+	CodeNotFound:        "not_found",
+	CodeCompareFailed:   "compare_failed",
+	CodeConflict:        "conflict",
+	CodeLocked:          "locked",
+	CodeUnavailable:     "unavailable",
+	CodeUnknownOutcome:  "unknown_outcome",
+	CodeWrongShard:      "wrong_shard",
+	CodeAborted:         "aborted",
+	CodeTimeout:         "timeout",
+	CodeShuttingDown:    "shutting_down",
+	CodeInternal:        "internal",
+	CodeUnknownMessage:  "unknown_message",
+}
+
+// String returns the snake_case name of c ("bad_request", ...), or "code(N)"
+// for a value this version does not know.
+func (c Code) String() string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return "code(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Error is the body of MsgError and the Go error a Call returns for it. It
+// survives the wire unchanged: the receiver sees the same Code, Message,
+// TxnID and Index the sender set.
+type Error struct {
+	Code    Code   `codec:",omitempty"`
+	Message string `codec:",omitempty"`
+	TxnID   uint64 `codec:",omitempty"` // the transaction concerned, if any
+	Index   int    `codec:",omitempty"` // with CodeCompareFailed: index of the failed compare in the request
+}
+
+// Error returns "wire: <code>: <message>".
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return "wire: " + e.Code.String()
+	}
+	return "wire: " + e.Code.String() + ": " + e.Message
+}
+
+// MsgType returns MsgError.
+func (Error) MsgType() MsgType { return MsgError }
+
+// Errorf returns an *Error with the given code and a message formatted as by
+// fmt.Sprintf. The message should not repeat the "wire: " prefix, which
+// Error() adds.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf classifies err: nil is CodeOK; an *Error anywhere in the chain
+// (errors.As) gives its Code; context.DeadlineExceeded and context.Canceled
+// give CodeTimeout; ErrNotSent gives CodeUnavailable (the request never left
+// this process); anything else is CodeInternal.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	var we *Error
+	if errors.As(err, &we) {
+		return we.Code
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return CodeTimeout
+	}
+	if errors.Is(err, ErrNotSent) {
+		return CodeUnavailable
+	}
+	return CodeInternal
+}
+
+// Hello is the first frame a client sends on a connection (MsgHello).
+type Hello struct {
+	Version   uint32 `codec:",omitempty"`
+	Role      string `codec:",omitempty"` // "client", "master" or "node"
+	Name      string `codec:",omitempty"`
+	ClusterID uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgHello.
+func (Hello) MsgType() MsgType { return MsgHello }
+
+// HelloReply accepts a Hello (MsgHelloReply).
+type HelloReply struct {
+	Version   uint32 `codec:",omitempty"`
+	Name      string `codec:",omitempty"`
+	ClusterID uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgHelloReply.
+func (HelloReply) MsgType() MsgType { return MsgHelloReply }
+
+// KeyValue is one key's result in a GetReply. Found is false (and Value nil)
+// when the key has no live version at the read timestamp.
+type KeyValue struct {
+	Key     []byte `codec:",omitempty"`
+	Value   []byte `codec:",omitempty"`
+	Version uint64 `codec:",omitempty"`
+	Found   bool   `codec:",omitempty"`
+}
+
+// GetRequest reads Keys at ReadTS (MsgGet); ReadTS 0 asks the server to pick
+// a timestamp.
+type GetRequest struct {
+	Keys   [][]byte `codec:",omitempty"`
+	ReadTS uint64   `codec:",omitempty"`
+}
+
+// MsgType returns MsgGet.
+func (GetRequest) MsgType() MsgType { return MsgGet }
+
+// GetReply answers a GetRequest (MsgGetReply), one value per requested key in
+// request order, with the timestamp actually read at.
+type GetReply struct {
+	Values []KeyValue `codec:",omitempty"`
+	ReadTS uint64     `codec:",omitempty"`
+}
+
+// MsgType returns MsgGetReply.
+func (GetReply) MsgType() MsgType { return MsgGetReply }
+
+// OpKind is the kind of a transaction write.
+type OpKind uint8
+
+// Write kinds.
+const (
+	OpPut    OpKind = 1 // set Key to Value
+	OpDelete OpKind = 2 // remove Key
+)
+
+// String returns "put", "delete" or "op(N)".
+func (k OpKind) String() string {
+	switch k {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	}
+	return "op(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Valid reports whether k is a known write kind.
+func (k OpKind) Valid() bool { return k == OpPut || k == OpDelete }
+
+// Op is one write of a transaction.
+type Op struct {
+	Kind  OpKind `codec:",omitempty"`
+	Key   []byte `codec:",omitempty"`
+	Value []byte `codec:",omitempty"`
+}
+
+// CompareKind is the kind of a transaction precondition.
+type CompareKind uint8
+
+// Precondition kinds.
+const (
+	CmpValueEqual     CompareKind = 1 // the key exists and its value equals Value
+	CmpVersionEqual   CompareKind = 2 // the key's version equals Version (0: missing)
+	CmpVersionLess    CompareKind = 3 // the key's version is less than Version
+	CmpVersionGreater CompareKind = 4 // the key's version is greater than Version
+	CmpExists         CompareKind = 5 // the key exists
+	CmpMissing        CompareKind = 6 // the key does not exist
+)
+
+var compareKindNames = [...]string{
+	CmpValueEqual:     "value_equal",
+	CmpVersionEqual:   "version_equal",
+	CmpVersionLess:    "version_less",
+	CmpVersionGreater: "version_greater",
+	CmpExists:         "exists",
+	CmpMissing:        "missing",
+}
+
+// String returns the snake_case name of k ("value_equal", ...) or "compare(N)".
+func (k CompareKind) String() string {
+	if k.Valid() {
+		return compareKindNames[k]
+	}
+	return "compare(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Valid reports whether k is a known precondition kind.
+func (k CompareKind) Valid() bool { return k >= CmpValueEqual && k <= CmpMissing }
+
+// Compare is one precondition of a transaction.
+type Compare struct {
+	Kind    CompareKind `codec:",omitempty"`
+	Key     []byte      `codec:",omitempty"`
+	Value   []byte      `codec:",omitempty"`
+	Version uint64      `codec:",omitempty"`
+}
+
+// TxnRequest asks for an atomic transaction (MsgTxn): if every Compare holds,
+// apply every Op.
+type TxnRequest struct {
+	Compares []Compare `codec:",omitempty"`
+	Ops      []Op      `codec:",omitempty"`
+}
+
+// MsgType returns MsgTxn.
+func (TxnRequest) MsgType() MsgType { return MsgTxn }
+
+// TxnReply reports a committed transaction (MsgTxnReply); Path is "1pc" or
+// "2pc".
+type TxnReply struct {
+	TxnID    uint64 `codec:",omitempty"`
+	CommitTS uint64 `codec:",omitempty"`
+	Path     string `codec:",omitempty"`
+}
+
+// MsgType returns MsgTxnReply.
+func (TxnReply) MsgType() MsgType { return MsgTxnReply }
+
+// ApplyRequest asks a single participant to check and apply a transaction in
+// one phase (MsgApply).
+type ApplyRequest struct {
+	TxnID    uint64    `codec:",omitempty"`
+	TS       uint64    `codec:",omitempty"`
+	Compares []Compare `codec:",omitempty"`
+	Ops      []Op      `codec:",omitempty"`
+}
+
+// MsgType returns MsgApply.
+func (ApplyRequest) MsgType() MsgType { return MsgApply }
+
+// ApplyReply reports a one-phase commit (MsgApplyReply).
+type ApplyReply struct {
+	CommitTS uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgApplyReply.
+func (ApplyReply) MsgType() MsgType { return MsgApplyReply }
+
+// PrepareRequest is the first phase of two-phase commit (MsgPrepare).
+type PrepareRequest struct {
+	TxnID        uint64    `codec:",omitempty"`
+	StartTS      uint64    `codec:",omitempty"`
+	Compares     []Compare `codec:",omitempty"`
+	Ops          []Op      `codec:",omitempty"`
+	Participants []string  `codec:",omitempty"`
+}
+
+// MsgType returns MsgPrepare.
+func (PrepareRequest) MsgType() MsgType { return MsgPrepare }
+
+// PrepareReply is a participant's yes vote (MsgPrepareReply).
+type PrepareReply struct {
+	MinCommitTS uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgPrepareReply.
+func (PrepareReply) MsgType() MsgType { return MsgPrepareReply }
+
+// CommitRequest is the second phase of two-phase commit (MsgCommit), answered
+// by MsgAck.
+type CommitRequest struct {
+	TxnID    uint64 `codec:",omitempty"`
+	CommitTS uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgCommit.
+func (CommitRequest) MsgType() MsgType { return MsgCommit }
+
+// AbortRequest rolls back a prepared transaction (MsgAbort), answered by
+// MsgAck.
+type AbortRequest struct {
+	TxnID uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgAbort.
+func (AbortRequest) MsgType() MsgType { return MsgAbort }
+
+// Ack is the empty success reply (MsgAck).
+type Ack struct{}
+
+// MsgType returns MsgAck.
+func (Ack) MsgType() MsgType { return MsgAck }
+
+// OutcomeState is the fate of a transaction.
+type OutcomeState uint8
+
+// Transaction fates.
+const (
+	OutcomePending   OutcomeState = 1
+	OutcomeCommitted OutcomeState = 2
+	OutcomeAborted   OutcomeState = 3
+)
+
+// String returns "pending", "committed", "aborted" or "outcome(N)".
+func (s OutcomeState) String() string {
+	switch s {
+	case OutcomePending:
+		return "pending"
+	case OutcomeCommitted:
+		return "committed"
+	case OutcomeAborted:
+		return "aborted"
+	}
+	return "outcome(" + strconv.Itoa(int(s)) + ")"
+}
+
+// OutcomeRequest asks for the fate of a transaction (MsgOutcome); From names
+// the asker.
+type OutcomeRequest struct {
+	TxnID uint64 `codec:",omitempty"`
+	From  string `codec:",omitempty"`
+}
+
+// MsgType returns MsgOutcome.
+func (OutcomeRequest) MsgType() MsgType { return MsgOutcome }
+
+// OutcomeReply answers an OutcomeRequest (MsgOutcomeReply); CommitTS is set
+// when State is OutcomeCommitted.
+type OutcomeReply struct {
+	State    OutcomeState `codec:",omitempty"`
+	CommitTS uint64       `codec:",omitempty"`
+}
+
+// MsgType returns MsgOutcomeReply.
+func (OutcomeReply) MsgType() MsgType { return MsgOutcomeReply }
+
+// StatusRequest asks a process for its status (MsgStatus).
+type StatusRequest struct{}
+
+// MsgType returns MsgStatus.
+func (StatusRequest) MsgType() MsgType { return MsgStatus }
+
+// TxnInfo describes one prepared (or in-doubt) transaction in a status report.
+type TxnInfo struct {
+	TxnID        uint64   `codec:",omitempty"`
+	StartTS      uint64   `codec:",omitempty"`
+	AgeMillis    int64    `codec:",omitempty"`
+	Keys         [][]byte `codec:",omitempty"`
+	Participants []string `codec:",omitempty"`
+	InDoubt      bool     `codec:",omitempty"`
+	Waiting      string   `codec:",omitempty"`
+}
+
+// ProcessStatus describes one process of the cluster in a status report.
+type ProcessStatus struct {
+	Name        string    `codec:",omitempty"`
+	Role        string    `codec:",omitempty"`
+	Addr        string    `codec:",omitempty"`
+	MetricsAddr string    `codec:",omitempty"`
+	Up          bool      `codec:",omitempty"`
+	Error       string    `codec:",omitempty"`
+	Prepared    []TxnInfo `codec:",omitempty"`
+	LocksHeld   int       `codec:",omitempty"`
+	InDoubt     int       `codec:",omitempty"`
+}
+
+// StatusReply answers a StatusRequest (MsgStatusReply).
+type StatusReply struct {
+	Processes []ProcessStatus `codec:",omitempty"`
+}
+
+// MsgType returns MsgStatusReply.
+func (StatusReply) MsgType() MsgType { return MsgStatusReply }
