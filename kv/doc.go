@@ -1,0 +1,99 @@
+// Package kv is the storage engine of one kvtx shard: multi-version user
+// data in a managed-mode Badger database, an in-memory lock table, durable
+// prepare records for two-phase commit, one-phase conditional writes, and
+// snapshot reads at a timestamp. It knows nothing about the network or the
+// transaction protocol around it; timestamps come from outside.
+//
+// # Data model
+//
+// Every committed write of a key is a version whose number is its commit
+// timestamp. Get(keys, ts) returns, per key, the latest version committed at
+// or below ts (or not found, for a key never written or deleted there).
+// Compares are checked against the latest committed version of a key, a
+// missing key having version 0.
+//
+// # Snapshot stability
+//
+// The store keeps maxTS, the highest timestamp it has read at or committed
+// at. Get raises maxTS to its ts atomically with checking the lock table;
+// Apply commits at max(ts, maxTS+1); Prepare returns max(maxTS, StartTS)+1 as
+// the least timestamp Commit may use. So once a read at ts has been served,
+// no write can land at or below ts, and a repeated read at ts returns the
+// same result. A read waits only for locks whose writes could land at or
+// below its ts (a prepared transaction from the moment its minimum commit
+// timestamp is known, with that minimum <= ts; an Apply whose chosen commit
+// timestamp is <= ts); it skips the rest, whose commit timestamps will be
+// above ts. Across restarts the guarantee rests on a durable high-water mark
+// (see below).
+//
+// # Locks
+//
+// Apply, Prepare, Commit and Abort serialise on keys through an in-memory
+// lock table; compare keys are locked as well as written keys, so compares
+// stay true until the writes commit. Apply takes all of its locks at once
+// or none and waits only with nothing held, so it cannot deadlock; Prepare
+// never waits for another prepared transaction (it fails with ErrConflict
+// at once), only briefly for an Apply, which depends on nobody. Locks are
+// released by closing a per-owner channel that wakes every waiter.
+//
+// # Durability
+//
+// Badger runs with SyncWrites=false; durability comes from a GroupSyncer
+// that batches fsyncs across concurrent writers, because Badger's own
+// SyncWrites fsyncs once per transaction and does not share a sync between
+// goroutines. A sync round calls DB.Sync, which covers only the active
+// memtable's write-ahead log and the value log, and then fsyncs the other
+// memtable WAL files (*.mem) in the directory, because a write may sit in a
+// memtable that was rotated out but not yet flushed; a WAL that vanishes
+// meanwhile was flushed to an SST, which Badger syncs when it creates it.
+// (The newest WAL is skipped: it is the one DB.Sync covered, or one created
+// after the round began.) A round covers every Badger write applied before
+// the round began.
+//
+// What is durable when a call returns nil:
+//
+//   - Apply: all of its writes (one Badger transaction, so all or none
+//     survive a crash), and the maxTS mark covering its commit timestamp.
+//   - Prepare: the prepare record, holding the ops, the compare keys, the
+//     start timestamp and the participants. After a crash Open re-takes
+//     the record's locks and the transaction is prepared again.
+//   - Commit: the writes and the deletion of the prepare record, in one
+//     Badger transaction, so a crash leaves either the prepared state or
+//     the committed one, never a mix.
+//   - Abort: the deletion of the prepare record.
+//   - Get: the maxTS mark covering its ts.
+//
+// Each of these calls waits for the sync while still holding its locks, so
+// no reader can observe a write before it is durable. Once the Badger write
+// is done the call waits for the sync even if its context ends. If a sync
+// fails, the store stops: the failing call and every later one return the
+// error, and the locks of the writes whose durability is unknown stay
+// held, so readers cannot see them; reopening recovers from what is on
+// disk. Writes that returned an error before their Badger write (lock
+// conflicts, failed compares, cancelled contexts) changed nothing.
+//
+// The high-water mark: when a timestamp above the durable mark is about to
+// be served (read at or committed at), the store first writes and syncs a
+// new mark Options.MaxTSBatch (default 1,000,000) above it. Open starts maxTS
+// at the persisted mark, so after a crash nothing is written at or below a
+// timestamp read before it. The cost is one extra small write and sync per
+// MaxTSBatch timestamps.
+//
+// Late duplicates: a Prepare for a transaction this store has committed or
+// aborted is refused with ErrAborted, from an in-memory set of the last
+// 100,000 finished ids and, for transactions that were prepared here, from
+// the tombstone their prepare record leaves in Badger, which survives
+// restarts. A Commit or Abort for a transaction that is not prepared here
+// is a no-op, so both may be retried freely.
+//
+// # Badger layout
+//
+// User data lives under 'd'+key at version = commit timestamp (a delete is
+// a Badger deletion marker at that version), so every key, the empty key
+// included, is stored unambiguously. Prepare records live under
+// 'p'+big-endian(txnID) at version StartTS and are deleted at the commit
+// timestamp (Commit, which must exceed StartTS) or at StartTS+1 (Abort).
+// The maxTS mark lives under a meta key at version = the mark. Prepare
+// records and the mark are read at math.MaxUint64. Old versions are never
+// discarded (the Badger discard timestamp stays 0).
+package kv

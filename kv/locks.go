@@ -1,0 +1,274 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// noWait is the lockOwner.readFrom value of an owner no reader ever has to
+// wait for (callers never read at math.MaxUint64).
+const noWait = math.MaxUint64
+
+// lockOwner holds the locks of one Apply call or one prepared transaction.
+// All of its keys point at it in the lock table and are released together.
+// txnID and prepared never change after the owner is published; readFrom and
+// wake are guarded by Store.mu.
+type lockOwner struct {
+	txnID    uint64
+	prepared bool // false: an in-progress one-phase Apply
+
+	// readFrom is the lowest read timestamp that must wait for this owner:
+	// its writes, if any, will be committed at a timestamp >= readFrom, so a
+	// Get below it cannot see them and need not wait. For an Apply it is the
+	// commit timestamp (chosen when the locks are taken); for a prepared
+	// transaction it is the minimum commit timestamp Prepare returned, the
+	// commit timestamp once Commit starts, startTS+1 after recovery, and
+	// noWait while Prepare is still writing (any reader that gets ahead of
+	// it raises maxTS above its ts, and the minimum commit timestamp is
+	// computed from maxTS after the write) or once Abort has started.
+	readFrom uint64
+
+	// wake is created by the first waiter and closed on release.
+	wake chan struct{}
+}
+
+// errLockWait is returned by waitLocked when Options.LockWait has elapsed;
+// callers convert it into their typed error.
+var errLockWait = errors.New("kv: lock wait bound exceeded")
+
+// smallSet is the size up to which duplicate detection uses pairwise
+// comparison instead of a map.
+const smallSet = 16
+
+// holderLocked returns the first of keys that is locked, and its owner, or
+// (“”, nil) if none is.
+func (s *Store) holderLocked(keys []string) (string, *lockOwner) {
+	for _, k := range keys {
+		if o := s.mu.locks[k]; o != nil {
+			return k, o
+		}
+	}
+	return "", nil
+}
+
+// readBlockerLocked returns the first key whose lock a read at ts must wait
+// for, and its owner, or (nil, nil).
+func (s *Store) readBlockerLocked(keys [][]byte, ts uint64) ([]byte, *lockOwner) {
+	if len(s.mu.locks) == 0 {
+		return nil, nil
+	}
+	for _, k := range keys {
+		if o := s.mu.locks[string(k)]; o != nil && ts >= o.readFrom {
+			return k, o
+		}
+	}
+	return nil, nil
+}
+
+// acquireLocked points every key at o. The keys must all be free.
+func (s *Store) acquireLocked(keys []string, o *lockOwner) {
+	for _, k := range keys {
+		s.mu.locks[k] = o
+	}
+}
+
+// releaseLocked frees o's keys and wakes everyone waiting for them.
+func (s *Store) releaseLocked(keys []string, o *lockOwner) {
+	for _, k := range keys {
+		if s.mu.locks[k] == o {
+			delete(s.mu.locks, k)
+		}
+	}
+	if o.wake != nil {
+		close(o.wake)
+		o.wake = nil
+	}
+}
+
+// release is releaseLocked for callers not holding s.mu.
+func (s *Store) release(keys []string, o *lockOwner) {
+	s.mu.Lock()
+	s.releaseLocked(keys, o)
+	s.mu.Unlock()
+}
+
+// waitLocked waits until o releases its locks. It is called with s.mu held
+// and returns with it released. timer bounds the total wait of one call
+// across retries: pass nil the first time and the returned timer after;
+// the caller stops it. It returns errLockWait when the bound has passed,
+// ErrClosed when the store is closing, or ctx's error (wrapped).
+func (s *Store) waitLocked(ctx context.Context, o *lockOwner, timer *time.Timer) (*time.Timer, error) {
+	if o.wake == nil {
+		o.wake = make(chan struct{})
+	}
+	ch := o.wake
+	s.mu.Unlock()
+	if timer == nil {
+		timer = time.NewTimer(s.lockWait)
+	}
+	select {
+	case <-ch:
+		return timer, nil
+	case <-timer.C:
+		return timer, errLockWait
+	case <-ctx.Done():
+		return timer, fmt.Errorf("kv: waiting for lock held by transaction %d: %w", o.txnID, ctx.Err())
+	case <-s.closing:
+		return timer, ErrClosed
+	}
+}
+
+// waitChan waits, without s.mu held, for ch to be closed, ctx to end or the
+// store to close.
+func (s *Store) waitChan(ctx context.Context, ch <-chan struct{}, what string) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kv: waiting for %s: %w", what, ctx.Err())
+	case <-s.closing:
+		return ErrClosed
+	}
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// dedupeOps returns ops with only the last op for each key, in the order of
+// those last ops. Without duplicates it returns ops itself.
+func dedupeOps(ops []Op) []Op {
+	n := len(ops)
+	if n < 2 {
+		return ops
+	}
+	if n <= smallSet {
+		dup := false
+	scan:
+		for i := 1; i < n; i++ {
+			for j := 0; j < i; j++ {
+				if bytes.Equal(ops[i].Key, ops[j].Key) {
+					dup = true
+					break scan
+				}
+			}
+		}
+		if !dup {
+			return ops
+		}
+	}
+	seen := make(map[string]struct{}, n)
+	out := make([]Op, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		if _, ok := seen[string(ops[i].Key)]; ok {
+			continue
+		}
+		seen[string(ops[i].Key)] = struct{}{}
+		out = append(out, ops[i])
+	}
+	if len(out) == n {
+		return ops
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// distinctKeys returns the keys to lock for ops (already deduplicated) and
+// cmps: every op key, in order, then each compare key not seen before.
+func distinctKeys(ops []Op, cmps []Compare) [][]byte {
+	n := len(ops) + len(cmps)
+	raw := make([][]byte, 0, n)
+	for i := range ops {
+		raw = append(raw, ops[i].Key)
+	}
+	var seen map[string]struct{}
+	if n > smallSet && len(cmps) > 0 {
+		seen = make(map[string]struct{}, n)
+		for _, k := range raw {
+			seen[string(k)] = struct{}{}
+		}
+	}
+	for i := range cmps {
+		k := cmps[i].Key
+		if seen != nil {
+			if _, ok := seen[string(k)]; ok {
+				continue
+			}
+			seen[string(k)] = struct{}{}
+		} else if containsKey(raw, k) {
+			continue
+		}
+		raw = append(raw, k)
+	}
+	return raw
+}
+
+func containsKey(keys [][]byte, k []byte) bool {
+	for _, x := range keys {
+		if bytes.Equal(x, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// joinKeys converts keys to strings that share one backing allocation, so
+// the lock table costs one allocation per call rather than one per key.
+func joinKeys(raw [][]byte) []string {
+	total := 0
+	for _, k := range raw {
+		total += len(k)
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	for _, k := range raw {
+		sb.Write(k)
+	}
+	all := sb.String()
+	keys := make([]string, len(raw))
+	off := 0
+	for i, k := range raw {
+		keys[i] = all[off : off+len(k)]
+		off += len(k)
+	}
+	return keys
+}
+
+// recentSet remembers the last capacity transaction ids added to it.
+type recentSet struct {
+	capacity int
+	ring     []uint64
+	next     int // once ring is full: index of the oldest id
+	set      map[uint64]struct{}
+}
+
+func newRecentSet(capacity int) *recentSet {
+	return &recentSet{capacity: capacity, set: make(map[uint64]struct{})}
+}
+
+func (r *recentSet) has(id uint64) bool {
+	_, ok := r.set[id]
+	return ok
+}
+
+func (r *recentSet) add(id uint64) {
+	if _, ok := r.set[id]; ok {
+		return
+	}
+	if len(r.ring) < r.capacity {
+		r.ring = append(r.ring, id)
+	} else {
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = id
+		r.next = (r.next + 1) % r.capacity
+	}
+	r.set[id] = struct{}{}
+}

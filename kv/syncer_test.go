@@ -1,0 +1,204 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// openTestBadger opens a managed Badger DB in a temporary directory and
+// closes it when the test ends (after the test's deferred syncer Close).
+func openTestBadger(t *testing.T) (*badger.DB, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := OpenBadger(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("close badger: %v", err)
+		}
+	})
+	return db, dir
+}
+
+func TestGroupSyncerCoversOnlyCallsBeforeTheRound(t *testing.T) {
+	db, dir := openTestBadger(t)
+	var rounds atomic.Int32
+	inFirst := make(chan struct{})
+	release := make(chan struct{})
+	g := NewGroupSyncer(db, dir, func(time.Duration) {
+		if rounds.Add(1) == 1 {
+			close(inFirst)
+			<-release
+		}
+	})
+	defer g.Close()
+
+	a := make(chan error, 1)
+	go func() { a <- g.Sync(context.Background()) }()
+	<-inFirst // round 1 has begun (and synced) with a's registration
+
+	b := make(chan error, 1)
+	go func() { b <- g.Sync(context.Background()) }()
+	// Wait until b has registered for the next round.
+	for {
+		g.mu.Lock()
+		registered := g.mu.next != nil
+		g.mu.Unlock()
+		if registered {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-b:
+		t.Fatalf("a Sync that arrived during round 1 returned (%v) before round 1 ended", err)
+	default:
+	}
+	close(release)
+	if err := <-a; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-b; err != nil {
+		t.Fatal(err)
+	}
+	if n := rounds.Load(); n != 2 {
+		t.Fatalf("the Sync that arrived during round 1 returned after %d rounds, want 2", n)
+	}
+}
+
+func TestGroupSyncerBatchesConcurrentCallers(t *testing.T) {
+	db, dir := openTestBadger(t)
+	var rounds atomic.Int32
+	// A slow disk: every round takes 5ms, so callers pile up behind it.
+	g := NewGroupSyncer(db, dir, func(time.Duration) {
+		rounds.Add(1)
+		time.Sleep(5 * time.Millisecond)
+	})
+	defer g.Close()
+	const callers = 64
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			if err := g.Sync(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	n := rounds.Load()
+	t.Logf("%d callers shared %d sync rounds", callers, n)
+	if n >= callers/2 {
+		t.Fatalf("%d callers took %d rounds: not batched", callers, n)
+	}
+}
+
+func TestGroupSyncerCloseAndContext(t *testing.T) {
+	db, dir := openTestBadger(t)
+	release := make(chan struct{})
+	g := NewGroupSyncer(db, dir, func(time.Duration) { <-release })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := g.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync with an expiring context: %v", err)
+	}
+	// Close completes the pending round before stopping.
+	pending := make(chan error, 1)
+	go func() { pending <- g.Sync(context.Background()) }()
+	close(release)
+	g.Close()
+	g.Close()
+	if err := <-pending; err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync racing Close: %v", err)
+	}
+	if err := g.Sync(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestGroupSyncerChoosesRotatedWALs(t *testing.T) {
+	names := []string{"00007.mem", "MANIFEST", "00009.mem", "000003.sst", "00008.mem", "000001.vlog", "odd.mem"}
+	got := walsToSync(names)
+	want := []string{"00007.mem", "00008.mem", "odd.mem"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("walsToSync(%v) = %v, want %v (every WAL but the newest)", names, got, want)
+	}
+	if got := walsToSync([]string{"00001.mem", "KEYREGISTRY"}); len(got) != 0 {
+		t.Fatalf("only the active WAL: got %v, want none", got)
+	}
+}
+
+func TestGroupSyncerFsyncsRotatedWALs(t *testing.T) {
+	db, dir := openTestBadger(t)
+	// A WAL older than the active one (00001.mem), as a rotated-out memtable
+	// awaiting its flush would be; a round must fsync it.
+	extra := filepath.Join(dir, "00000"+memFileExt)
+	if err := os.WriteFile(extra, []byte("wal"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g := NewGroupSyncer(db, dir, nil)
+	defer g.Close()
+	if err := g.syncOnce(); err != nil {
+		t.Fatalf("sync round with a rotated WAL: %v", err)
+	}
+	// A WAL flushed and deleted between the listing and its fsync is fine.
+	if err := os.Remove(extra); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsyncFile(extra); err != nil {
+		t.Fatalf("fsync of a vanished WAL: %v", err)
+	}
+	if err := g.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStoreApplySharesSyncRounds(t *testing.T) {
+	var rounds atomic.Int64
+	opts := testOpts(t, t.TempDir())
+	opts.OnSync = func(d time.Duration) {
+		rounds.Add(1)
+		time.Sleep(2 * time.Millisecond) // a disk slower than this VM's
+	}
+	s := openTest(t, opts)
+	const writers, each = 32, 10
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				k := fmt.Sprintf("w%02d-%02d", w, i)
+				if _, err := s.Apply(context.Background(), uint64(w), 0, nil, []Op{put(k, "v")}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	txns := int64(writers * each)
+	n := rounds.Load()
+	t.Logf("%d concurrent one-phase transactions shared %d sync rounds", txns, n)
+	if n >= txns/2 {
+		t.Fatalf("%d transactions took %d sync rounds: group commit is not batching", txns, n)
+	}
+	// Every acknowledged write is there.
+	for w := range writers {
+		for i := range each {
+			if v := mustGet(t, s, s.Stats().MaxTS, fmt.Sprintf("w%02d-%02d", w, i)); !v.Found {
+				t.Fatalf("write w%02d-%02d missing", w, i)
+			}
+		}
+	}
+}

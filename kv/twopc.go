@@ -1,0 +1,513 @@
+package kv
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// PrepareRecord is everything needed to commit a prepared transaction after
+// a crash. It is stored durably by Prepare and loaded by Open.
+type PrepareRecord struct {
+	TxnID        uint64
+	StartTS      uint64 // must be > 0; the commit timestamp must exceed it
+	Ops          []Op
+	Participants []string  // node names taking part (for logs and status only)
+	PreparedAt   time.Time // zero means now
+}
+
+// PreparedTxn describes a transaction holding prepare locks here.
+type PreparedTxn struct {
+	TxnID, StartTS uint64
+	Keys           [][]byte // every locked key: op keys, then compare-only keys
+	Participants   []string
+	PreparedAt     time.Time
+	Recovered      bool // loaded from disk by Open rather than prepared by this process
+}
+
+// preparedTxn is the in-memory state of a prepared transaction. All fields
+// but owner.readFrom, owner.wake, minCommitTS, durable and busy are
+// immutable once the txn is in Store.mu.prepared; those are guarded by mu.
+type preparedTxn struct {
+	owner        lockOwner
+	startTS      uint64
+	ops          []Op     // deduplicated, owned copies
+	readKeys     [][]byte // compare keys that are not op keys, owned copies
+	keys         []string // every locked key: op keys, then readKeys
+	participants []string
+	preparedAt   time.Time
+	minCommitTS  uint64
+	recovered    bool
+	durable      bool // the prepare record is on stable storage
+
+	// busy is non-nil while a Prepare, Commit or Abort of this transaction
+	// is doing I/O; it is closed when that call finishes, successfully or
+	// not, and other calls for the same transaction wait for it.
+	busy chan struct{}
+}
+
+// newPrepared builds the in-memory state of a prepared transaction, copying
+// ops and readKeys into one owned buffer (callers may reuse theirs).
+func newPrepared(txnID, startTS uint64, ops []Op, readKeys [][]byte, participants []string, at time.Time) *preparedTxn {
+	total := 0
+	for i := range ops {
+		total += len(ops[i].Key) + len(ops[i].Value)
+	}
+	for _, k := range readKeys {
+		total += len(k)
+	}
+	buf := make([]byte, 0, total)
+	own := func(b []byte) []byte {
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	p := &preparedTxn{
+		owner:        lockOwner{txnID: txnID, prepared: true},
+		startTS:      startTS,
+		ops:          make([]Op, len(ops)),
+		readKeys:     make([][]byte, len(readKeys)),
+		participants: slices.Clone(participants),
+		preparedAt:   at,
+	}
+	raw := make([][]byte, 0, len(ops)+len(readKeys))
+	for i := range ops {
+		p.ops[i].Kind = ops[i].Kind
+		p.ops[i].Key = own(ops[i].Key)
+		if ops[i].Kind == OpPut {
+			p.ops[i].Value = own(ops[i].Value)
+		}
+		raw = append(raw, p.ops[i].Key)
+	}
+	for i, k := range readKeys {
+		p.readKeys[i] = own(k)
+		raw = append(raw, p.readKeys[i])
+	}
+	p.keys = joinKeys(raw)
+	return p
+}
+
+// Prepare is the first phase of two-phase commit for rec.TxnID.
+//
+// It locks every key of rec.Ops and cmps, all or nothing. A key locked by
+// another prepared transaction fails the call at once with *ConflictError
+// (no waiting, so prepared transactions never wait for each other and
+// cannot deadlock); a key locked by an in-progress one-phase Apply, which
+// depends on nobody, is waited for up to Options.LockWait. Under the locks
+// it checks cmps against the latest committed versions (failure releases
+// everything and returns *CompareFailedError), writes the prepare record,
+// and waits for a group sync. When Prepare returns nil the record is
+// durable: the locks are re-taken after a crash and the transaction can
+// still be committed or aborted. The result is the minimum commit
+// timestamp, max(maxTS, StartTS)+1: Commit must use a timestamp at least
+// this large, which places the writes above every read this store served.
+// Prepare does not by itself look for writes committed after StartTS; a
+// caller that wants snapshot isolation says so with compares (for example
+// CmpVersionLess with Version StartTS+1 on each written key).
+//
+// Prepare is idempotent: for a transaction already prepared here it
+// returns the same minimum commit timestamp again. For a transaction this
+// store has already committed or aborted it returns *AbortedError (a late
+// duplicate): recent ones are remembered in memory, and any that were
+// prepared here are also recognised from the tombstone of their prepare
+// record, across restarts. ctx bounds the waits and is checked before the
+// record is written; once written, Prepare waits for the sync regardless.
+//
+// Cost: one Badger read per compare plus one point lookup for the
+// tombstone check, a dry run of the commit's Badger transaction (so a yes
+// vote can always be committed), one Badger write, one share of a group
+// sync; ops are copied once and kept in memory until Commit or Abort.
+func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) (minCommitTS uint64, err error) {
+	if rec.StartTS == 0 || rec.StartTS >= math.MaxUint64-1 {
+		return 0, invalidf("prepare transaction %d: start timestamp %d out of range", rec.TxnID, rec.StartTS)
+	}
+	if err := validate("prepare", rec.TxnID, rec.Ops, cmps); err != nil {
+		return 0, err
+	}
+	ops := dedupeOps(rec.Ops)
+	raw := distinctKeys(ops, cmps)
+	at := rec.PreparedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	p := newPrepared(rec.TxnID, rec.StartTS, ops, raw[len(ops):], rec.Participants, at)
+	p.owner.readFrom = noWait
+	p.busy = make(chan struct{})
+
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	defer s.exit()
+	var timer *time.Timer
+	for {
+		if err := s.mu.failed; err != nil {
+			s.mu.Unlock()
+			stopTimer(timer)
+			return 0, err
+		}
+		if q := s.mu.prepared[rec.TxnID]; q != nil {
+			if q.busy != nil {
+				ch := q.busy
+				s.mu.Unlock()
+				if err := s.waitChan(ctx, ch, fmt.Sprintf("transaction %d", rec.TxnID)); err != nil {
+					stopTimer(timer)
+					return 0, err
+				}
+				s.mu.Lock()
+				continue
+			}
+			min, startTS := q.minCommitTS, q.startTS
+			s.mu.Unlock()
+			stopTimer(timer)
+			if startTS != rec.StartTS {
+				return 0, invalidf("prepare transaction %d with start %d: already prepared with start %d", rec.TxnID, rec.StartTS, startTS)
+			}
+			return min, nil
+		}
+		if s.mu.finished.has(rec.TxnID) {
+			s.mu.Unlock()
+			stopTimer(timer)
+			return 0, &AbortedError{TxnID: rec.TxnID, Reason: "already finished here (late duplicate prepare)"}
+		}
+		k, holder := s.holderLocked(p.keys)
+		if holder == nil {
+			break
+		}
+		if holder.prepared {
+			s.mu.Unlock()
+			stopTimer(timer)
+			return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
+		}
+		timer, err = s.waitLocked(ctx, holder, timer)
+		if err != nil {
+			stopTimer(timer)
+			if err == errLockWait {
+				return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
+			}
+			return 0, err
+		}
+		s.mu.Lock()
+	}
+	s.acquireLocked(p.keys, &p.owner)
+	s.mu.prepared[rec.TxnID] = p
+	s.mu.Unlock()
+	stopTimer(timer)
+
+	if err := s.writePrepare(ctx, p, cmps); err != nil {
+		_, late := err.(*AbortedError)
+		s.mu.Lock()
+		s.releaseLocked(p.keys, &p.owner)
+		delete(s.mu.prepared, rec.TxnID)
+		if late {
+			s.mu.finished.add(rec.TxnID)
+		}
+		close(p.busy)
+		p.busy = nil
+		s.mu.Unlock()
+		return 0, err
+	}
+	err = s.waitSync()
+
+	s.mu.Lock()
+	if err == nil {
+		p.minCommitTS = max(s.mu.maxTS, p.startTS) + 1
+		p.owner.readFrom = p.minCommitTS
+		p.durable = true
+	} // else the store has failed: keep the locks, and waiters see the failure
+	close(p.busy)
+	p.busy = nil
+	minCommitTS = p.minCommitTS
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return minCommitTS, nil
+}
+
+// writePrepare checks that p may be prepared and writes its record. It does
+// not wait for the sync.
+func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare) error {
+	id := p.owner.txnID
+	txn := s.db.NewTransactionAt(math.MaxUint64, true)
+	defer txn.Discard()
+	pkey := prepareKey(id)
+
+	// Any version of the record, even a deletion marker, means this store
+	// prepared the transaction before and has since finished it.
+	it := txn.NewKeyIterator(pkey, badger.IteratorOptions{})
+	it.Rewind()
+	seen := it.Valid()
+	it.Close()
+	if seen {
+		return &AbortedError{TxnID: id, Reason: "its prepare record was already removed here (late duplicate prepare)"}
+	}
+	if err := checkCompares(txn, cmps); err != nil {
+		return err
+	}
+	if err := s.checkCommitFits(p); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("kv: prepare transaction %d: %w", id, err)
+	}
+	val := encodeRecord(&diskRecord{
+		TxnID:        id,
+		StartTS:      p.startTS,
+		PreparedAt:   p.preparedAt,
+		Ops:          p.ops,
+		ReadKeys:     p.readKeys,
+		Participants: p.participants,
+	})
+	if err := txn.Set(pkey, val); err != nil {
+		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
+	}
+	if err := txn.CommitAt(p.startTS, nil); err != nil {
+		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
+	}
+	return nil
+}
+
+// checkCommitFits builds, without committing, the Badger transaction that
+// Commit will write, so that Badger's size limits are hit here (a no vote)
+// rather than after the coordinator has decided to commit.
+func (s *Store) checkCommitFits(p *preparedTxn) error {
+	txn := s.db.NewTransactionAt(math.MaxUint64, true)
+	defer txn.Discard()
+	err := writeOps(txn, p.ops)
+	if err == nil {
+		err = txn.Delete(prepareKey(p.owner.txnID))
+	}
+	if err != nil {
+		return invalidf("prepare transaction %d: its commit cannot be written in one Badger transaction: %w", p.owner.txnID, err)
+	}
+	return nil
+}
+
+// claimLocked waits until no other call is doing I/O for txnID, then marks
+// it busy for the caller. It returns (nil, nil) if the
+// transaction is not prepared here, remembering the id as finished. It is
+// called with s.mu held and returns with it held unless it returns an error.
+func (s *Store) claimLocked(ctx context.Context, txnID uint64) (*preparedTxn, error) {
+	for {
+		if err := s.mu.failed; err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		p := s.mu.prepared[txnID]
+		if p == nil {
+			s.mu.finished.add(txnID)
+			return nil, nil
+		}
+		if p.busy == nil {
+			p.busy = make(chan struct{})
+			return p, nil
+		}
+		ch := p.busy
+		s.mu.Unlock()
+		if err := s.waitChan(ctx, ch, fmt.Sprintf("transaction %d", txnID)); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+	}
+}
+
+// unclaim ends a failed Commit or Abort: the transaction stays prepared
+// and another call may try again.
+func (s *Store) unclaim(p *preparedTxn) {
+	s.mu.Lock()
+	close(p.busy)
+	p.busy = nil
+	s.mu.Unlock()
+}
+
+// finishLocked releases a committed or aborted transaction's locks (waking
+// waiting readers and writers) and forgets it.
+func (s *Store) finishLocked(p *preparedTxn) {
+	s.releaseLocked(p.keys, &p.owner)
+	delete(s.mu.prepared, p.owner.txnID)
+	s.mu.finished.add(p.owner.txnID)
+	close(p.busy)
+	p.busy = nil
+}
+
+// Commit is the second phase for a transaction decided committed: it writes
+// the prepared ops at commitTS and deletes the prepare record in one Badger
+// transaction (atomic across crashes), waits for a group sync, raises maxTS
+// to commitTS, and then releases the locks, waking waiting readers. When it
+// returns nil the writes are durable and visible to reads at or above
+// commitTS. commitTS must be at least the minimum Prepare returned (after a
+// restart: above StartTS); otherwise nothing happens and the error wraps
+// ErrInvalidArgument.
+//
+// Commit is idempotent: for a transaction not prepared here (never seen,
+// or already committed or aborted) it returns nil and remembers the id as
+// finished. A Commit arriving while this transaction's Prepare, Commit or
+// Abort is still writing waits for it (bounded by ctx). Errors other than
+// ErrInvalidArgument leave the transaction prepared; retrying is safe.
+//
+// Cost: one Badger write transaction with every op, one share of a group
+// sync; one more write and sync when commitTS passes the durable maxTS mark.
+func (s *Store) Commit(ctx context.Context, txnID, commitTS uint64) error {
+	if commitTS == 0 || commitTS == math.MaxUint64 {
+		return invalidf("commit transaction %d: commit timestamp %d out of range", txnID, commitTS)
+	}
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	defer s.exit()
+	p, err := s.claimLocked(ctx, txnID)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	if min := p.owner.readFrom; commitTS < min {
+		close(p.busy)
+		p.busy = nil
+		s.mu.Unlock()
+		if min == noWait {
+			return invalidf("commit transaction %d: an abort of it has already begun", txnID)
+		}
+		return invalidf("commit transaction %d at %d: below its minimum commit timestamp %d", txnID, commitTS, min)
+	}
+	// Readers below commitTS cannot see these writes; let them through.
+	p.owner.readFrom = commitTS
+	needMark := commitTS > s.mu.mark
+	s.mu.Unlock()
+
+	if err := s.commitHeld(p, commitTS, needMark); err != nil {
+		s.unclaim(p)
+		return err
+	}
+	s.mu.Lock()
+	if commitTS > s.mu.maxTS {
+		s.mu.maxTS = commitTS
+	}
+	s.finishLocked(p)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark bool) error {
+	if needMark {
+		if err := s.ensureMark(commitTS); err != nil {
+			return err
+		}
+	}
+	id := p.owner.txnID
+	txn := s.db.NewTransactionAt(math.MaxUint64, true)
+	defer txn.Discard()
+	if err := writeOps(txn, p.ops); err != nil {
+		return fmt.Errorf("kv: commit transaction %d: %w", id, err)
+	}
+	if err := txn.Delete(prepareKey(id)); err != nil {
+		return fmt.Errorf("kv: commit transaction %d: delete prepare record: %w", id, err)
+	}
+	if err := txn.CommitAt(commitTS, nil); err != nil {
+		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
+	}
+	return s.waitSync()
+}
+
+// Abort is the second phase for a transaction decided aborted: it deletes
+// the prepare record (if any), waits for a group sync, releases the locks
+// and remembers the id as finished, so a late duplicate Prepare is refused.
+// When it returns nil the abort is durable. Abort is idempotent: for a
+// transaction not prepared here it only remembers the id. An Abort
+// arriving while this transaction's Prepare is still writing waits for it
+// (bounded by ctx) and then aborts it. On error the transaction stays
+// prepared; retrying is safe.
+//
+// Cost: one small Badger write and one share of a group sync.
+func (s *Store) Abort(ctx context.Context, txnID uint64) error {
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	defer s.exit()
+	p, err := s.claimLocked(ctx, txnID)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	// No writes will come from this transaction: no reader needs to wait,
+	// and a Commit is refused from now on.
+	p.owner.readFrom = noWait
+	s.mu.Unlock()
+
+	if err := s.abortHeld(p); err != nil {
+		s.unclaim(p)
+		return err
+	}
+	s.mu.Lock()
+	s.finishLocked(p)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Store) abortHeld(p *preparedTxn) error {
+	id := p.owner.txnID
+	txn := s.db.NewTransactionAt(math.MaxUint64, true)
+	defer txn.Discard()
+	if err := txn.Delete(prepareKey(id)); err != nil {
+		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
+	}
+	// Versioned just above the record, so the deletion shadows it.
+	if err := txn.CommitAt(p.startTS+1, nil); err != nil {
+		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
+	}
+	return s.waitSync()
+}
+
+// Prepared lists the transactions whose prepare record is durable and that
+// still hold their locks here, sorted by TxnID. The slices are copies.
+// Cost: one mutex acquisition and a copy of every prepared key.
+func (s *Store) Prepared() []PreparedTxn {
+	s.mu.Lock()
+	out := make([]PreparedTxn, 0, len(s.mu.prepared))
+	for _, p := range s.mu.prepared {
+		if !p.durable {
+			continue
+		}
+		keys := make([][]byte, len(p.keys))
+		for i, k := range p.keys {
+			keys[i] = []byte(k)
+		}
+		out = append(out, PreparedTxn{
+			TxnID:        p.owner.txnID,
+			StartTS:      p.startTS,
+			Keys:         keys,
+			Participants: slices.Clone(p.participants),
+			PreparedAt:   p.preparedAt,
+			Recovered:    p.recovered,
+		})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b PreparedTxn) int { return cmp.Compare(a.TxnID, b.TxnID) })
+	return out
+}
+
+// IsPrepared reports whether txnID is durably prepared here and not yet
+// committed or aborted. Cost: one mutex acquisition.
+func (s *Store) IsPrepared(txnID uint64) bool {
+	s.mu.Lock()
+	p := s.mu.prepared[txnID]
+	ok := p != nil && p.durable
+	s.mu.Unlock()
+	return ok
+}
