@@ -84,6 +84,12 @@ type CompareFailedError struct {
 // `kv: compare 0 failed: version of "k" is 3, want = 2`. Keys and values
 // longer than 64 bytes are shortened.
 func (e *CompareFailedError) Error() string {
+	return fmt.Sprintf("kv: compare %d failed: %s", e.Index, e.Detail())
+}
+
+// Detail says what the key held and what the compare wanted, e.g.
+// `version of "k" is 3, want = 2`, without the compare's index.
+func (e *CompareFailedError) Detail() string {
 	c, a := e.Compare, e.Actual
 	var what string
 	key := quoteKey(c.Key)
@@ -104,7 +110,7 @@ func (e *CompareFailedError) Error() string {
 	default:
 		what = fmt.Sprintf("unknown compare kind %d on %s", c.Kind, key)
 	}
-	return fmt.Sprintf("kv: compare %d failed: %s", e.Index, what)
+	return what
 }
 
 // Unwrap returns ErrCompareFailed.
