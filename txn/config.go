@@ -1,0 +1,278 @@
+package txn
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Process describes one process of the cluster: where it listens for the kvtx protocol, where it
+// serves Prometheus metrics and where it keeps its data.
+type Process struct {
+	// Name identifies a node ("node1"); the master's name is always "master".
+	Name string `yaml:"name,omitempty"`
+	// Listen is the host:port of the kvtx protocol.
+	Listen string `yaml:"listen"`
+	// Metrics is the host:port of the HTTP server for /metrics; empty disables it.
+	Metrics string `yaml:"metrics"`
+	// DataDir holds the process's Badger files, identity file and transaction log.
+	DataDir string `yaml:"data_dir"`
+}
+
+// Limits bound what one request may carry. A zero field means the default given in its comment.
+type Limits struct {
+	// MaxKeyBytes is the largest key (default 4 KiB).
+	MaxKeyBytes int `yaml:"max_key_bytes"`
+	// MaxValueBytes is the largest value (default 1 MiB).
+	MaxValueBytes int `yaml:"max_value_bytes"`
+	// MaxTxnOps is the largest number of operations plus compares in one transaction (default 1,024).
+	MaxTxnOps int `yaml:"max_txn_ops"`
+	// MaxTxnBytes is the largest total of key and value bytes in one transaction (default 4 MiB).
+	MaxTxnBytes int `yaml:"max_txn_bytes"`
+	// MaxFrameBytes is the largest protocol frame (default 8 MiB).
+	MaxFrameBytes int `yaml:"max_frame_bytes"`
+}
+
+// Timeouts are the protocol's clocks. A zero field means the default given in its comment.
+type Timeouts struct {
+	// Prepare bounds the master's wait for all votes (default 5s); past it the transaction aborts.
+	Prepare time.Duration `yaml:"prepare"`
+	// CommitWait bounds how long the master waits for phase 2 before it answers "committed"
+	// anyway and keeps retrying in the background (default 2s).
+	CommitWait time.Duration `yaml:"commit_wait"`
+	// InDoubt is the age after which a node asks the master about a prepared transaction
+	// (default 3s).
+	InDoubt time.Duration `yaml:"in_doubt"`
+	// Resolve is how often a node scans for transactions to ask about (default 500ms).
+	Resolve time.Duration `yaml:"resolve"`
+	// LockWait bounds how long a read waits for a lock before failing with "locked" (default 2s).
+	LockWait time.Duration `yaml:"lock_wait"`
+	// Request bounds one master→node request (default 5s).
+	Request time.Duration `yaml:"request"`
+}
+
+// Config describes a whole cluster. Every process reads the same Config: the shard of a key is a
+// pure function of the key and the ordered node list, so all processes agree on it.
+type Config struct {
+	// Master is the router, oracle and 2PC coordinator.
+	Master Process `yaml:"master"`
+	// Nodes are the shard nodes, in shard order. Their order defines the shard map.
+	Nodes []Process `yaml:"nodes"`
+	// Limits bound request sizes.
+	Limits Limits `yaml:"limits"`
+	// Timeouts are the protocol's clocks.
+	Timeouts Timeouts `yaml:"timeouts"`
+}
+
+// MasterName is the name the master goes by in logs, hellos and status.
+const MasterName = "master"
+
+// DefaultConfig returns the built-in cluster: one master and two nodes on 127.0.0.1 with data
+// under ./data. Every binary runs on it with no config file.
+func DefaultConfig() Config {
+	return Config{
+		Master: Process{Name: MasterName, Listen: "127.0.0.1:9000", Metrics: "127.0.0.1:9100", DataDir: "data/master"},
+		Nodes: []Process{
+			{Name: "node1", Listen: "127.0.0.1:9001", Metrics: "127.0.0.1:9101", DataDir: "data/node1"},
+			{Name: "node2", Listen: "127.0.0.1:9002", Metrics: "127.0.0.1:9102", DataDir: "data/node2"},
+		},
+	}.WithDefaults()
+}
+
+// WithDefaults returns c with every zero limit and timeout replaced by its default.
+func (c Config) WithDefaults() Config {
+	c.Master.Name = MasterName
+	l := &c.Limits
+	setInt(&l.MaxKeyBytes, 4<<10)
+	setInt(&l.MaxValueBytes, 1<<20)
+	setInt(&l.MaxTxnOps, 1024)
+	setInt(&l.MaxTxnBytes, 4<<20)
+	setInt(&l.MaxFrameBytes, 8<<20)
+	t := &c.Timeouts
+	setDur(&t.Prepare, 5*time.Second)
+	setDur(&t.CommitWait, 2*time.Second)
+	setDur(&t.InDoubt, 3*time.Second)
+	setDur(&t.Resolve, 500*time.Millisecond)
+	setDur(&t.LockWait, 2*time.Second)
+	setDur(&t.Request, 5*time.Second)
+	return c
+}
+
+func setInt(p *int, def int) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+func setDur(p *time.Duration, def time.Duration) {
+	if *p == 0 {
+		*p = def
+	}
+}
+
+// LoadConfig reads a YAML cluster config. Fields the file leaves out take their defaults; an
+// unknown field is an error, so a typo does not silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("txn: read config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("txn: parse config %s: %w", path, err)
+	}
+	return c.WithDefaults(), nil
+}
+
+// Validate reports every problem of c at once, or nil.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	checkAddr := func(what, addr string, required bool) {
+		if addr == "" {
+			if required {
+				add("%s: address is required", what)
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add("%s: bad address %q: %v", what, addr, err)
+		}
+	}
+	checkAddr("master.listen", c.Master.Listen, true)
+	checkAddr("master.metrics", c.Master.Metrics, false)
+	if c.Master.DataDir == "" {
+		add("master.data_dir is required")
+	}
+	if len(c.Nodes) == 0 {
+		add("nodes: at least one node is required")
+	}
+	names := map[string]bool{MasterName: true}
+	addrs := map[string]string{}
+	claim := func(owner, addr string) {
+		if addr == "" {
+			return
+		}
+		if prev, ok := addrs[addr]; ok {
+			add("%s: address %s is also used by %s", owner, addr, prev)
+		}
+		addrs[addr] = owner
+	}
+	claim("master.listen", c.Master.Listen)
+	claim("master.metrics", c.Master.Metrics)
+	dirs := map[string]string{c.Master.DataDir: "master"}
+	for i, n := range c.Nodes {
+		what := fmt.Sprintf("nodes[%d]", i)
+		if n.Name == "" {
+			add("%s: name is required", what)
+		} else if names[n.Name] {
+			add("%s: name %q is used twice (or is reserved)", what, n.Name)
+		}
+		names[n.Name] = true
+		checkAddr(what+".listen", n.Listen, true)
+		checkAddr(what+".metrics", n.Metrics, false)
+		claim(what+".listen", n.Listen)
+		claim(what+".metrics", n.Metrics)
+		if n.DataDir == "" {
+			add("%s.data_dir is required", what)
+		} else if prev, ok := dirs[n.DataDir]; ok {
+			add("%s.data_dir %s is also used by %s", what, n.DataDir, prev)
+		}
+		dirs[n.DataDir] = n.Name
+	}
+	l := c.Limits
+	if l.MaxKeyBytes < 1 || l.MaxValueBytes < 0 || l.MaxTxnOps < 1 || l.MaxTxnBytes < 1 {
+		add("limits: must be positive")
+	}
+	if l.MaxFrameBytes < l.MaxTxnBytes+64<<10 {
+		add("limits.max_frame_bytes (%d) must exceed max_txn_bytes (%d) by at least 64 KiB", l.MaxFrameBytes, l.MaxTxnBytes)
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"prepare", t.Prepare}, {"commit_wait", t.CommitWait}, {"in_doubt", t.InDoubt}, {"resolve", t.Resolve}, {"lock_wait", t.LockWait}, {"request", t.Request}} {
+		if d.v <= 0 {
+			add("timeouts.%s must be positive", d.name)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("txn: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Node returns the node named name.
+func (c Config) Node(name string) (Process, error) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	known := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		known[i] = n.Name
+	}
+	return Process{}, fmt.Errorf("txn: unknown node %q (the config has %s)", name, strings.Join(known, ", "))
+}
+
+// ShardMap maps keys to nodes: FNV-1a of the key modulo the number of nodes, over the node list in
+// config order. It is immutable and safe for concurrent use.
+type ShardMap struct {
+	names []string
+	id    uint64
+}
+
+// NewShardMap builds the shard map of the given node names, in shard order.
+func NewShardMap(names []string) *ShardMap {
+	h := fnv.New64a()
+	for _, n := range names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+	}
+	id := h.Sum64()
+	if id == 0 {
+		id = 1
+	}
+	return &ShardMap{names: append([]string(nil), names...), id: id}
+}
+
+// ShardMap returns the cluster's shard map.
+func (c Config) ShardMap() *ShardMap {
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+	}
+	return NewShardMap(names)
+}
+
+// Shard returns the index of the node that owns key.
+func (m *ShardMap) Shard(key []byte) int {
+	var h uint64 = 14695981039346656037
+	for _, b := range key {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return int(h % uint64(len(m.names)))
+}
+
+// Owner returns the name of the node that owns key.
+func (m *ShardMap) Owner(key []byte) string { return m.names[m.Shard(key)] }
+
+// Names returns the node names in shard order.
+func (m *ShardMap) Names() []string { return append([]string(nil), m.names...) }
+
+// Len returns the number of shards.
+func (m *ShardMap) Len() int { return len(m.names) }
+
+// ID fingerprints the node list; processes exchange it in their hello so that a node never
+// serves a master that shards keys differently.
+func (m *ShardMap) ID() uint64 { return m.id }

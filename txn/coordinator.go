@@ -1,0 +1,702 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kvtx/kvtx/wire"
+)
+
+// CoordinatorConfig holds everything a Coordinator needs; every side effect is injected.
+type CoordinatorConfig struct {
+	// Shards routes keys to nodes.
+	Shards *ShardMap
+	// Transport reaches the nodes by name.
+	Transport Transport
+	// Decisions is the durable decision log and oracle mark.
+	Decisions DecisionStore
+	// Limits bound requests; zero fields take their defaults.
+	Limits Limits
+	// Timeouts are the protocol's clocks; zero fields take their defaults.
+	Timeouts Timeouts
+	// Metrics, TxnLog and Logger are optional.
+	Metrics *MasterMetrics
+	TxnLog  *TxnLog
+	Logger  *slog.Logger
+}
+
+// Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
+// path for single-shard transactions and presumed-abort two-phase commit for the others, and
+// answers participants that ask for the outcome of a transaction. It is safe for concurrent
+// use.
+type Coordinator struct {
+	cfg    CoordinatorConfig
+	oracle *Oracle
+	log    *slog.Logger
+
+	ctx    context.Context // cancelled by Close: stops phase-2 drivers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		txns map[uint64]*txnState // cross-shard transactions being prepared or committed
+	}
+}
+
+// txnState is the master's memory of a cross-shard transaction. A transaction that is not in
+// the map and has no decision record is aborted.
+type txnState struct {
+	participants []string
+	committed    bool   // the decision record is durable
+	commitTS     uint64 // with committed
+	unknown      bool   // the decision record may or may not be durable: pending until restart
+	started      time.Time
+	done         chan struct{} // closed when every participant acknowledged the commit
+}
+
+var _ Handler = (*Coordinator)(nil)
+
+// NewCoordinator validates cfg and loads the oracle. Call Recover before serving requests.
+func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
+	if cfg.Shards == nil || cfg.Shards.Len() == 0 || cfg.Transport == nil || cfg.Decisions == nil {
+		return nil, errors.New("txn: coordinator needs Shards, Transport and Decisions")
+	}
+	full := Config{Limits: cfg.Limits, Timeouts: cfg.Timeouts}.WithDefaults()
+	cfg.Limits, cfg.Timeouts = full.Limits, full.Timeouts
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	oracle, err := NewOracle(ctx, cfg.Decisions)
+	if err != nil {
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, oracle: oracle, log: cfg.Logger}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.mu.txns = map[uint64]*txnState{}
+	return c, nil
+}
+
+// Oracle returns the coordinator's timestamp oracle.
+func (c *Coordinator) Oracle() *Oracle { return c.oracle }
+
+// Recover loads every durable commit decision and drives its phase 2 again in the background,
+// until every participant acknowledges. It must run before the master answers any Outcome
+// request, or a committed transaction could be reported aborted.
+func (c *Coordinator) Recover(ctx context.Context) (int, error) {
+	decisions, err := c.cfg.Decisions.Load()
+	if err != nil {
+		return 0, fmt.Errorf("txn: load decisions: %w", err)
+	}
+	for _, d := range decisions {
+		if err := c.oracle.Observe(ctx, d.CommitTS); err != nil {
+			return 0, err
+		}
+		st := &txnState{participants: d.Participants, committed: true, commitTS: d.CommitTS, started: time.Now(), done: make(chan struct{})}
+		c.mu.Lock()
+		c.mu.txns[d.TxnID] = st
+		c.mu.Unlock()
+		c.cfg.TxnLog.Event(d.TxnID, "recovered", d.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", d.CommitTS))
+		c.cfg.Metrics.recovered("redrive_commit")
+		c.log.Info("re-driving committed transaction", "txn", d.TxnID, "commit_ts", d.CommitTS, "participants", d.Participants)
+		c.startPhase2(d.TxnID, st)
+	}
+	c.updateGauges()
+	return len(decisions), nil
+}
+
+// Close stops the phase-2 drivers and waits for them. Unacknowledged commits stay in the
+// decision log and are driven again by the next Recover.
+func (c *Coordinator) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Handle dispatches one request from a client or a node.
+func (c *Coordinator) Handle(ctx context.Context, req wire.Message) (wire.Message, error) {
+	switch m := req.(type) {
+	case *wire.GetRequest:
+		return c.Get(ctx, m)
+	case *wire.TxnRequest:
+		return c.Txn(ctx, m)
+	case *wire.OutcomeRequest:
+		return c.Outcome(m), nil
+	case *wire.StatusRequest:
+		return c.Status(ctx), nil
+	default:
+		return nil, wire.Errorf(wire.CodeUnknownMessage, "the master does not serve %s requests", req.MsgType())
+	}
+}
+
+// Get reads keys as one atomic snapshot at a fresh read timestamp: each shard reads at the same
+// timestamp and waits for older prepare locks, so the result never holds half a transaction.
+func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetReply, error) {
+	if len(req.Keys) == 0 {
+		return nil, wire.Errorf(wire.CodeBadRequest, "get needs at least one key")
+	}
+	if len(req.Keys) > c.cfg.Limits.MaxTxnOps {
+		return nil, wire.Errorf(wire.CodeTooLarge, "get of %d keys exceeds the limit of %d (max_txn_ops)", len(req.Keys), c.cfg.Limits.MaxTxnOps)
+	}
+	for _, k := range req.Keys {
+		if err := c.checkKey(k); err != nil {
+			return nil, err
+		}
+	}
+	ts := req.ReadTS
+	if ts == 0 {
+		var err error
+		if ts, err = c.oracle.Next(ctx); err != nil {
+			return nil, wire.Errorf(wire.CodeInternal, "allocate read timestamp: %v", err)
+		}
+	} else if ts > c.oracle.Last() {
+		return nil, wire.Errorf(wire.CodeBadRequest, "read timestamp %d is in the future", ts)
+	}
+	// Group the keys by shard, remembering each key's place in the request.
+	type shardKeys struct {
+		keys [][]byte
+		pos  []int
+	}
+	groups := make([]shardKeys, c.cfg.Shards.Len())
+	for i, k := range req.Keys {
+		s := c.cfg.Shards.Shard(k)
+		groups[s].keys = append(groups[s].keys, k)
+		groups[s].pos = append(groups[s].pos, i)
+	}
+	out := make([]wire.KeyValue, len(req.Keys))
+	names := c.cfg.Shards.Names()
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for s := range groups {
+		if len(groups[s].keys) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(s int) {
+			defer wg.Done()
+			var rep wire.GetReply
+			err := c.call(ctx, names[s], &wire.GetRequest{Keys: groups[s].keys, ReadTS: ts}, &rep)
+			if err == nil && len(rep.Values) != len(groups[s].keys) {
+				err = wire.Errorf(wire.CodeInternal, "%s returned %d values for %d keys", names[s], len(rep.Values), len(groups[s].keys))
+			}
+			if err != nil {
+				errs[s] = readError(names[s], err)
+				return
+			}
+			for j, v := range rep.Values {
+				out[groups[s].pos[j]] = v
+			}
+		}(s)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, firstError(errs)
+	}
+	return &wire.GetReply{Values: out, ReadTS: ts}, nil
+}
+
+// readError turns a failed read on a node into the error the client gets: reads change
+// nothing, so any failure to reach a node is "unavailable" (safe to retry).
+func readError(node string, err error) error {
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		return werr
+	}
+	return wire.Errorf(wire.CodeUnavailable, "node %s unavailable: %v", node, err)
+}
+
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shardTxn is the part of a transaction that one shard executes.
+type shardTxn struct {
+	node   string
+	cmps   []wire.Compare
+	cmpIdx []int // index of each compare in the client's request
+	ops    []wire.Op
+}
+
+func (c *Coordinator) checkKey(k []byte) error {
+	if len(k) == 0 {
+		return wire.Errorf(wire.CodeBadRequest, "empty key")
+	}
+	if len(k) > c.cfg.Limits.MaxKeyBytes {
+		return wire.Errorf(wire.CodeTooLarge, "key of %d bytes exceeds the limit of %d bytes (max_key_bytes)", len(k), c.cfg.Limits.MaxKeyBytes)
+	}
+	return nil
+}
+
+// validate checks a transaction against the limits before anything is sent anywhere.
+func (c *Coordinator) validate(req *wire.TxnRequest) error {
+	l := c.cfg.Limits
+	n := len(req.Ops) + len(req.Compares)
+	if len(req.Ops) == 0 && len(req.Compares) == 0 {
+		return wire.Errorf(wire.CodeBadRequest, "empty transaction: no operations and no compares")
+	}
+	if n > l.MaxTxnOps {
+		return wire.Errorf(wire.CodeTooLarge, "transaction of %d operations and compares exceeds the limit of %d (max_txn_ops)", n, l.MaxTxnOps)
+	}
+	total := 0
+	for i, op := range req.Ops {
+		if op.Kind != wire.OpPut && op.Kind != wire.OpDelete {
+			return wire.Errorf(wire.CodeBadRequest, "operation %d: unknown kind %d", i, op.Kind)
+		}
+		if err := c.checkKey(op.Key); err != nil {
+			return err
+		}
+		if len(op.Value) > l.MaxValueBytes {
+			return wire.Errorf(wire.CodeTooLarge, "value of %d bytes for key %q exceeds the limit of %d bytes (max_value_bytes)", len(op.Value), shortKey(op.Key), l.MaxValueBytes)
+		}
+		if op.Kind == wire.OpDelete && len(op.Value) > 0 {
+			return wire.Errorf(wire.CodeBadRequest, "operation %d: a delete carries no value", i)
+		}
+		total += len(op.Key) + len(op.Value)
+	}
+	for i, cmp := range req.Compares {
+		if cmp.Kind < wire.CmpValueEqual || cmp.Kind > wire.CmpMissing {
+			return wire.Errorf(wire.CodeBadRequest, "compare %d: unknown kind %d", i, cmp.Kind)
+		}
+		if err := c.checkKey(cmp.Key); err != nil {
+			return err
+		}
+		if len(cmp.Value) > l.MaxValueBytes {
+			return wire.Errorf(wire.CodeTooLarge, "compare value of %d bytes exceeds the limit of %d bytes (max_value_bytes)", len(cmp.Value), l.MaxValueBytes)
+		}
+		total += len(cmp.Key) + len(cmp.Value)
+	}
+	if total > l.MaxTxnBytes {
+		return wire.Errorf(wire.CodeTooLarge, "transaction of %d bytes exceeds the limit of %d bytes (max_txn_bytes)", total, l.MaxTxnBytes)
+	}
+	return nil
+}
+
+func shortKey(k []byte) string {
+	if len(k) > 32 {
+		return string(k[:32]) + "…"
+	}
+	return string(k)
+}
+
+// split groups a transaction's compares and operations by shard, in shard order.
+func (c *Coordinator) split(req *wire.TxnRequest) []shardTxn {
+	names := c.cfg.Shards.Names()
+	parts := make([]*shardTxn, len(names))
+	get := func(k []byte) *shardTxn {
+		s := c.cfg.Shards.Shard(k)
+		if parts[s] == nil {
+			parts[s] = &shardTxn{node: names[s]}
+		}
+		return parts[s]
+	}
+	for i, cmp := range req.Compares {
+		p := get(cmp.Key)
+		p.cmps = append(p.cmps, cmp)
+		p.cmpIdx = append(p.cmpIdx, i)
+	}
+	for _, op := range req.Ops {
+		p := get(op.Key)
+		p.ops = append(p.ops, op)
+	}
+	var out []shardTxn
+	for _, p := range parts {
+		if p != nil {
+			out = append(out, *p)
+		}
+	}
+	return out
+}
+
+// Txn executes a write transaction atomically across shards. The error, if any, is a
+// *wire.Error whose code tells the client the outcome: CodeCompareFailed, CodeConflict,
+// CodeUnavailable and CodeAborted mean nothing was written (safe to retry);
+// CodeUnknownOutcome means it may have committed; other codes reject the request itself.
+func (c *Coordinator) Txn(ctx context.Context, req *wire.TxnRequest) (*wire.TxnReply, error) {
+	if err := c.validate(req); err != nil {
+		return nil, err
+	}
+	parts := c.split(req)
+	if len(parts) == 1 {
+		return c.onePhase(ctx, parts[0])
+	}
+	return c.twoPhase(ctx, parts)
+}
+
+func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply, error) {
+	start := time.Now()
+	ts, err := c.oracle.Next(ctx)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeInternal, "allocate timestamp: %v", err)
+	}
+	var rep wire.ApplyReply
+	err = c.call(ctx, p.node, &wire.ApplyRequest{TxnID: ts, TS: ts, Compares: p.cmps, Ops: p.ops}, &rep)
+	if err != nil {
+		werr := c.voteError(ts, p, err, true)
+		c.cfg.Metrics.txnDone("1pc", outcomeOf(werr), time.Since(start))
+		return nil, werr
+	}
+	if err := c.oracle.Observe(ctx, rep.CommitTS); err != nil {
+		// The write is durable on its node; only the oracle's mark failed. Report unknown
+		// rather than committed: a later read might not be ordered after it.
+		c.cfg.Metrics.txnDone("1pc", "unknown", time.Since(start))
+		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: ts, Message: fmt.Sprintf("transaction %d applied on %s, but the oracle failed: %v", ts, p.node, err)}
+	}
+	c.cfg.Metrics.txnDone("1pc", "committed", time.Since(start))
+	return &wire.TxnReply{TxnID: ts, CommitTS: rep.CommitTS, Path: "1pc"}, nil
+}
+
+func outcomeOf(err error) string {
+	if wire.CodeOf(err) == wire.CodeUnknownOutcome {
+		return "unknown"
+	}
+	return "aborted"
+}
+
+// voteError turns a participant's refusal or a transport failure into the client's error.
+// For a one-phase apply a lost reply means the outcome is unknown; for a prepare it only means
+// the vote is missing, and the master aborts.
+func (c *Coordinator) voteError(txnID uint64, p shardTxn, err error, onePhase bool) *wire.Error {
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		out := *werr
+		out.TxnID = txnID
+		switch werr.Code {
+		case wire.CodeCompareFailed:
+			if werr.Index >= 0 && werr.Index < len(p.cmpIdx) {
+				out.Index = p.cmpIdx[werr.Index]
+			}
+			out.Message = fmt.Sprintf("compare %d failed: %s", out.Index, werr.Message)
+		case wire.CodeLocked:
+			out.Code = wire.CodeConflict
+		case wire.CodeShuttingDown, wire.CodeVersionMismatch:
+			out.Code = wire.CodeUnavailable
+			out.Message = fmt.Sprintf("node %s unavailable: %s", p.node, werr.Message)
+		case wire.CodeInternal, wire.CodeTimeout:
+			if onePhase {
+				out.Code = wire.CodeUnknownOutcome
+				out.Message = fmt.Sprintf("node %s failed while applying: %s", p.node, werr.Message)
+			} else {
+				out.Code = wire.CodeAborted
+				out.Message = fmt.Sprintf("node %s could not prepare: %s", p.node, werr.Message)
+			}
+		}
+		return &out
+	}
+	if errors.Is(err, ErrNotDelivered) {
+		return &wire.Error{Code: wire.CodeUnavailable, TxnID: txnID, Message: fmt.Sprintf("node %s unavailable: %v", p.node, err)}
+	}
+	if onePhase {
+		return &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("node %s did not answer, the write may have been applied: %v", p.node, err)}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &wire.Error{Code: wire.CodeUnavailable, TxnID: txnID, Message: fmt.Sprintf("node %s did not vote in time", p.node)}
+	}
+	return &wire.Error{Code: wire.CodeUnavailable, TxnID: txnID, Message: fmt.Sprintf("node %s unavailable: %v", p.node, err)}
+}
+
+// votePriority orders refusals so that the client hears the most useful reason.
+func votePriority(code wire.Code) int {
+	switch code {
+	case wire.CodeCompareFailed:
+		return 0
+	case wire.CodeConflict:
+		return 1
+	case wire.CodeUnavailable:
+		return 3
+	default:
+		return 2
+	}
+}
+
+func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.TxnReply, error) {
+	start := time.Now()
+	txnID, err := c.oracle.Next(ctx)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeInternal, "allocate timestamp: %v", err)
+	}
+	names := make([]string, len(parts))
+	for i, p := range parts {
+		names[i] = p.node
+	}
+	st := &txnState{participants: names, started: start, done: make(chan struct{})}
+	c.mu.Lock()
+	c.mu.txns[txnID] = st
+	c.mu.Unlock()
+	c.updateGauges()
+	CrashPoint(PointMasterBeforePrepare)
+	c.cfg.TxnLog.Event(txnID, "prepare", names)
+
+	// Phase 1: every participant in parallel, bounded by the prepare timeout.
+	prepCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Prepare)
+	minTS := make([]uint64, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			p := parts[i]
+			var rep wire.PrepareReply
+			err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names}, &rep)
+			minTS[i], errs[i] = rep.MinCommitTS, err
+		}(i)
+	}
+	wg.Wait()
+	cancel()
+	c.cfg.Metrics.phase("prepare", time.Since(start))
+
+	var refusal *wire.Error
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		werr := c.voteError(txnID, parts[i], err, false)
+		if refusal == nil || votePriority(werr.Code) < votePriority(refusal.Code) {
+			refusal = werr
+		}
+	}
+	if refusal == nil && ctx.Err() != nil {
+		refusal = &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: "the client gave up before the decision"}
+	}
+	if refusal != nil {
+		c.abort(txnID, names, refusal)
+		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
+		return nil, refusal
+	}
+	CrashPoint(PointMasterAfterVotes)
+
+	// Decision: the commit timestamp is above every participant's served reads (MinCommitTS)
+	// and above every timestamp handed out so far.
+	decStart := time.Now()
+	commitTS, err := c.oracle.Next(ctx)
+	if err == nil {
+		commitTS = max(commitTS, slices.Max(minTS))
+		err = c.oracle.Observe(ctx, commitTS)
+	}
+	if err != nil {
+		werr := &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: fmt.Sprintf("allocate commit timestamp: %v", err)}
+		c.abort(txnID, names, werr)
+		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
+		return nil, werr
+	}
+	// The record must become durable even if the client goes away meanwhile.
+	if err := c.cfg.Decisions.Record(context.WithoutCancel(ctx), Decision{TxnID: txnID, CommitTS: commitTS, Participants: names}); err != nil {
+		// The record may or may not be on disk: only a restart can tell. Until then the
+		// transaction stays pending for participants that ask, which keep their locks.
+		c.mu.Lock()
+		st.unknown = true
+		c.mu.Unlock()
+		c.log.Error("decision record failed: outcome unknown until the master restarts", "txn", txnID, "err", err)
+		c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=unknown", fmt.Sprintf("error=%q", err.Error()))
+		c.cfg.Metrics.txnDone("2pc", "unknown", time.Since(start))
+		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("the decision record could not be written: %v", err)}
+	}
+	c.mu.Lock()
+	st.committed, st.commitTS = true, commitTS
+	c.mu.Unlock()
+	c.cfg.Metrics.phase("decision", time.Since(decStart))
+	CrashPoint(PointMasterAfterDecision)
+	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
+
+	// Phase 2: the client hears "committed" once every participant has applied the writes, or
+	// after CommitWait at the latest; the driver keeps retrying in the background.
+	commitStart := time.Now()
+	c.startPhase2(txnID, st)
+	wait := time.NewTimer(c.cfg.Timeouts.CommitWait)
+	defer wait.Stop()
+	select {
+	case <-st.done:
+		c.cfg.Metrics.phase("commit", time.Since(commitStart))
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	c.cfg.Metrics.txnDone("2pc", "committed", time.Since(start))
+	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
+}
+
+// abort forgets a transaction that will never commit (presumed abort: no record) and tells
+// the participants, best effort: one that misses the message asks later and hears "aborted".
+func (c *Coordinator) abort(txnID uint64, names []string, reason *wire.Error) {
+	c.mu.Lock()
+	delete(c.mu.txns, txnID)
+	c.mu.Unlock()
+	c.updateGauges()
+	c.cfg.TxnLog.Event(txnID, "abort", names, fmt.Sprintf("reason=%s", reason.Code), fmt.Sprintf("detail=%q", reason.Message))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		var wg sync.WaitGroup
+		for _, n := range names {
+			wg.Add(1)
+			go func(n string) {
+				defer wg.Done()
+				c.retry(n, &wire.AbortRequest{TxnID: txnID}, 3)
+			}(n)
+		}
+		wg.Wait()
+	}()
+}
+
+// startPhase2 sends Commit to every participant until each acknowledges, then forgets the
+// decision. It runs in the background until done or until Close.
+func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		msg := &wire.CommitRequest{TxnID: txnID, CommitTS: st.commitTS}
+		rest := st.participants
+		if crashArmed(PointMasterAfterFirstCommit) && len(rest) > 1 {
+			// Make the crash point mean what it says: exactly one participant has it.
+			if !c.retry(rest[0], msg, 0) {
+				return
+			}
+			CrashPoint(PointMasterAfterFirstCommit)
+			rest = rest[1:]
+		}
+		var wg sync.WaitGroup
+		ok := make([]bool, len(rest))
+		for i, n := range rest {
+			wg.Add(1)
+			go func(i int, n string) {
+				defer wg.Done()
+				ok[i] = c.retry(n, msg, 0)
+				CrashPoint(PointMasterAfterFirstCommit)
+			}(i, n)
+		}
+		wg.Wait()
+		if slices.Contains(ok, false) {
+			return // closing: the next Recover drives it again
+		}
+		c.cfg.TxnLog.Event(txnID, "acknowledged", st.participants)
+		if err := c.cfg.Decisions.Forget(txnID); err != nil {
+			c.log.Warn("forget decision", "txn", txnID, "err", err)
+		}
+		c.mu.Lock()
+		delete(c.mu.txns, txnID)
+		c.mu.Unlock()
+		close(st.done)
+		c.updateGauges()
+	}()
+}
+
+// retry sends req to node until it is acknowledged, the coordinator closes, or (with
+// attempts > 0) the attempts run out. It reports whether node acknowledged.
+func (c *Coordinator) retry(node string, req wire.Message, attempts int) bool {
+	backoff := 5 * time.Millisecond
+	for i := 0; attempts == 0 || i < attempts; i++ {
+		var ack wire.Ack
+		err := c.call(c.ctx, node, req, &ack)
+		if err == nil {
+			return true
+		}
+		if c.ctx.Err() != nil {
+			return false
+		}
+		c.log.Debug("phase 2 retry", "node", node, "msg", req.MsgType(), "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-c.ctx.Done():
+			return false
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	return false
+}
+
+// call sends one request to a node, bounded by the request timeout.
+func (c *Coordinator) call(ctx context.Context, node string, req, resp wire.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Request)
+	defer cancel()
+	return c.cfg.Transport.Call(ctx, node, req, resp)
+}
+
+// Outcome answers a participant that asks about a transaction it prepared. It never says
+// "aborted" for a transaction the master may still commit: a transaction being prepared, or
+// whose decision record could not be confirmed, is "pending".
+func (c *Coordinator) Outcome(req *wire.OutcomeRequest) *wire.OutcomeReply {
+	c.mu.Lock()
+	st := c.mu.txns[req.TxnID]
+	var rep wire.OutcomeReply
+	switch {
+	case st == nil:
+		rep.State = wire.OutcomeAborted
+	case st.committed:
+		rep.State, rep.CommitTS = wire.OutcomeCommitted, st.commitTS
+	default:
+		rep.State = wire.OutcomePending
+	}
+	c.mu.Unlock()
+	c.log.Debug("outcome asked", "txn", req.TxnID, "from", req.From, "state", rep.State)
+	return &rep
+}
+
+func (c *Coordinator) updateGauges() {
+	if c.cfg.Metrics == nil {
+		return
+	}
+	c.mu.Lock()
+	inFlight, unacked := len(c.mu.txns), 0
+	for _, st := range c.mu.txns {
+		if st.committed {
+			unacked++
+		}
+	}
+	c.mu.Unlock()
+	c.cfg.Metrics.setInFlight(inFlight, unacked)
+}
+
+// Status reports the master and every node. A node that does not answer within a second is
+// reported down with the reason.
+func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
+	self := wire.ProcessStatus{Name: MasterName, Role: "master", Up: true}
+	c.mu.Lock()
+	now := time.Now()
+	for id, st := range c.mu.txns {
+		info := wire.TxnInfo{TxnID: id, StartTS: id, AgeMillis: now.Sub(st.started).Milliseconds(), Participants: st.participants}
+		switch {
+		case st.unknown:
+			info.InDoubt, info.Waiting = true, "decision record unconfirmed until restart"
+		case st.committed:
+			info.Waiting = "commit acknowledgements"
+		default:
+			info.Waiting = "votes"
+		}
+		self.Prepared = append(self.Prepared, info)
+	}
+	c.mu.Unlock()
+	sort.Slice(self.Prepared, func(i, j int) bool { return self.Prepared[i].TxnID < self.Prepared[j].TxnID })
+	names := c.cfg.Shards.Names()
+	nodes := make([]wire.ProcessStatus, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func(i int, n string) {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			var rep wire.StatusReply
+			err := c.cfg.Transport.Call(sctx, n, &wire.StatusRequest{}, &rep)
+			if err != nil || len(rep.Processes) == 0 {
+				msg := "no status"
+				if err != nil {
+					msg = err.Error()
+				}
+				nodes[i] = wire.ProcessStatus{Name: n, Role: "node", Up: false, Error: msg}
+				return
+			}
+			nodes[i] = rep.Processes[0]
+		}(i, n)
+	}
+	wg.Wait()
+	return &wire.StatusReply{Processes: append([]wire.ProcessStatus{self}, nodes...)}
+}

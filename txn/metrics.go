@@ -1,0 +1,217 @@
+package txn
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kvtx/kvtx/wire"
+)
+
+// latencyBuckets spans 50µs to ~6.5s: fsyncs and loopback round trips sit at the low end,
+// timeouts at the high end.
+var latencyBuckets = prometheus.ExponentialBuckets(50e-6, 2, 18)
+
+// NewRegistry returns a registry with the Go and process collectors, which every kvtx process
+// exports.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// ServerMetrics are the request and connection metrics every process exports; it implements
+// wire.Observer.
+type ServerMetrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	connections prometheus.Gauge
+}
+
+var _ wire.Observer = (*ServerMetrics)(nil)
+
+// NewServerMetrics registers kvtx_requests_total, kvtx_request_duration_seconds and
+// kvtx_connections on reg.
+func NewServerMetrics(reg prometheus.Registerer) *ServerMetrics {
+	m := &ServerMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_requests_total", Help: "Requests handled, by message type and reply code.",
+		}, []string{"type", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kvtx_request_duration_seconds", Help: "Time to handle a request, by message type.", Buckets: latencyBuckets,
+		}, []string{"type"}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvtx_connections", Help: "Open protocol connections.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.connections)
+	return m
+}
+
+// ConnOpened implements wire.Observer.
+func (m *ServerMetrics) ConnOpened() { m.connections.Inc() }
+
+// ConnClosed implements wire.Observer.
+func (m *ServerMetrics) ConnClosed() { m.connections.Dec() }
+
+// Request implements wire.Observer.
+func (m *ServerMetrics) Request(t wire.MsgType, code wire.Code, d time.Duration) {
+	m.requests.WithLabelValues(t.String(), code.String()).Inc()
+	m.duration.WithLabelValues(t.String()).Observe(d.Seconds())
+}
+
+// MasterMetrics are the coordinator's metrics. A nil *MasterMetrics records nothing.
+type MasterMetrics struct {
+	txns      *prometheus.CounterVec
+	txnDur    *prometheus.HistogramVec
+	phaseDur  *prometheus.HistogramVec
+	fsync     prometheus.Histogram
+	recovery  *prometheus.CounterVec
+	inFlight  prometheus.Gauge
+	undecided prometheus.Gauge
+}
+
+// NewMasterMetrics registers the master's metrics on reg.
+func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
+	m := &MasterMetrics{
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_txn_total", Help: "Write transactions finished, by path (1pc, 2pc) and outcome (committed, aborted, unknown).",
+		}, []string{"path", "outcome"}),
+		txnDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kvtx_txn_duration_seconds", Help: "Write transaction latency at the master, by path.", Buckets: latencyBuckets,
+		}, []string{"path"}),
+		phaseDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kvtx_txn_phase_duration_seconds", Help: "Two-phase commit phase latency: prepare (all votes), decision (durable record), commit (all acks).", Buckets: latencyBuckets,
+		}, []string{"phase"}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
+		}),
+		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
+		}, []string{"kind"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
+		}),
+		undecided: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvtx_commits_unacknowledged", Help: "Committed transactions whose phase 2 some participant has not acknowledged yet.",
+		}),
+	}
+	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery, m.inFlight, m.undecided)
+	return m
+}
+
+// ObserveFsync records one fsync round; it has the signature kv.GroupSyncer wants.
+func (m *MasterMetrics) ObserveFsync(d time.Duration) {
+	if m != nil {
+		m.fsync.Observe(d.Seconds())
+	}
+}
+
+func (m *MasterMetrics) txnDone(path, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.txns.WithLabelValues(path, outcome).Inc()
+	m.txnDur.WithLabelValues(path).Observe(d.Seconds())
+}
+
+func (m *MasterMetrics) phase(phase string, d time.Duration) {
+	if m != nil {
+		m.phaseDur.WithLabelValues(phase).Observe(d.Seconds())
+	}
+}
+
+func (m *MasterMetrics) recovered(kind string) {
+	if m != nil {
+		m.recovery.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *MasterMetrics) setInFlight(inFlight, unacked int) {
+	if m != nil {
+		m.inFlight.Set(float64(inFlight))
+		m.undecided.Set(float64(unacked))
+	}
+}
+
+// NodeMetrics are the participant's metrics. A nil *NodeMetrics records nothing.
+type NodeMetrics struct {
+	fsync    prometheus.Histogram
+	recovery *prometheus.CounterVec
+	inDoubt  prometheus.Gauge
+	txns     *prometheus.CounterVec
+}
+
+// NodeStats is what a node's gauges read at scrape time.
+type NodeStats func() (locks, prepared int, oldestPrepared time.Duration, lsmBytes, vlogBytes int64)
+
+// NewNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
+// transactions and Badger sizes are read from stats at scrape time.
+func NewNodeMetrics(reg prometheus.Registerer, stats NodeStats) *NodeMetrics {
+	m := &NodeMetrics{
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
+		}),
+		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
+		}, []string{"kind"}),
+		inDoubt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvtx_in_doubt_txns", Help: "Prepared transactions older than the in-doubt timeout whose outcome this node could not learn yet.",
+		}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_node_txn_total", Help: "Transactions this node took part in, by step (apply, prepare, commit, abort) and result code.",
+		}, []string{"step", "code"}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	reg.MustRegister(m.fsync, m.recovery, m.inDoubt, m.txns,
+		gauge("kvtx_locks_held", "Keys locked by prepared or applying transactions.", func() float64 {
+			l, _, _, _, _ := stats()
+			return float64(l)
+		}),
+		gauge("kvtx_prepared_txns", "Transactions prepared on this node and not yet committed or aborted.", func() float64 {
+			_, p, _, _, _ := stats()
+			return float64(p)
+		}),
+		gauge("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", func() float64 {
+			_, _, age, _, _ := stats()
+			return age.Seconds()
+		}),
+		gauge("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", func() float64 {
+			_, _, _, lsm, _ := stats()
+			return float64(lsm)
+		}),
+		gauge("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", func() float64 {
+			_, _, _, _, vlog := stats()
+			return float64(vlog)
+		}),
+	)
+	return m
+}
+
+// ObserveFsync records one fsync round; it has the signature kv.Options.OnSync wants.
+func (m *NodeMetrics) ObserveFsync(d time.Duration) {
+	if m != nil {
+		m.fsync.Observe(d.Seconds())
+	}
+}
+
+func (m *NodeMetrics) step(step string, err error) {
+	if m != nil {
+		m.txns.WithLabelValues(step, wire.CodeOf(err).String()).Inc()
+	}
+}
+
+func (m *NodeMetrics) recovered(kind string) {
+	if m != nil {
+		m.recovery.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *NodeMetrics) setInDoubt(n int) {
+	if m != nil {
+		m.inDoubt.Set(float64(n))
+	}
+}

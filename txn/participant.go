@@ -1,0 +1,408 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kvtx/kvtx/kv"
+	"github.com/kvtx/kvtx/wire"
+)
+
+// Storage is what a participant needs of its shard; *kv.Store implements it.
+type Storage interface {
+	Get(ctx context.Context, keys [][]byte, ts uint64) ([]kv.Value, error)
+	Apply(ctx context.Context, txnID, ts uint64, cmps []kv.Compare, ops []kv.Op) (uint64, error)
+	Prepare(ctx context.Context, rec kv.PrepareRecord, cmps []kv.Compare) (uint64, error)
+	Commit(ctx context.Context, txnID, commitTS uint64) error
+	Abort(ctx context.Context, txnID uint64) error
+	Prepared() []kv.PreparedTxn
+	Stats() kv.Stats
+}
+
+var _ Storage = (*kv.Store)(nil)
+
+// ParticipantConfig holds everything a Participant needs; every side effect is injected.
+type ParticipantConfig struct {
+	// Name is this node's name in the shard map.
+	Name string
+	// Shards is the cluster's shard map; keys of other shards are refused.
+	Shards *ShardMap
+	// Store is this node's shard.
+	Store Storage
+	// Master reaches the master (as MasterName) to ask for outcomes.
+	Master Transport
+	// Limits and Timeouts: zero fields take their defaults.
+	Limits   Limits
+	Timeouts Timeouts
+	// Metrics, TxnLog and Logger are optional.
+	Metrics *NodeMetrics
+	TxnLog  *TxnLog
+	Logger  *slog.Logger
+}
+
+// Participant is a node's side of the protocol: reads at a timestamp, one-phase apply,
+// prepare/commit/abort, and termination of prepared transactions whose outcome it has not
+// heard, by asking the master. A participant never decides a prepared transaction alone.
+type Participant struct {
+	cfg   ParticipantConfig
+	shard int
+	log   *slog.Logger
+
+	mu struct {
+		sync.Mutex
+		asks map[uint64]*askState // prepared transactions this node has asked about
+	}
+}
+
+type askState struct {
+	next    time.Time // do not ask again before
+	backoff time.Duration
+	inDoubt bool   // the last ask got no final answer
+	reason  string // why, for status
+}
+
+var _ Handler = (*Participant)(nil)
+
+// NewParticipant validates cfg.
+func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
+	if cfg.Shards == nil || cfg.Store == nil || cfg.Master == nil {
+		return nil, errors.New("txn: participant needs Shards, Store and Master")
+	}
+	shard := -1
+	for i, n := range cfg.Shards.Names() {
+		if n == cfg.Name {
+			shard = i
+		}
+	}
+	if shard < 0 {
+		return nil, fmt.Errorf("txn: node %q is not in the shard map %v", cfg.Name, cfg.Shards.Names())
+	}
+	full := Config{Limits: cfg.Limits, Timeouts: cfg.Timeouts}.WithDefaults()
+	cfg.Limits, cfg.Timeouts = full.Limits, full.Timeouts
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
+	p.mu.asks = map[uint64]*askState{}
+	return p, nil
+}
+
+// Handle dispatches one request from the master.
+func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Message, error) {
+	switch m := req.(type) {
+	case *wire.GetRequest:
+		return p.get(ctx, m)
+	case *wire.ApplyRequest:
+		return p.apply(ctx, m)
+	case *wire.PrepareRequest:
+		return p.prepare(ctx, m)
+	case *wire.CommitRequest:
+		return p.commit(ctx, m)
+	case *wire.AbortRequest:
+		return p.abort(ctx, m)
+	case *wire.StatusRequest:
+		return &wire.StatusReply{Processes: []wire.ProcessStatus{p.Status()}}, nil
+	default:
+		return nil, wire.Errorf(wire.CodeUnknownMessage, "a node does not serve %s requests", req.MsgType())
+	}
+}
+
+func (p *Participant) checkKeys(keys ...[]byte) error {
+	for _, k := range keys {
+		if len(k) == 0 {
+			return wire.Errorf(wire.CodeBadRequest, "empty key")
+		}
+		if len(k) > p.cfg.Limits.MaxKeyBytes {
+			return wire.Errorf(wire.CodeTooLarge, "key of %d bytes exceeds the limit of %d bytes (max_key_bytes)", len(k), p.cfg.Limits.MaxKeyBytes)
+		}
+		if s := p.cfg.Shards.Shard(k); s != p.shard {
+			return wire.Errorf(wire.CodeWrongShard, "key %q belongs to %s, not %s", shortKey(k), p.cfg.Shards.Names()[s], p.cfg.Name)
+		}
+	}
+	return nil
+}
+
+func (p *Participant) checkTxn(cmps []wire.Compare, ops []wire.Op) error {
+	if len(cmps)+len(ops) > p.cfg.Limits.MaxTxnOps {
+		return wire.Errorf(wire.CodeTooLarge, "%d operations and compares exceed the limit of %d (max_txn_ops)", len(cmps)+len(ops), p.cfg.Limits.MaxTxnOps)
+	}
+	for _, c := range cmps {
+		if err := p.checkKeys(c.Key); err != nil {
+			return err
+		}
+		if c.Kind < wire.CmpValueEqual || c.Kind > wire.CmpMissing {
+			return wire.Errorf(wire.CodeBadRequest, "unknown compare kind %d", c.Kind)
+		}
+	}
+	for _, op := range ops {
+		if err := p.checkKeys(op.Key); err != nil {
+			return err
+		}
+		if op.Kind != wire.OpPut && op.Kind != wire.OpDelete {
+			return wire.Errorf(wire.CodeBadRequest, "unknown operation kind %d", op.Kind)
+		}
+		if len(op.Value) > p.cfg.Limits.MaxValueBytes {
+			return wire.Errorf(wire.CodeTooLarge, "value of %d bytes exceeds the limit of %d bytes (max_value_bytes)", len(op.Value), p.cfg.Limits.MaxValueBytes)
+		}
+	}
+	return nil
+}
+
+func (p *Participant) get(ctx context.Context, req *wire.GetRequest) (*wire.GetReply, error) {
+	if req.ReadTS == 0 {
+		return nil, wire.Errorf(wire.CodeBadRequest, "a node read needs a read timestamp")
+	}
+	if err := p.checkKeys(req.Keys...); err != nil {
+		return nil, err
+	}
+	vals, err := p.cfg.Store.Get(ctx, req.Keys, req.ReadTS)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	out := make([]wire.KeyValue, len(vals))
+	for i, v := range vals {
+		out[i] = wire.KeyValue{Key: v.Key, Value: v.Value, Version: v.Version, Found: v.Found}
+	}
+	return &wire.GetReply{Values: out, ReadTS: req.ReadTS}, nil
+}
+
+func (p *Participant) apply(ctx context.Context, req *wire.ApplyRequest) (*wire.ApplyReply, error) {
+	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
+		return nil, err
+	}
+	ts, err := p.cfg.Store.Apply(ctx, req.TxnID, req.TS, kvCompares(req.Compares), kvOps(req.Ops))
+	p.cfg.Metrics.step("apply", err)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return &wire.ApplyReply{CommitTS: ts}, nil
+}
+
+func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*wire.PrepareReply, error) {
+	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
+		p.cfg.Metrics.step("prepare", err)
+		return nil, err
+	}
+	CrashPoint(PointNodeBeforePrepareRecord)
+	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: time.Now()}
+	// Once the record is being written, finish: a vote the master never hears is harmless,
+	// a record written but reported as failed would only hold locks until asked about.
+	minTS, err := p.cfg.Store.Prepare(context.WithoutCancel(ctx), rec, kvCompares(req.Compares))
+	p.cfg.Metrics.step("prepare", err)
+	if err != nil {
+		p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=no", fmt.Sprintf("reason=%q", err.Error()))
+		return nil, storeError(err)
+	}
+	CrashPoint(PointNodeAfterPrepareRecord)
+	p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=yes", fmt.Sprintf("min_commit_ts=%d", minTS))
+	return &wire.PrepareReply{MinCommitTS: minTS}, nil
+}
+
+func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wire.Ack, error) {
+	CrashPoint(PointNodeBeforeCommitApply)
+	err := p.cfg.Store.Commit(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
+	p.cfg.Metrics.step("commit", err)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	CrashPoint(PointNodeAfterCommitApply)
+	p.forget(req.TxnID)
+	p.cfg.TxnLog.Event(req.TxnID, "commit", nil, fmt.Sprintf("commit_ts=%d", req.CommitTS))
+	return &wire.Ack{}, nil
+}
+
+func (p *Participant) abort(ctx context.Context, req *wire.AbortRequest) (*wire.Ack, error) {
+	err := p.cfg.Store.Abort(context.WithoutCancel(ctx), req.TxnID)
+	p.cfg.Metrics.step("abort", err)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	p.forget(req.TxnID)
+	p.cfg.TxnLog.Event(req.TxnID, "abort", nil)
+	return &wire.Ack{}, nil
+}
+
+func (p *Participant) forget(txnID uint64) {
+	p.mu.Lock()
+	delete(p.mu.asks, txnID)
+	p.mu.Unlock()
+}
+
+// storeError maps a kv error to its wire code.
+func storeError(err error) error {
+	var cf *kv.CompareFailedError
+	switch {
+	case errors.As(err, &cf):
+		return &wire.Error{Code: wire.CodeCompareFailed, Index: cf.Index, Message: cf.Detail()}
+	case errors.Is(err, kv.ErrLocked):
+		var le *kv.LockedError
+		e := &wire.Error{Code: wire.CodeLocked, Message: err.Error()}
+		if errors.As(err, &le) {
+			e.TxnID = le.TxnID
+		}
+		return e
+	case errors.Is(err, kv.ErrConflict):
+		return &wire.Error{Code: wire.CodeConflict, Message: err.Error()}
+	case errors.Is(err, kv.ErrAborted):
+		return &wire.Error{Code: wire.CodeAborted, Message: err.Error()}
+	case errors.Is(err, kv.ErrInvalidArgument):
+		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+	case errors.Is(err, kv.ErrClosed):
+		return &wire.Error{Code: wire.CodeShuttingDown, Message: err.Error()}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return &wire.Error{Code: wire.CodeTimeout, Message: err.Error()}
+	default:
+		return &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
+	}
+}
+
+func kvOps(ops []wire.Op) []kv.Op {
+	out := make([]kv.Op, len(ops))
+	for i, op := range ops {
+		out[i] = kv.Op{Kind: kv.OpKind(op.Kind), Key: op.Key, Value: op.Value}
+	}
+	return out
+}
+
+func kvCompares(cmps []wire.Compare) []kv.Compare {
+	out := make([]kv.Compare, len(cmps))
+	for i, c := range cmps {
+		out[i] = kv.Compare{Kind: kv.CompareKind(c.Kind), Key: c.Key, Value: c.Value, Version: c.Version}
+	}
+	return out
+}
+
+// Run resolves prepared transactions until ctx is done: every Resolve interval it asks the
+// master about each transaction prepared longer than the in-doubt timeout (at once for those
+// recovered from disk) and commits or aborts it as told. While the master cannot answer, the
+// locks stay and the transaction is reported in doubt.
+func (p *Participant) Run(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Timeouts.Resolve)
+	defer t.Stop()
+	for {
+		p.ResolveOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ResolveOnce asks the master once about every prepared transaction that is due, applies the
+// answers and returns how many are still in doubt.
+func (p *Participant) ResolveOnce(ctx context.Context) int {
+	now := time.Now()
+	prepared := p.cfg.Store.Prepared()
+	live := make(map[uint64]bool, len(prepared))
+	var due []kv.PreparedTxn
+	p.mu.Lock()
+	for _, t := range prepared {
+		live[t.TxnID] = true
+		if !t.Recovered && now.Sub(t.PreparedAt) < p.cfg.Timeouts.InDoubt {
+			continue
+		}
+		a := p.mu.asks[t.TxnID]
+		if a == nil {
+			a = &askState{backoff: p.cfg.Timeouts.Resolve}
+			p.mu.asks[t.TxnID] = a
+		}
+		if now.Before(a.next) {
+			continue
+		}
+		due = append(due, t)
+	}
+	for id := range p.mu.asks {
+		if !live[id] {
+			delete(p.mu.asks, id)
+		}
+	}
+	p.mu.Unlock()
+
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, t := range due {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(t kv.PreparedTxn) {
+			defer func() { <-sem; wg.Done() }()
+			p.resolve(ctx, t)
+		}(t)
+	}
+	wg.Wait()
+
+	p.mu.Lock()
+	inDoubt := 0
+	for _, a := range p.mu.asks {
+		if a.inDoubt {
+			inDoubt++
+		}
+	}
+	p.mu.Unlock()
+	p.cfg.Metrics.setInDoubt(inDoubt)
+	return inDoubt
+}
+
+func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
+	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeouts.Request)
+	defer cancel()
+	var rep wire.OutcomeReply
+	err := p.cfg.Master.Call(actx, MasterName, &wire.OutcomeRequest{TxnID: t.TxnID, From: p.cfg.Name}, &rep)
+	var reason string
+	switch {
+	case err != nil:
+		reason = fmt.Sprintf("master unreachable: %v", err)
+	case rep.State == wire.OutcomeCommitted:
+		if err := p.cfg.Store.Commit(ctx, t.TxnID, rep.CommitTS); err != nil {
+			reason = fmt.Sprintf("commit failed: %v", err)
+			break
+		}
+		p.cfg.Metrics.recovered("commit")
+		p.cfg.TxnLog.Event(t.TxnID, "recovered", t.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", rep.CommitTS))
+		p.log.Info("resolved prepared transaction", "txn", t.TxnID, "outcome", "committed", "commit_ts", rep.CommitTS)
+		p.forget(t.TxnID)
+		return
+	case rep.State == wire.OutcomeAborted:
+		if err := p.cfg.Store.Abort(ctx, t.TxnID); err != nil {
+			reason = fmt.Sprintf("abort failed: %v", err)
+			break
+		}
+		p.cfg.Metrics.recovered("abort")
+		p.cfg.TxnLog.Event(t.TxnID, "recovered", t.Participants, "outcome=aborted")
+		p.log.Info("resolved prepared transaction", "txn", t.TxnID, "outcome", "aborted")
+		p.forget(t.TxnID)
+		return
+	default:
+		reason = "master has not decided yet"
+	}
+	p.mu.Lock()
+	if a := p.mu.asks[t.TxnID]; a != nil {
+		a.inDoubt, a.reason = true, reason
+		a.next = time.Now().Add(a.backoff)
+		a.backoff = min(a.backoff*2, 5*time.Second)
+	}
+	p.mu.Unlock()
+	p.log.Warn("transaction in doubt", "txn", t.TxnID, "reason", reason)
+}
+
+// Status describes this node: its prepared transactions, which of them are in doubt and why.
+func (p *Participant) Status() wire.ProcessStatus {
+	st := p.cfg.Store.Stats()
+	out := wire.ProcessStatus{Name: p.cfg.Name, Role: "node", Up: true, LocksHeld: st.LocksHeld}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.cfg.Store.Prepared() {
+		info := wire.TxnInfo{TxnID: t.TxnID, StartTS: t.StartTS, AgeMillis: now.Sub(t.PreparedAt).Milliseconds(), Keys: t.Keys, Participants: t.Participants, Waiting: "decision from master"}
+		if a := p.mu.asks[t.TxnID]; a != nil && a.inDoubt {
+			info.InDoubt, info.Waiting = true, a.reason
+			out.InDoubt++
+		}
+		out.Prepared = append(out.Prepared, info)
+	}
+	return out
+}
