@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/client"
+)
+
+// TestCrashPoints kills a process with SIGKILL at every named point of the protocol during a
+// transaction over both shards, restarts it without the crash point, and checks that every
+// key of the transaction shows the same outcome on every shard, that the outcome is the one
+// the protocol promises for that point (and agrees with what the client was told), and that
+// no lock or prepare record is left.
+func TestCrashPoints(t *testing.T) {
+	cases := []struct {
+		point     string
+		victim    string
+		committed bool // the transaction's outcome after recovery
+		told      error
+	}{
+		{txn.PointMasterBeforePrepare, "master", false, client.ErrUnknownOutcome},
+		{txn.PointMasterAfterVotes, "master", false, client.ErrUnknownOutcome},
+		{txn.PointMasterAfterDecision, "master", true, client.ErrUnknownOutcome},
+		{txn.PointMasterAfterFirstCommit, "master", true, client.ErrUnknownOutcome},
+		{txn.PointNodeBeforePrepareRecord, "node1", false, client.ErrAborted},
+		{txn.PointNodeAfterPrepareRecord, "node1", false, client.ErrAborted},
+		{txn.PointNodeBeforeCommitApply, "node1", true, nil},
+		{txn.PointNodeAfterCommitApply, "node1", true, nil},
+	}
+	if len(cases) != len(txn.CrashPoints) {
+		t.Fatalf("%d cases for %d crash points", len(cases), len(txn.CrashPoints))
+	}
+	for _, tc := range cases {
+		t.Run(tc.point, func(t *testing.T) {
+			c := prepareCluster(t, 2)
+			for _, n := range c.cfg.Nodes {
+				if n.Name == tc.victim {
+					c.start(n.Name, "KVTX_CRASH_AT="+tc.point)
+				} else {
+					c.start(n.Name)
+				}
+			}
+			if tc.victim == "master" {
+				c.start("master", "KVTX_CRASH_AT="+tc.point)
+			} else {
+				c.start("master")
+			}
+			keys := c.keysOnEveryShard("crash")
+			cl := c.client()
+			// One committed transaction first, so that "old" values are visible too.
+			var ops []client.Op
+			for _, k := range keys {
+				ops = append(ops, client.Put([]byte(k), []byte("old")))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			// The crash points fire on the first cross-shard transaction: the "old" values
+			// are written one key at a time (one-phase), which passes no 2PC point.
+			for _, op := range ops {
+				if _, err := cl.Put(ctx, op.Key, op.Value); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ops = ops[:0]
+			for _, k := range keys {
+				ops = append(ops, client.Put([]byte(k), []byte("new")))
+			}
+			_, err := cl.Txn(ctx, nil, ops...)
+			switch {
+			case tc.told == nil && err != nil:
+				t.Fatalf("client told %v, want committed", err)
+			case tc.told != nil && !errors.Is(err, tc.told):
+				t.Fatalf("client told %v, want %v", err, tc.told)
+			}
+			t.Logf("client was told: %v", err)
+
+			exit := c.waitExit(tc.victim, 10*time.Second)
+			var ee *exec.ExitError
+			if !errors.As(exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("%s should have died of SIGKILL at %s, exited with %v", tc.victim, tc.point, exit)
+			}
+			c.start(tc.victim)
+			cl = c.client()
+			c.waitQuiet(cl, 15*time.Second)
+			want := "old"
+			if tc.committed {
+				want = "new"
+			}
+			kvs := snapshot(t, cl, keys)
+			for _, kv := range kvs {
+				if string(kv.Value) != want {
+					t.Fatalf("after %s: %q=%q, want %q on every shard (all: %v)", tc.point, kv.Key, kv.Value, want, describeKVs(kvs))
+				}
+			}
+			if tc.committed && kvs[0].Version != kvs[1].Version {
+				t.Fatalf("a committed transaction carries one version on every shard: %v", describeKVs(kvs))
+			}
+			// The cluster keeps working.
+			if _, err := cl.Txn(ctx, nil, client.Put([]byte(keys[0]), []byte("after")), client.Put([]byte(keys[1]), []byte("after"))); err != nil {
+				t.Fatalf("transaction after recovery: %v", err)
+			}
+			logs := c.logs(tc.victim)
+			if !strings.Contains(logs, "serving") {
+				t.Fatalf("restarted %s did not log that it is serving", tc.victim)
+			}
+		})
+	}
+}
+
+func describeKVs(kvs []client.KeyValue) string {
+	var parts []string
+	for _, kv := range kvs {
+		parts = append(parts, fmt.Sprintf("%s=%s@%d", kv.Key, kv.Value, kv.Version))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,93 @@
+// Package procflags binds the flags that kvmaster and kvnode share (config file, listen
+// addresses, data directory, logging) and runs a process until SIGINT or SIGTERM.
+package procflags
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kvtx/kvtx/txn"
+)
+
+// Flags are the flags of a server process.
+var Flags = []cli.Flag{
+	&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "cluster config `FILE` (YAML); built-in defaults when absent", EnvVars: []string{"KVTX_CONFIG"}},
+	&cli.StringFlag{Name: "listen", Usage: "protocol `ADDR` (overrides the config)"},
+	&cli.StringFlag{Name: "metrics-listen", Usage: "Prometheus metrics `ADDR` (overrides the config; \"\" keeps it)"},
+	&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (overrides the config)"},
+	&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+	&cli.BoolFlag{Name: "pprof", Usage: "serve /debug/pprof on the metrics port"},
+}
+
+// Load reads the config named by --config (or the defaults) and returns it with the logger.
+func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return txn.Config{}, nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg := txn.DefaultConfig()
+	if path := c.String("config"); path != "" {
+		var err error
+		if cfg, err = txn.LoadConfig(path); err != nil {
+			return txn.Config{}, nil, err
+		}
+	}
+	return cfg, log, nil
+}
+
+// Override applies --listen, --metrics-listen and --data-dir to p.
+func Override(c *cli.Context, p *txn.Process) {
+	if c.IsSet("listen") {
+		p.Listen = c.String("listen")
+	}
+	if c.IsSet("metrics-listen") {
+		p.Metrics = c.String("metrics-listen")
+	}
+	if c.IsSet("data-dir") {
+		p.DataDir = c.String("data-dir")
+	}
+}
+
+// Process is a started server that can be shut down.
+type Process interface {
+	Shutdown(ctx context.Context) error
+	Done() <-chan error
+}
+
+// Run waits for SIGINT or SIGTERM (or a server failure) and shuts p down.
+func Run(p Process, log *slog.Logger) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var failure error
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case err := <-p.Done():
+		failure = err
+		log.Error("server failed", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return failure
+}
+
+// Main runs app and exits 1 with one line on stderr when it fails.
+func Main(app *cli.App) {
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %s\n", app.Name, strings.TrimSpace(err.Error()))
+		os.Exit(1)
+	}
+}

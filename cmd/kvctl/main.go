@@ -1,0 +1,411 @@
+// Command kvctl is kvtx's command-line client: put, get, del, conditional transactions and
+// cluster status against a master.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/client"
+	"github.com/kvtx/kvtx/wire"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitNotFound = 1 // key not found, or a compare failed: nothing written
+	exitAborted  = 2 // aborted, safe to retry
+	exitUnknown  = 3 // outcome unknown: it may have committed
+	exitUsage    = 4 // usage or any other error
+)
+
+const exitHelp = `EXIT STATUS:
+   0  success
+   1  key not found, or a compare failed (nothing was written)
+   2  transaction aborted, safe to retry (conflict, node unavailable: the message says which)
+   3  outcome unknown: the transaction may have committed; read before retrying
+   4  usage or other error`
+
+func main() {
+	app := &cli.App{
+		Name:  "kvctl",
+		Usage: "talk to a kvtx cluster",
+		Flags:                 commonFlags(),
+		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
+		Commands: []*cli.Command{
+			{
+				Name: "put", Usage: "set KEY to VALUE", ArgsUsage: "KEY VALUE", Flags: commonFlags(),
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 2 {
+						return usage("put needs KEY and VALUE")
+					}
+					return runTxn(c, nil, []client.Op{client.Put([]byte(c.Args().Get(0)), []byte(c.Args().Get(1)))})
+				},
+			},
+			{
+				Name: "get", Usage: "read keys; several keys are read as one atomic snapshot", ArgsUsage: "KEY...", Flags: commonFlags(),
+				Action: runGet,
+			},
+			{
+				Name: "del", Usage: "delete keys in one transaction", ArgsUsage: "KEY...", Flags: commonFlags(),
+				Action: func(c *cli.Context) error {
+					if c.NArg() == 0 {
+						return usage("del needs at least one KEY")
+					}
+					var ops []client.Op
+					for _, k := range c.Args().Slice() {
+						ops = append(ops, client.Del([]byte(k)))
+					}
+					return runTxn(c, nil, ops)
+				},
+			},
+			{
+				Name:      "txn",
+				Usage:     "apply operations atomically across shards if every compare holds",
+				ArgsUsage: "[COMPARE FLAGS] OP...   where OP is `put KEY VALUE` or `del KEY`",
+				Description: "Example: kvctl txn --if-version a=7 --if-missing b put a 1 put b 2 del c\n" +
+					"A compare that fails writes nothing and exits 1, naming the compare.",
+				Flags: append(commonFlags(),
+					&cli.StringSliceFlag{Name: "if-version", Usage: "`KEY=N`: KEY's version is N (0: missing)"},
+					&cli.StringSliceFlag{Name: "if-value", Usage: "`KEY=V`: KEY's value is V"},
+					&cli.StringSliceFlag{Name: "if-exists", Usage: "`KEY` has a value"},
+					&cli.StringSliceFlag{Name: "if-missing", Usage: "`KEY` has no value"},
+				),
+				Action: func(c *cli.Context) error {
+					cmps, err := parseCompares(c)
+					if err != nil {
+						return err
+					}
+					ops, err := parseOps(c.Args().Slice())
+					if err != nil {
+						return err
+					}
+					return runTxn(c, cmps, ops)
+				},
+			},
+			{
+				Name: "status", Usage: "show the master and nodes: address, health, prepared and in-doubt transactions", Flags: commonFlags(),
+				Action: runStatus,
+			},
+		},
+	}
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	err := app.Run(os.Args)
+	os.Exit(report(err))
+}
+
+// commonFlags are accepted before and after the command name (kvctl -o json get k, kvctl get
+// -o json k); the one given closest to the command wins.
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "endpoint", Value: txn.DefaultConfig().Master.Listen, Usage: "master `ADDR`", EnvVars: []string{"KVTX_ENDPOINT"}},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up on a command after this long"},
+	}
+}
+
+// isSetHere reports whether ctx's own command line set the flag name.
+func isSetHere(ctx *cli.Context, name string) bool {
+	for _, n := range ctx.LocalFlagNames() {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// opt returns a common flag's value from the innermost command line that set it.
+func opt(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if isSetHere(ctx, name) {
+			return fmt.Sprint(ctx.Value(name))
+		}
+	}
+	return fmt.Sprint(c.Value(name))
+}
+
+// exitError carries an exit status and a one-line message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usage(format string, args ...any) error {
+	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+// report prints err in one line on stderr and returns the exit status.
+func report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitUsage
+	var ee *exitError
+	var ce *client.Error
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case errors.Is(err, client.ErrNotFound), errors.Is(err, client.ErrCompareFailed):
+		code = exitNotFound
+	case errors.Is(err, client.ErrUnknownOutcome):
+		code = exitUnknown
+	case errors.Is(err, client.ErrAborted):
+		code = exitAborted
+	case errors.As(err, &ce) && ce.Code == wire.CodeUnavailable:
+		code = exitAborted
+	}
+	msg := strings.TrimPrefix(err.Error(), "client: ")
+	if errors.As(err, &ce) {
+		msg = describe(ce)
+	}
+	fmt.Fprintf(os.Stderr, "kvctl: %s\n", strings.ReplaceAll(msg, "\n", "; "))
+	return code
+}
+
+// describe says what happened to a transaction in words: committed never reaches here, so it
+// is aborted (and why), unknown, or rejected.
+func describe(e *client.Error) string {
+	msg := e.Message
+	txn := ""
+	if e.TxnID != 0 {
+		txn = fmt.Sprintf(" (txn %d)", e.TxnID)
+	}
+	switch {
+	case errors.Is(e, client.ErrCompareFailed):
+		return fmt.Sprintf("compare failed, nothing written%s: %s", txn, msg)
+	case e.Code == wire.CodeUnavailable && e.TxnID == 0:
+		return fmt.Sprintf("unavailable, safe to retry: %s", msg)
+	case errors.Is(e, client.ErrUnknownOutcome):
+		return fmt.Sprintf("outcome unknown, the transaction may have committed%s: %s", txn, msg)
+	case errors.Is(e, client.ErrAborted):
+		return fmt.Sprintf("aborted (%s), nothing written, safe to retry%s: %s", e.Reason(), txn, msg)
+	case errors.Is(e, client.ErrUnavailable):
+		return fmt.Sprintf("unavailable, safe to retry: %s", msg)
+	case errors.Is(e, client.ErrNotFound):
+		return msg
+	case errors.Is(e, client.ErrInvalid):
+		return fmt.Sprintf("rejected (%s), nothing written: %s", e.Reason(), msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Reason(), msg)
+}
+
+func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, error) {
+	switch opt(c, "output") {
+	case "text", "json":
+	default:
+		return nil, nil, nil, usage("--output must be text or json, not %q", opt(c, "output"))
+	}
+	timeout, err := time.ParseDuration(opt(c, "timeout"))
+	if err != nil {
+		return nil, nil, nil, usage("bad --timeout: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	cl, err := client.Dial(ctx, opt(c, "endpoint"), client.Options{Timeout: timeout})
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return cl, ctx, cancel, nil
+}
+
+func jsonOut(w io.Writer, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintln(w, string(b))
+}
+
+func runTxn(c *cli.Context, cmps []client.Compare, ops []client.Op) error {
+	cl, ctx, cancel, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	res, err := cl.Txn(ctx, cmps, ops...)
+	if err != nil {
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code == wire.CodeCompareFailed && ce.Index >= 0 && ce.Index < len(cmps) {
+			ce.Message = fmt.Sprintf("%s: %s", compareString(cmps[ce.Index]), ce.Message)
+		}
+		return err
+	}
+	if opt(c, "output") == "json" {
+		jsonOut(c.App.Writer, map[string]any{"outcome": "committed", "txn_id": res.TxnID, "version": res.CommitTS, "path": res.Path})
+		return nil
+	}
+	fmt.Fprintln(c.App.Writer, "OK")
+	return nil
+}
+
+func runGet(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usage("get needs at least one KEY")
+	}
+	keys := make([][]byte, c.NArg())
+	for i, k := range c.Args().Slice() {
+		keys[i] = []byte(k)
+	}
+	cl, ctx, cancel, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	kvs, _, err := cl.Snapshot(ctx, keys...)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	w := c.App.Writer
+	for _, kv := range kvs {
+		if !kv.Found {
+			missing = append(missing, string(kv.Key))
+		}
+		switch {
+		case opt(c, "output") == "json":
+			jsonOut(w, map[string]any{"key": string(kv.Key), "value": string(kv.Value), "version": kv.Version, "found": kv.Found})
+		case !kv.Found:
+		case len(kvs) == 1:
+			fmt.Fprintln(w, string(kv.Value))
+		default:
+			fmt.Fprintln(w, string(kv.Key))
+			fmt.Fprintln(w, string(kv.Value))
+		}
+	}
+	if len(missing) > 0 {
+		return &exitError{code: exitNotFound, msg: fmt.Sprintf("key not found: %s", strings.Join(quoteAll(missing), ", "))}
+	}
+	return nil
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
+}
+
+func parseCompares(c *cli.Context) ([]client.Compare, error) {
+	var cmps []client.Compare
+	for _, s := range c.StringSlice("if-version") {
+		k, v, ok := strings.Cut(s, "=")
+		n, err := strconv.ParseUint(v, 10, 64)
+		if !ok || k == "" || err != nil {
+			return nil, usage("--if-version wants KEY=N with N a version number, not %q", s)
+		}
+		cmps = append(cmps, client.IfVersion([]byte(k), n))
+	}
+	for _, s := range c.StringSlice("if-value") {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return nil, usage("--if-value wants KEY=VALUE, not %q", s)
+		}
+		cmps = append(cmps, client.IfValue([]byte(k), []byte(v)))
+	}
+	for _, k := range c.StringSlice("if-exists") {
+		cmps = append(cmps, client.IfExists([]byte(k)))
+	}
+	for _, k := range c.StringSlice("if-missing") {
+		cmps = append(cmps, client.IfMissing([]byte(k)))
+	}
+	return cmps, nil
+}
+
+func compareString(cmp client.Compare) string {
+	switch cmp.Kind {
+	case wire.CmpVersionEqual:
+		return fmt.Sprintf("--if-version %s=%d", cmp.Key, cmp.Version)
+	case wire.CmpValueEqual:
+		return fmt.Sprintf("--if-value %s=%s", cmp.Key, cmp.Value)
+	case wire.CmpExists:
+		return fmt.Sprintf("--if-exists %s", cmp.Key)
+	case wire.CmpMissing:
+		return fmt.Sprintf("--if-missing %s", cmp.Key)
+	}
+	return fmt.Sprintf("compare on %s", cmp.Key)
+}
+
+// parseOps reads `put KEY VALUE` and `del KEY` words.
+func parseOps(args []string) ([]client.Op, error) {
+	if len(args) == 0 {
+		return nil, usage("txn needs at least one operation: put KEY VALUE or del KEY")
+	}
+	var ops []client.Op
+	for i := 0; i < len(args); {
+		switch args[i] {
+		case "put":
+			if i+2 >= len(args) {
+				return nil, usage("txn: put needs KEY and VALUE (operation %d)", len(ops)+1)
+			}
+			ops = append(ops, client.Put([]byte(args[i+1]), []byte(args[i+2])))
+			i += 3
+		case "del", "delete":
+			if i+1 >= len(args) {
+				return nil, usage("txn: del needs KEY (operation %d)", len(ops)+1)
+			}
+			ops = append(ops, client.Del([]byte(args[i+1])))
+			i += 2
+		default:
+			return nil, usage("txn: unknown operation %q: want put KEY VALUE or del KEY (compare flags go before the operations)", args[i])
+		}
+	}
+	return ops, nil
+}
+
+func runStatus(c *cli.Context) error {
+	cl, ctx, cancel, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	procs, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if opt(c, "output") == "json" {
+		for _, p := range procs {
+			jsonOut(c.App.Writer, p)
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT")
+	down := 0
+	for _, p := range procs {
+		health := "up"
+		if !p.Up {
+			health = "DOWN: " + p.Error
+			down++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, p.Role, health, p.LocksHeld, len(p.Prepared), p.InDoubt)
+	}
+	tw.Flush()
+	for _, p := range procs {
+		for _, t := range p.Prepared {
+			state := "prepared"
+			if t.InDoubt {
+				state = "IN DOUBT"
+			}
+			fmt.Fprintf(c.App.Writer, "%s: txn %d %s for %s, participants %s, waiting for %s\n",
+				p.Name, t.TxnID, state, time.Duration(t.AgeMillis)*time.Millisecond, strings.Join(t.Participants, ","), t.Waiting)
+		}
+	}
+	if down > 0 {
+		return &exitError{code: exitAborted, msg: fmt.Sprintf("%d of %d processes are down", down, len(procs))}
+	}
+	return nil
+}

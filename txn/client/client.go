@@ -1,0 +1,292 @@
+// Package client is kvtx's Go API: Dial a master, then Get, Snapshot, Put, Delete and
+// conditional transactions (Txn), each with a context. Every write ends in exactly one of three
+// ways, which the error tells apart:
+//
+//   - nil: committed, durable on every shard it touched;
+//   - an error matching ErrAborted or ErrCompareFailed: nothing was written anywhere, and it is
+//     safe to retry (Error.Reason says why: conflict, unavailable, compare_failed, ...);
+//   - an error matching ErrUnknownOutcome: it may have committed. Read before retrying.
+//
+// A Client is safe for concurrent use; its requests share one pipelined connection.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kvtx/kvtx/wire"
+)
+
+// Errors a call can match with errors.Is. Every error a call returns is an *Error.
+var (
+	// ErrNotFound: Get found no value for the key.
+	ErrNotFound = errors.New("client: key not found")
+	// ErrCompareFailed: a compare of a transaction did not hold; nothing was written.
+	ErrCompareFailed = errors.New("client: compare failed")
+	// ErrAborted: the transaction was aborted and nothing was written; safe to retry.
+	ErrAborted = errors.New("client: transaction aborted")
+	// ErrUnknownOutcome: the transaction may or may not have committed.
+	ErrUnknownOutcome = errors.New("client: transaction outcome unknown")
+	// ErrUnavailable: the master or a node could not be reached; nothing was written.
+	ErrUnavailable = errors.New("client: unavailable")
+	// ErrInvalid: the request was refused as malformed or over a limit; nothing was written.
+	ErrInvalid = errors.New("client: invalid request")
+)
+
+// Error is the error of every failed call: the server's code and message, and the
+// transaction concerned.
+type Error struct {
+	// Code is the protocol's error code.
+	Code wire.Code
+	// Message explains the error in one line.
+	Message string
+	// TxnID is the transaction concerned, if any.
+	TxnID uint64
+	// Index is the failed compare's position in the request, with ErrCompareFailed.
+	Index int
+}
+
+// Error implements error.
+func (e *Error) Error() string { return "client: " + e.Message }
+
+// Reason is the error code's name: conflict, unavailable, compare_failed, unknown_outcome, ...
+func (e *Error) Reason() string { return e.Code.String() }
+
+// Retryable reports whether nothing was written, so that the same request may be sent again.
+func (e *Error) Retryable() bool {
+	switch e.Code {
+	case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeCompareFailed, wire.CodeTimeout, wire.CodeShuttingDown:
+		return true
+	}
+	return false
+}
+
+// Is matches the package's sentinel errors.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == wire.CodeNotFound
+	case ErrCompareFailed:
+		return e.Code == wire.CodeCompareFailed
+	case ErrAborted:
+		switch e.Code {
+		case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeShuttingDown:
+			return true
+		}
+	case ErrUnavailable:
+		return e.Code == wire.CodeUnavailable || e.Code == wire.CodeShuttingDown
+	case ErrUnknownOutcome:
+		return e.Code == wire.CodeUnknownOutcome
+	case ErrInvalid:
+		switch e.Code {
+		case wire.CodeBadRequest, wire.CodeTooLarge, wire.CodeWrongShard, wire.CodeUnknownMessage, wire.CodeVersionMismatch:
+			return true
+		}
+	}
+	return false
+}
+
+// KeyValue is one key as read: its value and version (the commit timestamp of the write that
+// produced it), or Found=false.
+type KeyValue = wire.KeyValue
+
+// Op is one write of a transaction; build it with Put or Del.
+type Op = wire.Op
+
+// Compare is one condition of a transaction; build it with the If... functions.
+type Compare = wire.Compare
+
+// Put is the operation that sets key to value.
+func Put(key, value []byte) Op { return Op{Kind: wire.OpPut, Key: key, Value: value} }
+
+// Del is the operation that deletes key.
+func Del(key []byte) Op { return Op{Kind: wire.OpDelete, Key: key} }
+
+// IfValue holds when key exists with exactly value.
+func IfValue(key, value []byte) Compare {
+	return Compare{Kind: wire.CmpValueEqual, Key: key, Value: value}
+}
+
+// IfVersion holds when key's version is exactly version (0: the key does not exist).
+func IfVersion(key []byte, version uint64) Compare {
+	return Compare{Kind: wire.CmpVersionEqual, Key: key, Version: version}
+}
+
+// IfVersionLess holds when key's version is below version.
+func IfVersionLess(key []byte, version uint64) Compare {
+	return Compare{Kind: wire.CmpVersionLess, Key: key, Version: version}
+}
+
+// IfVersionGreater holds when key's version is above version.
+func IfVersionGreater(key []byte, version uint64) Compare {
+	return Compare{Kind: wire.CmpVersionGreater, Key: key, Version: version}
+}
+
+// IfExists holds when key has a value.
+func IfExists(key []byte) Compare { return Compare{Kind: wire.CmpExists, Key: key} }
+
+// IfMissing holds when key has no value.
+func IfMissing(key []byte) Compare { return Compare{Kind: wire.CmpMissing, Key: key} }
+
+// Result describes a committed write.
+type Result struct {
+	// TxnID identifies the transaction in every process's transaction log.
+	TxnID uint64
+	// CommitTS is the version every written key now carries.
+	CommitTS uint64
+	// Path is "1pc" (one shard) or "2pc" (two-phase commit across shards).
+	Path string
+}
+
+// Options tune a Client. A zero field takes the default in its comment.
+type Options struct {
+	// DialTimeout bounds connecting (default 5s).
+	DialTimeout time.Duration
+	// Timeout bounds each call whose context has no deadline (default 30s).
+	Timeout time.Duration
+	// Name introduces the client in the hello (default "kvctl").
+	Name string
+}
+
+// Client talks to one master.
+type Client struct {
+	addr string
+	opts Options
+	mu   sync.Mutex
+	conn *wire.Conn
+}
+
+// Dial connects to the master at addr.
+func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Name == "" {
+		opts.Name = "kvctl"
+	}
+	c := &Client{addr: addr, opts: opts}
+	if _, err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		err := c.conn.Close()
+		c.conn = nil
+		return err
+	}
+	return nil
+}
+
+func (c *Client) connect(ctx context.Context) (*wire.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil && c.conn.Err() == nil {
+		return c.conn, nil
+	}
+	conn, err := wire.Dial(ctx, c.addr, wire.DialOptions{Role: "client", Name: c.opts.Name, DialTimeout: c.opts.DialTimeout})
+	if err != nil {
+		var werr *wire.Error
+		if errors.As(err, &werr) {
+			return nil, &Error{Code: werr.Code, Message: fmt.Sprintf("master at %s refused the connection: %s", c.addr, werr.Message)}
+		}
+		return nil, &Error{Code: wire.CodeUnavailable, Message: fmt.Sprintf("cannot reach the master at %s: %v", c.addr, err)}
+	}
+	c.conn = conn
+	return conn, nil
+}
+
+// call sends one request. write says whether it may change data: then a reply lost after the
+// request went out leaves the outcome unknown.
+func (c *Client) call(ctx context.Context, req, resp wire.Message, write bool) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+		defer cancel()
+	}
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	err = conn.Call(ctx, req, resp)
+	if err == nil {
+		return nil
+	}
+	var werr *wire.Error
+	if errors.As(err, &werr) {
+		return &Error{Code: werr.Code, Message: werr.Message, TxnID: werr.TxnID, Index: werr.Index}
+	}
+	if errors.Is(err, wire.ErrNotSent) {
+		return &Error{Code: wire.CodeUnavailable, Message: fmt.Sprintf("lost the connection to the master at %s before sending: %v", c.addr, err)}
+	}
+	if write {
+		return &Error{Code: wire.CodeUnknownOutcome, Message: fmt.Sprintf("no answer from the master at %s, the transaction may have committed: %v", c.addr, err)}
+	}
+	return &Error{Code: wire.CodeUnavailable, Message: fmt.Sprintf("no answer from the master at %s: %v", c.addr, err)}
+}
+
+// Get reads the latest committed value of key; ErrNotFound if it has none.
+func (c *Client) Get(ctx context.Context, key []byte) (KeyValue, error) {
+	kvs, _, err := c.Snapshot(ctx, key)
+	if err != nil {
+		return KeyValue{}, err
+	}
+	if !kvs[0].Found {
+		return kvs[0], &Error{Code: wire.CodeNotFound, Message: fmt.Sprintf("key %q not found", key)}
+	}
+	return kvs[0], nil
+}
+
+// Snapshot reads keys as one atomic snapshot (never half of a transaction) and returns them
+// in order with the snapshot's timestamp. A missing key comes back with Found=false.
+func (c *Client) Snapshot(ctx context.Context, keys ...[]byte) ([]KeyValue, uint64, error) {
+	var rep wire.GetReply
+	if err := c.call(ctx, &wire.GetRequest{Keys: keys}, &rep, false); err != nil {
+		return nil, 0, err
+	}
+	return rep.Values, rep.ReadTS, nil
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key, value []byte) (Result, error) {
+	return c.Txn(ctx, nil, Put(key, value))
+}
+
+// Delete deletes keys in one transaction. Deleting a missing key is not an error.
+func (c *Client) Delete(ctx context.Context, keys ...[]byte) (Result, error) {
+	ops := make([]Op, len(keys))
+	for i, k := range keys {
+		ops[i] = Del(k)
+	}
+	return c.Txn(ctx, nil, ops...)
+}
+
+// Txn applies ops atomically across shards if every compare holds; otherwise it writes nothing
+// and returns an error matching ErrCompareFailed whose Index names the failed compare.
+func (c *Client) Txn(ctx context.Context, compares []Compare, ops ...Op) (Result, error) {
+	var rep wire.TxnReply
+	if err := c.call(ctx, &wire.TxnRequest{Compares: compares, Ops: ops}, &rep, true); err != nil {
+		return Result{}, err
+	}
+	return Result{TxnID: rep.TxnID, CommitTS: rep.CommitTS, Path: rep.Path}, nil
+}
+
+// Status reports the master and every node, with their prepared and in-doubt transactions.
+func (c *Client) Status(ctx context.Context) ([]wire.ProcessStatus, error) {
+	var rep wire.StatusReply
+	if err := c.call(ctx, &wire.StatusRequest{}, &rep, false); err != nil {
+		return nil, err
+	}
+	return rep.Processes, nil
+}

@@ -1,0 +1,350 @@
+// Package server runs kvtx's processes: it turns a txn.Config into a listening master or node
+// (data directory identity check, Badger, protocol server, metrics endpoint, background
+// recovery) and shuts it down cleanly. The binaries in cmd only bind flags to it, and the
+// end-to-end tests start the same code as real processes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kvtx/kvtx/kv"
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/wire"
+)
+
+// Options are the process-level settings that are not part of the cluster config.
+type Options struct {
+	// Logger receives the process's log lines (default slog.Default()).
+	Logger *slog.Logger
+	// Pprof serves /debug/pprof on the metrics port.
+	Pprof bool
+}
+
+// IdentityFile names the file in a data directory that records which process owns it.
+const IdentityFile = "IDENTITY"
+
+// claimDataDir creates dir if needed and makes sure it belongs to identity.
+func claimDataDir(dir, identity string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("server: create data directory: %w", err)
+	}
+	path := filepath.Join(dir, IdentityFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		have := strings.TrimSpace(string(data))
+		if have != identity {
+			return fmt.Errorf("server: data directory %s belongs to %q, not %q", dir, have, identity)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		entries, _ := os.ReadDir(dir)
+		if len(entries) > 0 {
+			return fmt.Errorf("server: data directory %s is not empty and has no %s file: not a kvtx data directory", dir, IdentityFile)
+		}
+		if err := os.WriteFile(path, []byte(identity+"\n"), 0o644); err != nil {
+			return fmt.Errorf("server: write identity: %w", err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("server: read identity: %w", err)
+	}
+}
+
+// listeners opens the protocol and metrics listeners, so that a port in use fails before
+// anything is served.
+func listeners(p txn.Process) (net.Listener, net.Listener, error) {
+	l, err := net.Listen("tcp", p.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: listen on %s: %w", p.Listen, err)
+	}
+	if p.Metrics == "" {
+		return l, nil, nil
+	}
+	ml, err := net.Listen("tcp", p.Metrics)
+	if err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("server: metrics listen on %s: %w", p.Metrics, err)
+	}
+	return l, ml, nil
+}
+
+// handler adapts a txn.Handler to the wire server: it decodes the body into its message type.
+func handler(h txn.Handler) wire.Handler {
+	return wire.HandlerFunc(func(ctx context.Context, req *wire.Request) (wire.Message, error) {
+		m := wire.NewMessage(req.Type)
+		if m == nil {
+			return nil, wire.Errorf(wire.CodeUnknownMessage, "unknown message type %d", req.Type)
+		}
+		if err := req.Decode(m); err != nil {
+			return nil, err
+		}
+		return h.Handle(ctx, m)
+	})
+}
+
+// process is what a master and a node share: the protocol server, the metrics server and
+// the order in which they stop.
+type process struct {
+	log      *slog.Logger
+	srv      *wire.Server
+	addr     net.Addr
+	metrics  *http.Server
+	maddr    net.Addr
+	serveErr chan error
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup
+	closers  []func() error
+}
+
+func (p *process) start(l, ml net.Listener, h txn.Handler, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
+	sm := txn.NewServerMetrics(reg)
+	cfg.Observer = sm
+	cfg.Logger = p.log
+	p.srv = wire.NewServer(handler(h), cfg)
+	p.addr = l.Addr()
+	p.serveErr = make(chan error, 2)
+	go func() { p.serveErr <- p.srv.Serve(l) }()
+	if ml != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if opts.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
+		p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		p.maddr = ml.Addr()
+		go func() {
+			if err := p.metrics.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.serveErr <- err
+			}
+		}()
+	}
+}
+
+// Addr is the protocol listener's address.
+func (p *process) Addr() net.Addr { return p.addr }
+
+// MetricsAddr is the metrics listener's address (nil when disabled).
+func (p *process) MetricsAddr() net.Addr { return p.maddr }
+
+// Done delivers an error if a server stops unexpectedly.
+func (p *process) Done() <-chan error { return p.serveErr }
+
+// Shutdown stops serving (letting in-flight requests finish), stops background work and
+// closes storage.
+func (p *process) Shutdown(ctx context.Context) error {
+	var errs []error
+	if err := p.srv.Shutdown(ctx); err != nil && !errors.Is(err, wire.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	if p.metrics != nil {
+		p.metrics.Shutdown(ctx)
+	}
+	p.cancel()
+	p.bg.Wait()
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		if err := p.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *process) closeAll() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// Master is a running master process.
+type Master struct {
+	process
+	Coordinator *txn.Coordinator
+}
+
+// StartMaster validates cfg, claims the master's data directory, opens the decision log,
+// listens, recovers every committed transaction and starts serving.
+func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("process", txn.MasterName)
+	m := &Master{process: process{log: log}}
+	defer func() {
+		if err != nil {
+			m.closeAll()
+		}
+	}()
+	if err := claimDataDir(cfg.Master.DataDir, "master"); err != nil {
+		return nil, err
+	}
+	l, ml, err := listeners(cfg.Master)
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, func() error { l.Close(); return nil })
+	if ml != nil {
+		m.closers = append(m.closers, func() error { ml.Close(); return nil })
+	}
+	reg := txn.NewRegistry()
+	metrics := txn.NewMasterMetrics(reg)
+	store, err := txn.OpenDecisionStore(filepath.Join(cfg.Master.DataDir, "db"), metrics.ObserveFsync)
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, store.Close)
+	tlog, err := txn.OpenTxnLog(cfg.Master.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, tlog.Close)
+	shards := cfg.ShardMap()
+	addrs := map[string]string{}
+	for _, n := range cfg.Nodes {
+		addrs[n.Name] = n.Listen
+	}
+	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
+	m.closers = append(m.closers, tr.Close)
+	coord, err := txn.NewCoordinator(ctx, txn.CoordinatorConfig{
+		Shards: shards, Transport: tr, Decisions: store, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
+		Metrics: metrics, TxnLog: tlog, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.Coordinator = coord
+	m.closers = append(m.closers, func() error { coord.Close(); return nil })
+	n, err := coord.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, m.cancel = context.WithCancel(context.Background())
+	m.start(l, ml, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
+		"nodes", len(cfg.Nodes), "recovered_decisions", n)
+	return m, nil
+}
+
+// Node is a running node process.
+type Node struct {
+	process
+	Participant *txn.Participant
+	Store       *kv.Store
+}
+
+// StartNode validates cfg, claims the node's data directory, opens its shard (rebuilding
+// locks from prepare records), listens, starts serving and starts resolving prepared
+// transactions with the master.
+func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	self, err := cfg.Node(name)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("process", name)
+	n := &Node{process: process{log: log}}
+	defer func() {
+		if err != nil {
+			n.closeAll()
+		}
+	}()
+	if err := claimDataDir(self.DataDir, "node "+name); err != nil {
+		return nil, err
+	}
+	l, ml, err := listeners(self)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() error { l.Close(); return nil })
+	if ml != nil {
+		n.closers = append(n.closers, func() error { ml.Close(); return nil })
+	}
+	reg := txn.NewRegistry()
+	var metrics *txn.NodeMetrics
+	store, err := kv.Open(kv.Options{
+		Dir: filepath.Join(self.DataDir, "db"), LockWait: cfg.Timeouts.LockWait, Logger: log,
+		OnSync: func(d time.Duration) { metrics.ObserveFsync(d) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: open shard: %w", err)
+	}
+	n.Store = store
+	n.closers = append(n.closers, store.Close)
+	metrics = txn.NewNodeMetrics(reg, func() (int, int, time.Duration, int64, int64) {
+		st := store.Stats()
+		var oldest time.Duration
+		for _, t := range store.Prepared() {
+			oldest = max(oldest, time.Since(t.PreparedAt))
+		}
+		return st.LocksHeld, st.Prepared, oldest, st.LSMBytes, st.VlogBytes
+	})
+	tlog, err := txn.OpenTxnLog(self.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, tlog.Close)
+	shards := cfg.ShardMap()
+	tr := txn.NewWireTransport(map[string]string{txn.MasterName: cfg.Master.Listen},
+		wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
+	n.closers = append(n.closers, tr.Close)
+	part, err := txn.NewParticipant(txn.ParticipantConfig{
+		Name: name, Shards: shards, Store: store, Master: tr, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
+		Metrics: metrics, TxnLog: tlog, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Participant = part
+	for _, t := range store.Prepared() {
+		tlog.Event(t.TxnID, "recovered", t.Participants, "state=prepared")
+		log.Info("recovered prepared transaction", "txn", t.TxnID, "participants", t.Participants)
+	}
+	bgCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.start(l, ml, part, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		part.Run(bgCtx)
+	}()
+	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
+		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()))
+	return n, nil
+}
+
+func indexOf(names []string, name string) int {
+	for i, n := range names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
