@@ -29,6 +29,8 @@ type CoordinatorConfig struct {
 	Metrics *MasterMetrics
 	TxnLog  *TxnLog
 	Logger  *slog.Logger
+	// Directory, optional, gives the addresses Status reports, by process name.
+	Directory map[string]Process
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
@@ -658,7 +660,7 @@ func (c *Coordinator) updateGauges() {
 // Status reports the master and every node. A node that does not answer within a second is
 // reported down with the reason.
 func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
-	self := wire.ProcessStatus{Name: MasterName, Role: "master", Up: true}
+	self := wire.ProcessStatus{Name: MasterName, Role: "master", Up: true, Addr: c.cfg.Directory[MasterName].Listen, MetricsAddr: c.cfg.Directory[MasterName].Metrics}
 	c.mu.Lock()
 	now := time.Now()
 	for id, st := range c.mu.txns {
@@ -692,9 +694,10 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 					msg = err.Error()
 				}
 				nodes[i] = wire.ProcessStatus{Name: n, Role: "node", Up: false, Error: msg}
-				return
+			} else {
+				nodes[i] = rep.Processes[0]
 			}
-			nodes[i] = rep.Processes[0]
+			nodes[i].Addr, nodes[i].MetricsAddr = c.cfg.Directory[n].Listen, c.cfg.Directory[n].Metrics
 		}(i, n)
 	}
 	wg.Wait()

@@ -601,3 +601,36 @@ func atoi(b []byte) int {
 	}
 	return n
 }
+
+// TestSlowVoteTimesOutAndTheLatePrepareIsHarmless delays one participant's prepare past the
+// master's prepare timeout: the master aborts, and the prepare that arrives late either is
+// refused or leaves a prepared transaction that the participant resolves by asking.
+func TestSlowVoteTimesOutAndTheLatePrepareIsHarmless(t *testing.T) {
+	c := newTestCluster(t, 2)
+	k := c.keys("a")
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		if _, ok := req.(*wire.PrepareRequest); ok && to == "node2" {
+			time.Sleep(c.timeouts.Prepare + 100*time.Millisecond)
+		}
+		return Deliver
+	})
+	start := time.Now()
+	_, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
+	if codeOf(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "node2") {
+		t.Fatalf("want node2 unavailable (no vote in time), got %v", err)
+	}
+	if d, bound := time.Since(start), min(c.timeouts.Prepare, c.timeouts.Request); d < bound {
+		t.Fatalf("aborted after %v, before the vote was due (%v)", d, bound)
+	}
+	c.tr.SetFault(nil)
+	time.Sleep(200 * time.Millisecond) // the late prepare lands
+	c.resolveAll()
+	for _, v := range c.read(k...) {
+		if v.Found {
+			t.Fatalf("aborted write visible: %+v", v)
+		}
+	}
+	if _, err := c.txn(nil, put(k[0], "c"), put(k[1], "d")); err != nil {
+		t.Fatalf("the keys are free again: %v", err)
+	}
+}

@@ -200,51 +200,78 @@ func (t *InmemTransport) Call(ctx context.Context, to string, req, resp wire.Mes
 }
 
 func (t *InmemTransport) call(ctx context.Context, from, to string, req, resp wire.Message) error {
-	t.mu.RLock()
-	h := t.handlers[to]
-	fault := t.fault
-	t.mu.RUnlock()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotDelivered, err)
 	}
+	// Deliver in the background, as a network would: a caller that gives up does not stop a
+	// request already on its way, and the receiver's context is not the caller's.
+	type result struct {
+		out wire.Message
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := t.deliver(context.WithoutCancel(ctx), from, to, req)
+		done <- result{out, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if r.out.MsgType() != resp.MsgType() {
+		return wire.Errorf(wire.CodeBadRequest, "reply %s to %s, want %s", r.out.MsgType(), req.MsgType(), resp.MsgType())
+	}
+	body, err := wire.Marshal(r.out)
+	if err != nil {
+		return err
+	}
+	return wire.Unmarshal(body, resp)
+}
+
+// deliver applies the fault hook and runs the receiver's handler.
+func (t *InmemTransport) deliver(ctx context.Context, from, to string, req wire.Message) (wire.Message, error) {
+	t.mu.RLock()
+	fault := t.fault
+	t.mu.RUnlock()
 	f := Deliver
 	if fault != nil {
-		f = fault(from, to, req)
+		f = fault(from, to, req) // may block: a delay
 	}
+	t.mu.RLock()
+	h := t.handlers[to]
+	t.mu.RUnlock()
 	if h == nil || f == DropRequest {
-		return fmt.Errorf("%w: %s unreachable", ErrNotDelivered, to)
+		return nil, fmt.Errorf("%w: %s unreachable", ErrNotDelivered, to)
 	}
 	in, err := roundTrip(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	out, herr := h.Handle(ctx, in)
 	if f == Duplicate {
 		in2, err := roundTrip(req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		out, herr = h.Handle(ctx, in2)
 	}
 	if f == DropReply {
-		return ErrReplyLost
+		return nil, ErrReplyLost
 	}
 	if herr != nil {
 		var werr *wire.Error
 		if errors.As(herr, &werr) {
 			cp := *werr
-			return &cp
+			return nil, &cp
 		}
-		return &wire.Error{Code: wire.CodeOf(herr), Message: herr.Error()}
+		return nil, &wire.Error{Code: wire.CodeOf(herr), Message: herr.Error()}
 	}
-	if out.MsgType() != resp.MsgType() {
-		return wire.Errorf(wire.CodeBadRequest, "reply %s to %s, want %s", out.MsgType(), req.MsgType(), resp.MsgType())
-	}
-	body, err := wire.Marshal(out)
-	if err != nil {
-		return err
-	}
-	return wire.Unmarshal(body, resp)
+	return out, nil
 }
 
 func roundTrip(m wire.Message) (wire.Message, error) {

@@ -39,8 +39,8 @@ const exitHelp = `EXIT STATUS:
 
 func main() {
 	app := &cli.App{
-		Name:  "kvctl",
-		Usage: "talk to a kvtx cluster",
+		Name:                  "kvctl",
+		Usage:                 "talk to a kvtx cluster",
 		Flags:                 commonFlags(),
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
 		Commands: []*cli.Command{
@@ -383,7 +383,7 @@ func runStatus(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT")
 	down := 0
 	for _, p := range procs {
 		health := "up"
@@ -391,7 +391,7 @@ func runStatus(c *cli.Context) error {
 			health = "DOWN: " + p.Error
 			down++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, p.Role, health, p.LocksHeld, len(p.Prepared), p.InDoubt)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt)
 	}
 	tw.Flush()
 	for _, p := range procs {

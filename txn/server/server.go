@@ -227,9 +227,13 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
 	m.closers = append(m.closers, tr.Close)
+	dir := map[string]txn.Process{txn.MasterName: cfg.Master}
+	for _, n := range cfg.Nodes {
+		dir[n.Name] = n
+	}
 	coord, err := txn.NewCoordinator(ctx, txn.CoordinatorConfig{
 		Shards: shards, Transport: tr, Decisions: store, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
-		Metrics: metrics, TxnLog: tlog, Logger: log,
+		Metrics: metrics, TxnLog: tlog, Logger: log, Directory: dir,
 	})
 	if err != nil {
 		return nil, err
