@@ -43,7 +43,7 @@ func main() {
 		Usage:                 "talk to a kvtx cluster",
 		Flags:                 commonFlags(),
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			{
 				Name: "put", Usage: "set KEY to VALUE", ArgsUsage: "KEY VALUE", Flags: commonFlags(),
 				Action: func(c *cli.Context) error {
@@ -93,12 +93,18 @@ func main() {
 					}
 					return runTxn(c, cmps, ops)
 				},
+				Subcommands: []*cli.Command{{
+					Name:   "list",
+					Usage:  "list prepared and in-doubt transactions on every process: id, age, keys, participants, what each waits for",
+					Flags:  commonFlags(),
+					Action: runTxnList,
+				}},
 			},
 			{
 				Name: "status", Usage: "show the master and nodes: address, health, prepared and in-doubt transactions", Flags: commonFlags(),
 				Action: runStatus,
 			},
-		},
+		}, extraCommands...),
 	}
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	err := app.Run(os.Args)
@@ -134,6 +140,9 @@ func opt(c *cli.Context, name string) string {
 	}
 	return fmt.Sprint(c.Value(name))
 }
+
+// extraCommands are added by the other files of this package (bench, check).
+var extraCommands []*cli.Command
 
 // exitError carries an exit status and a one-line message.
 type exitError struct {
@@ -406,6 +415,60 @@ func runStatus(c *cli.Context) error {
 	}
 	if down > 0 {
 		return &exitError{code: exitAborted, msg: fmt.Sprintf("%d of %d processes are down", down, len(procs))}
+	}
+	return nil
+}
+
+func runTxnList(c *cli.Context) error {
+	cl, ctx, cancel, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer cl.Close()
+	procs, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	json := opt(c, "output") == "json"
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	if !json {
+		fmt.Fprintln(tw, "PROCESS\tTXN\tSTATE\tAGE\tPARTICIPANTS\tKEYS\tWAITING FOR")
+	}
+	n := 0
+	for _, p := range procs {
+		for _, t := range p.Prepared {
+			n++
+			state := "prepared"
+			if p.Role == "master" {
+				state = "in flight"
+			}
+			if t.InDoubt {
+				state = "in doubt"
+			}
+			keys := make([]string, len(t.Keys))
+			for i, k := range t.Keys {
+				keys[i] = string(k)
+			}
+			if json {
+				jsonOut(c.App.Writer, map[string]any{"process": p.Name, "txn_id": t.TxnID, "state": state, "age_ms": t.AgeMillis,
+					"participants": t.Participants, "keys": keys, "waiting": t.Waiting})
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Name, t.TxnID, state, time.Duration(t.AgeMillis)*time.Millisecond,
+				strings.Join(t.Participants, ","), strings.Join(keys, ","), t.Waiting)
+		}
+	}
+	if !json {
+		tw.Flush()
+		if n == 0 {
+			fmt.Fprintln(c.App.Writer, "no prepared transactions")
+		}
+	}
+	for _, p := range procs {
+		if !p.Up {
+			return &exitError{code: exitAborted, msg: fmt.Sprintf("%s is down: its transactions are not listed: %s", p.Name, p.Error)}
+		}
 	}
 	return nil
 }
