@@ -61,6 +61,18 @@ func (m *ServerMetrics) Request(t wire.MsgType, code wire.Code, d time.Duration)
 	m.duration.WithLabelValues(t.String()).Observe(d.Seconds())
 }
 
+func newFsyncHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
+	})
+}
+
+func newRecoveryCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
+	}, []string{"kind"})
+}
+
 // MasterMetrics are the coordinator's metrics. A nil *MasterMetrics records nothing.
 type MasterMetrics struct {
 	txns      *prometheus.CounterVec
@@ -84,12 +96,8 @@ func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
 		phaseDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "kvtx_txn_phase_duration_seconds", Help: "Two-phase commit phase latency: prepare (all votes), decision (durable record), commit (all acks).", Buckets: latencyBuckets,
 		}, []string{"phase"}),
-		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
-		}),
-		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
-		}, []string{"kind"}),
+		fsync:    newFsyncHistogram(),
+		recovery: newRecoveryCounter(),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
 		}),
@@ -143,19 +151,19 @@ type NodeMetrics struct {
 	txns     *prometheus.CounterVec
 }
 
-// NodeStats is what a node's gauges read at scrape time.
-type NodeStats func() (locks, prepared int, oldestPrepared time.Duration, lsmBytes, vlogBytes int64)
+// NodeGauges are the values a node's gauges show, read at scrape time.
+type NodeGauges struct {
+	Locks, Prepared     int
+	OldestPrepared      time.Duration
+	LSMBytes, VlogBytes int64
+}
 
 // NewNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
-// transactions and Badger sizes are read from stats at scrape time.
-func NewNodeMetrics(reg prometheus.Registerer, stats NodeStats) *NodeMetrics {
+// transactions and Badger sizes are read from gauges at scrape time (once per scrape).
+func NewNodeMetrics(reg prometheus.Registerer, gauges func() NodeGauges) *NodeMetrics {
 	m := &NodeMetrics{
-		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
-		}),
-		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
-		}, []string{"kind"}),
+		fsync:    newFsyncHistogram(),
+		recovery: newRecoveryCounter(),
 		inDoubt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kvtx_in_doubt_txns", Help: "Prepared transactions older than the in-doubt timeout whose outcome this node could not learn yet.",
 		}),
@@ -163,32 +171,37 @@ func NewNodeMetrics(reg prometheus.Registerer, stats NodeStats) *NodeMetrics {
 			Name: "kvtx_node_txn_total", Help: "Transactions this node took part in, by step (apply, prepare, commit, abort) and result code.",
 		}, []string{"step", "code"}),
 	}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
-	}
-	reg.MustRegister(m.fsync, m.recovery, m.inDoubt, m.txns,
-		gauge("kvtx_locks_held", "Keys locked by prepared or applying transactions.", func() float64 {
-			l, _, _, _, _ := stats()
-			return float64(l)
-		}),
-		gauge("kvtx_prepared_txns", "Transactions prepared on this node and not yet committed or aborted.", func() float64 {
-			_, p, _, _, _ := stats()
-			return float64(p)
-		}),
-		gauge("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", func() float64 {
-			_, _, age, _, _ := stats()
-			return age.Seconds()
-		}),
-		gauge("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", func() float64 {
-			_, _, _, lsm, _ := stats()
-			return float64(lsm)
-		}),
-		gauge("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", func() float64 {
-			_, _, _, _, vlog := stats()
-			return float64(vlog)
-		}),
-	)
+	reg.MustRegister(m.fsync, m.recovery, m.inDoubt, m.txns, &nodeGaugeCollector{read: gauges})
 	return m
+}
+
+// nodeGaugeCollector reads the node's state once per scrape and reports every gauge from it.
+type nodeGaugeCollector struct {
+	read func() NodeGauges
+}
+
+var nodeGaugeDescs = []*prometheus.Desc{
+	prometheus.NewDesc("kvtx_locks_held", "Keys locked by prepared or applying transactions.", nil, nil),
+	prometheus.NewDesc("kvtx_prepared_txns", "Transactions prepared on this node and not yet committed or aborted.", nil, nil),
+	prometheus.NewDesc("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", nil, nil),
+	prometheus.NewDesc("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", nil, nil),
+	prometheus.NewDesc("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", nil, nil),
+}
+
+// Describe implements prometheus.Collector.
+func (c *nodeGaugeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range nodeGaugeDescs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *nodeGaugeCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.read()
+	values := []float64{float64(g.Locks), float64(g.Prepared), g.OldestPrepared.Seconds(), float64(g.LSMBytes), float64(g.VlogBytes)}
+	for i, d := range nodeGaugeDescs {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, values[i])
+	}
 }
 
 // ObserveFsync records one fsync round; it has the signature kv.Options.OnSync wants.

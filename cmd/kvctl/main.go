@@ -374,14 +374,19 @@ func parseOps(args []string) ([]client.Op, error) {
 	return ops, nil
 }
 
-func runStatus(c *cli.Context) error {
+// status asks the master for the status of every process.
+func status(c *cli.Context) ([]wire.ProcessStatus, error) {
 	cl, ctx, cancel, err := dial(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cancel()
 	defer cl.Close()
-	procs, err := cl.Status(ctx)
+	return cl.Status(ctx)
+}
+
+func runStatus(c *cli.Context) error {
+	procs, err := status(c)
 	if err != nil {
 		return err
 	}
@@ -420,13 +425,7 @@ func runStatus(c *cli.Context) error {
 }
 
 func runTxnList(c *cli.Context) error {
-	cl, ctx, cancel, err := dial(c)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	defer cl.Close()
-	procs, err := cl.Status(ctx)
+	procs, err := status(c)
 	if err != nil {
 		return err
 	}

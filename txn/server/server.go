@@ -302,13 +302,13 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	n.Store = store
 	n.closers = append(n.closers, store.Close)
-	metrics = txn.NewNodeMetrics(reg, func() (int, int, time.Duration, int64, int64) {
+	metrics = txn.NewNodeMetrics(reg, func() txn.NodeGauges {
 		st := store.Stats()
-		var oldest time.Duration
+		g := txn.NodeGauges{Locks: st.LocksHeld, Prepared: st.Prepared, LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes}
 		for _, t := range store.Prepared() {
-			oldest = max(oldest, time.Since(t.PreparedAt))
+			g.OldestPrepared = max(g.OldestPrepared, time.Since(t.PreparedAt))
 		}
-		return st.LocksHeld, st.Prepared, oldest, st.LSMBytes, st.VlogBytes
+		return g
 	})
 	tlog, err := txn.OpenTxnLog(self.DataDir)
 	if err != nil {
