@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -15,13 +15,20 @@ import (
 //	2026-11-26T09:30:00.123456Z txn=42 event=prepare shards=node1,node2
 //
 // so that an operator can follow one transaction across the master's and the nodes' logs with
-// grep. It is for people, not for recovery: lines are written without fsync. A nil *TxnLog
-// writes nothing.
+// grep. It is for people, not for recovery: lines are buffered and written at most
+// TxnLogFlushInterval later (or when the buffer fills), never fsynced, so a killed process
+// loses at most its last interval of lines. A nil *TxnLog writes nothing.
 type TxnLog struct {
-	mu sync.Mutex
-	f  *os.File
-	w  *bufio.Writer
+	mu    sync.Mutex
+	f     *os.File
+	w     *bufio.Writer
+	dirty bool
+	stop  chan struct{}
+	done  chan struct{}
 }
+
+// TxnLogFlushInterval is how often buffered transaction-log lines reach the file.
+const TxnLogFlushInterval = 100 * time.Millisecond
 
 // TxnLogName is the file name of the transaction log inside a data directory.
 const TxnLogName = "txn.log"
@@ -32,7 +39,28 @@ func OpenTxnLog(dir string) (*TxnLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("txn: open transaction log: %w", err)
 	}
-	return &TxnLog{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+	l := &TxnLog{f: f, w: bufio.NewWriterSize(f, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.flusher()
+	return l, nil
+}
+
+func (l *TxnLog) flusher() {
+	defer close(l.done)
+	t := time.NewTicker(TxnLogFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.mu.Lock()
+			if l.dirty {
+				l.w.Flush()
+				l.dirty = false
+			}
+			l.mu.Unlock()
+		}
+	}
 }
 
 // Event writes one line: the event name, the transaction and the shards involved, plus
@@ -41,23 +69,28 @@ func (l *TxnLog) Event(txnID uint64, event string, shards []string, details ...s
 	if l == nil {
 		return
 	}
-	var b strings.Builder
-	b.WriteString(time.Now().UTC().Format("2006-01-02T15:04:05.000000Z"))
-	fmt.Fprintf(&b, " txn=%d event=%s", txnID, event)
-	if len(shards) > 0 {
-		b.WriteString(" shards=")
-		b.WriteString(strings.Join(shards, ","))
+	var arr [256]byte
+	b := time.Now().UTC().AppendFormat(arr[:0], "2006-01-02T15:04:05.000000Z")
+	b = append(b, " txn="...)
+	b = strconv.AppendUint(b, txnID, 10)
+	b = append(b, " event="...)
+	b = append(b, event...)
+	for i, s := range shards {
+		if i == 0 {
+			b = append(b, " shards="...)
+		} else {
+			b = append(b, ',')
+		}
+		b = append(b, s...)
 	}
 	for _, d := range details {
-		b.WriteByte(' ')
-		b.WriteString(d)
+		b = append(b, ' ')
+		b = append(b, d...)
 	}
-	b.WriteByte('\n')
+	b = append(b, '\n')
 	l.mu.Lock()
-	l.w.WriteString(b.String())
-	// Flush at once when nothing else is queued, so the file is current for a reader and a
-	// killed process loses at most the lines of one burst.
-	l.w.Flush()
+	l.w.Write(b)
+	l.dirty = true
 	l.mu.Unlock()
 }
 
@@ -66,6 +99,8 @@ func (l *TxnLog) Close() error {
 	if l == nil {
 		return nil
 	}
+	close(l.stop)
+	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.w.Flush()
