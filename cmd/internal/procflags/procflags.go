@@ -27,8 +27,13 @@ var Flags = []cli.Flag{
 	&cli.BoolFlag{Name: "pprof", Usage: "serve /debug/pprof on the metrics port"},
 }
 
+// signals receives SIGINT and SIGTERM from the moment Load runs, so that a signal that arrives
+// while the process is still starting is not fatal: it stops the process once it is up.
+var signals = make(chan os.Signal, 1)
+
 // Load reads the config named by --config (or the defaults) and returns it with the logger.
 func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return txn.Config{}, nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", c.String("log-level"))
@@ -65,11 +70,9 @@ type Process interface {
 
 // Run waits for SIGINT or SIGTERM (or a server failure) and shuts p down.
 func Run(p Process, log *slog.Logger) error {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	var failure error
 	select {
-	case s := <-sig:
+	case s := <-signals:
 		log.Info("shutting down", "signal", s.String())
 	case err := <-p.Done():
 		failure = err
