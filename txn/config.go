@@ -43,8 +43,8 @@ type Limits struct {
 type Timeouts struct {
 	// Prepare bounds the master's wait for all votes (default 5s); past it the transaction aborts.
 	Prepare time.Duration `yaml:"prepare"`
-	// CommitWait bounds how long the master waits for phase 2 before it answers "committed"
-	// anyway and keeps retrying in the background (default 2s).
+	// CommitWait bounds how long a new transaction waits at the master for the phase 2 of a
+	// committed one on the same keys, before it prepares anyway (default 2s).
 	CommitWait time.Duration `yaml:"commit_wait"`
 	// InDoubt is the age after which a node asks the master about a prepared transaction
 	// (default 3s).

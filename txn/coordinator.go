@@ -49,6 +49,10 @@ type Coordinator struct {
 	mu struct {
 		sync.Mutex
 		txns map[uint64]*txnState // cross-shard transactions being prepared or committed
+		// unacked maps each key of a committed or aborted transaction whose phase 2 is still
+		// under way to it: a later transaction on the key waits for that phase 2 instead of
+		// meeting its locks.
+		unacked map[string]*txnState
 	}
 }
 
@@ -61,6 +65,7 @@ type txnState struct {
 	unknown      bool   // the decision record may or may not be durable: pending until restart
 	started      time.Time
 	done         chan struct{} // closed when every participant acknowledged the commit
+	keys         []string      // written and compared keys, while phase 2 is under way
 }
 
 var _ Handler = (*Coordinator)(nil)
@@ -82,6 +87,7 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	c := &Coordinator{cfg: cfg, oracle: oracle, log: cfg.Logger}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mu.txns = map[uint64]*txnState{}
+	c.mu.unacked = map[string]*txnState{}
 	return c, nil
 }
 
@@ -430,6 +436,8 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	for i, p := range parts {
 		names[i] = p.node
 	}
+	keys := txnKeys(parts)
+	c.waitUnacked(ctx, keys)
 	st := &txnState{participants: names, started: start, done: make(chan struct{})}
 	c.mu.Lock()
 	c.mu.txns[txnID] = st
@@ -471,7 +479,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		refusal = &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: "the client gave up before the decision"}
 	}
 	if refusal != nil {
-		c.abort(txnID, names, refusal)
+		c.abort(txnID, st, keys, refusal)
 		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
 		return nil, refusal
 	}
@@ -487,7 +495,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	if err != nil {
 		werr := &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: fmt.Sprintf("allocate commit timestamp: %v", err)}
-		c.abort(txnID, names, werr)
+		c.abort(txnID, st, keys, werr)
 		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
 		return nil, werr
 	}
@@ -504,33 +512,88 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("the decision record could not be written: %v", err)}
 	}
 	c.mu.Lock()
-	st.committed, st.commitTS = true, commitTS
+	st.committed, st.commitTS, st.keys = true, commitTS, keys
+	for _, k := range keys {
+		c.mu.unacked[k] = st
+	}
 	c.mu.Unlock()
 	c.cfg.Metrics.phase("decision", time.Since(decStart))
 	CrashPoint(PointMasterAfterDecision)
 	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
 
-	// Phase 2: the client hears "committed" once every participant has applied the writes, or
-	// after CommitWait at the latest; the driver keeps retrying in the background.
-	commitStart := time.Now()
+	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
+	// readers wait for its locks, and later writers of its keys wait for it at the master.
 	c.startPhase2(txnID, st)
-	wait := time.NewTimer(c.cfg.Timeouts.CommitWait)
-	defer wait.Stop()
-	select {
-	case <-st.done:
-		c.cfg.Metrics.phase("commit", time.Since(commitStart))
-	case <-wait.C:
-	case <-ctx.Done():
-	}
 	c.cfg.Metrics.txnDone("2pc", "committed", time.Since(start))
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }
 
+// txnKeys returns the distinct keys a transaction writes or compares.
+func txnKeys(parts []shardTxn) []string {
+	seen := map[string]bool{}
+	var keys []string
+	add := func(k []byte) {
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			keys = append(keys, string(k))
+		}
+	}
+	for _, p := range parts {
+		for _, op := range p.ops {
+			add(op.Key)
+		}
+		for _, cmp := range p.cmps {
+			add(cmp.Key)
+		}
+	}
+	return keys
+}
+
+// waitUnacked waits, up to CommitWait, until no key is held by a committed transaction whose
+// phase 2 is still under way: its prepare locks would make this transaction's prepare
+// conflict, although the outcome is already known.
+func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
+	var timer *time.Timer
+	for {
+		c.mu.Lock()
+		var st *txnState
+		for _, k := range keys {
+			if st = c.mu.unacked[k]; st != nil {
+				break
+			}
+		}
+		c.mu.Unlock()
+		if st == nil {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(c.cfg.Timeouts.CommitWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-st.done:
+		case <-timer.C:
+			return // phase 2 is stuck (a node is down): let the prepare find out
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // abort forgets a transaction that will never commit (presumed abort: no record) and tells
 // the participants, best effort: one that misses the message asks later and hears "aborted".
-func (c *Coordinator) abort(txnID uint64, names []string, reason *wire.Error) {
+//
+// Until the participants have acknowledged the abort (or the attempts run out), its keys are
+// registered as unacknowledged, so that the client's retry waits for the locks to go instead of
+// meeting them.
+func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *wire.Error) {
+	names := st.participants
 	c.mu.Lock()
 	delete(c.mu.txns, txnID)
+	st.keys = keys
+	for _, k := range keys {
+		c.mu.unacked[k] = st
+	}
 	c.mu.Unlock()
 	c.updateGauges()
 	c.cfg.TxnLog.Event(txnID, "abort", names, fmt.Sprintf("reason=%s", reason.Code), fmt.Sprintf("detail=%q", reason.Message))
@@ -546,7 +609,20 @@ func (c *Coordinator) abort(txnID uint64, names []string, reason *wire.Error) {
 			}(n)
 		}
 		wg.Wait()
+		c.releaseKeys(st)
+		close(st.done)
 	}()
+}
+
+// releaseKeys forgets st's keys as unacknowledged.
+func (c *Coordinator) releaseKeys(st *txnState) {
+	c.mu.Lock()
+	for _, k := range st.keys {
+		if c.mu.unacked[k] == st {
+			delete(c.mu.unacked, k)
+		}
+	}
+	c.mu.Unlock()
 }
 
 // startPhase2 sends Commit to every participant until each acknowledges, then forgets the
@@ -555,6 +631,7 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		phase2Start := time.Now()
 		msg := &wire.CommitRequest{TxnID: txnID, CommitTS: st.commitTS}
 		rest := st.participants
 		if crashArmed(PointMasterAfterFirstCommit) && len(rest) > 1 {
@@ -586,6 +663,8 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 		c.mu.Lock()
 		delete(c.mu.txns, txnID)
 		c.mu.Unlock()
+		c.releaseKeys(st)
+		c.cfg.Metrics.phase("commit", time.Since(phase2Start))
 		close(st.done)
 		c.updateGauges()
 	}()

@@ -190,6 +190,24 @@ func (c *testCluster) resolveAll() {
 	}
 }
 
+// waitAcked waits until the master has no transaction in flight: every phase 2 acknowledged.
+func (c *testCluster) waitAcked() {
+	c.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.coord.mu.Lock()
+		n := len(c.coord.mu.txns) + len(c.coord.mu.unacked)
+		c.coord.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%d transactions or keys still in flight at the master after 5s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func put(k []byte, v string) wire.Op { return wire.Op{Kind: wire.OpPut, Key: k, Value: []byte(v)} }
 
 func codeOf(err error) wire.Code { return wire.CodeOf(err) }
@@ -208,7 +226,7 @@ func TestSingleShardWritesTakeTheOnePhasePath(t *testing.T) {
 	if string(got[0].Value) != "1" || got[0].Version != rep.CommitTS {
 		t.Fatalf("%+v, want version %d", got[0], rep.CommitTS)
 	}
-	if len(c.decisions.decisions) != 0 {
+	if d, _ := c.decisions.Load(); len(d) != 0 {
 		t.Fatal("a one-phase commit wrote a decision record")
 	}
 }
@@ -229,7 +247,8 @@ func TestCrossShardCommitIsAtomicAndVersioned(t *testing.T) {
 		}
 	}
 	c.resolveAll()
-	if len(c.decisions.decisions) != 0 {
+	c.waitAcked()
+	if d, _ := c.decisions.Load(); len(d) != 0 {
 		t.Fatal("the decision record was not forgotten after every acknowledgement")
 	}
 }
@@ -301,6 +320,7 @@ func TestLostCommitMessagesAreRetriedUntilAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.resolveAll()
+	c.waitAcked()
 	for _, v := range c.read(k...) {
 		if v.Version != rep.CommitTS {
 			t.Fatalf("%+v not committed at %d", v, rep.CommitTS)
@@ -633,4 +653,35 @@ func TestSlowVoteTimesOutAndTheLatePrepareIsHarmless(t *testing.T) {
 	if _, err := c.txn(nil, put(k[0], "c"), put(k[1], "d")); err != nil {
 		t.Fatalf("the keys are free again: %v", err)
 	}
+}
+
+// TestBackToBackWritesDoNotConflictWithTheirOwnPhase2 proves that a client is told
+// "committed" once the decision is durable, and that its next transaction on the same keys
+// waits for the first one's slow phase 2 at the master instead of failing on its locks.
+func TestBackToBackWritesDoNotConflictWithTheirOwnPhase2(t *testing.T) {
+	c := newTestCluster(t, 2)
+	k := c.keys("a")
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		if _, ok := req.(*wire.CommitRequest); ok {
+			time.Sleep(30 * time.Millisecond)
+		}
+		return Deliver
+	})
+	var last *wire.TxnReply
+	for i := 0; i < 5; i++ {
+		rep, err := c.txn(nil, put(k[0], fmt.Sprint(i)), put(k[1], fmt.Sprint(i)))
+		if err != nil {
+			t.Fatalf("write %d on the keys of the previous one: %v", i, err)
+		}
+		last = rep
+	}
+	// A read right after the reply waits for the locks and sees the last write.
+	got := c.read(k...)
+	for _, v := range got {
+		if string(v.Value) != "4" || v.Version != last.CommitTS {
+			t.Fatalf("read after the last commit: %+v, want 4 at %d", v, last.CommitTS)
+		}
+	}
+	c.waitAcked()
+	c.resolveAll()
 }

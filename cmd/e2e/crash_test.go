@@ -23,17 +23,18 @@ func TestCrashPoints(t *testing.T) {
 	cases := []struct {
 		point     string
 		victim    string
-		committed bool // the transaction's outcome after recovery
-		told      error
+		committed bool  // the transaction's outcome after recovery
+		told      error // what the client hears: nil is "committed"
+		orTold    error // another acceptable answer, where the crash races the reply
 	}{
-		{txn.PointMasterBeforePrepare, "master", false, client.ErrUnknownOutcome},
-		{txn.PointMasterAfterVotes, "master", false, client.ErrUnknownOutcome},
-		{txn.PointMasterAfterDecision, "master", true, client.ErrUnknownOutcome},
-		{txn.PointMasterAfterFirstCommit, "master", true, client.ErrUnknownOutcome},
-		{txn.PointNodeBeforePrepareRecord, "node1", false, client.ErrAborted},
-		{txn.PointNodeAfterPrepareRecord, "node1", false, client.ErrAborted},
-		{txn.PointNodeBeforeCommitApply, "node1", true, nil},
-		{txn.PointNodeAfterCommitApply, "node1", true, nil},
+		{txn.PointMasterBeforePrepare, "master", false, client.ErrUnknownOutcome, nil},
+		{txn.PointMasterAfterVotes, "master", false, client.ErrUnknownOutcome, nil},
+		{txn.PointMasterAfterDecision, "master", true, client.ErrUnknownOutcome, nil},
+		{txn.PointMasterAfterFirstCommit, "master", true, nil, client.ErrUnknownOutcome},
+		{txn.PointNodeBeforePrepareRecord, "node1", false, client.ErrAborted, nil},
+		{txn.PointNodeAfterPrepareRecord, "node1", false, client.ErrAborted, nil},
+		{txn.PointNodeBeforeCommitApply, "node1", true, nil, nil},
+		{txn.PointNodeAfterCommitApply, "node1", true, nil, nil},
 	}
 	if len(cases) != len(txn.CrashPoints) {
 		t.Fatalf("%d cases for %d crash points", len(cases), len(txn.CrashPoints))
@@ -74,11 +75,14 @@ func TestCrashPoints(t *testing.T) {
 				ops = append(ops, client.Put([]byte(k), []byte("new")))
 			}
 			_, err := cl.Txn(ctx, nil, ops...)
-			switch {
-			case tc.told == nil && err != nil:
-				t.Fatalf("client told %v, want committed", err)
-			case tc.told != nil && !errors.Is(err, tc.told):
-				t.Fatalf("client told %v, want %v", err, tc.told)
+			matches := func(want error) bool {
+				if want == nil {
+					return err == nil
+				}
+				return errors.Is(err, want)
+			}
+			if !matches(tc.told) && (tc.orTold == nil || !matches(tc.orTold)) {
+				t.Fatalf("client told %v, want %v (or %v)", err, tc.told, tc.orTold)
 			}
 			t.Logf("client was told: %v", err)
 
