@@ -88,6 +88,7 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mu.txns = map[uint64]*txnState{}
 	c.mu.unacked = map[string]*txnState{}
+	cfg.Metrics.watch(c.gauges)
 	return c, nil
 }
 
@@ -115,7 +116,6 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		c.log.Info("re-driving committed transaction", "txn", d.TxnID, "commit_ts", d.CommitTS, "participants", d.Participants)
 		c.startPhase2(d.TxnID, st)
 	}
-	c.updateGauges()
 	return len(decisions), nil
 }
 
@@ -442,7 +442,6 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	c.mu.Lock()
 	c.mu.txns[txnID] = st
 	c.mu.Unlock()
-	c.updateGauges()
 	CrashPoint(PointMasterBeforePrepare)
 	c.cfg.TxnLog.Event(txnID, "prepare", names)
 
@@ -595,7 +594,6 @@ func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *w
 		c.mu.unacked[k] = st
 	}
 	c.mu.Unlock()
-	c.updateGauges()
 	c.cfg.TxnLog.Event(txnID, "abort", names, fmt.Sprintf("reason=%s", reason.Code), fmt.Sprintf("detail=%q", reason.Message))
 	c.wg.Add(1)
 	go func() {
@@ -666,7 +664,6 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 		c.releaseKeys(st)
 		c.cfg.Metrics.phase("commit", time.Since(phase2Start))
 		close(st.done)
-		c.updateGauges()
 	}()
 }
 
@@ -721,19 +718,17 @@ func (c *Coordinator) Outcome(req *wire.OutcomeRequest) *wire.OutcomeReply {
 	return &rep
 }
 
-func (c *Coordinator) updateGauges() {
-	if c.cfg.Metrics == nil {
-		return
-	}
+// gauges counts the transactions in flight and the committed ones not yet acknowledged; the
+// metrics read it at scrape time, so the commit path pays nothing for it.
+func (c *Coordinator) gauges() (inFlight, unacked int) {
 	c.mu.Lock()
-	inFlight, unacked := len(c.mu.txns), 0
+	defer c.mu.Unlock()
 	for _, st := range c.mu.txns {
 		if st.committed {
 			unacked++
 		}
 	}
-	c.mu.Unlock()
-	c.cfg.Metrics.setInFlight(inFlight, unacked)
+	return len(c.mu.txns), unacked
 }
 
 // Status reports the master and every node. A node that does not answer within a second is

@@ -1,6 +1,7 @@
 package txn
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,13 +76,12 @@ func newRecoveryCounter() *prometheus.CounterVec {
 
 // MasterMetrics are the coordinator's metrics. A nil *MasterMetrics records nothing.
 type MasterMetrics struct {
-	txns      *prometheus.CounterVec
-	txnDur    *prometheus.HistogramVec
-	phaseDur  *prometheus.HistogramVec
-	fsync     prometheus.Histogram
-	recovery  *prometheus.CounterVec
-	inFlight  prometheus.Gauge
-	undecided prometheus.Gauge
+	txns     *prometheus.CounterVec
+	txnDur   *prometheus.HistogramVec
+	phaseDur *prometheus.HistogramVec
+	fsync    prometheus.Histogram
+	recovery *prometheus.CounterVec
+	state    atomic.Pointer[func() (inFlight, unacked int)]
 }
 
 // NewMasterMetrics registers the master's metrics on reg.
@@ -98,14 +98,25 @@ func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
 		}, []string{"phase"}),
 		fsync:    newFsyncHistogram(),
 		recovery: newRecoveryCounter(),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
-		}),
-		undecided: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kvtx_commits_unacknowledged", Help: "Committed transactions whose phase 2 some participant has not acknowledged yet.",
-		}),
 	}
-	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery, m.inFlight, m.undecided)
+	read := func(unacked bool) float64 {
+		f := m.state.Load()
+		if f == nil {
+			return 0
+		}
+		i, u := (*f)()
+		if unacked {
+			return float64(u)
+		}
+		return float64(i)
+	}
+	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
+		}, func() float64 { return read(false) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kvtx_commits_unacknowledged", Help: "Committed transactions whose phase 2 some participant has not acknowledged yet.",
+		}, func() float64 { return read(true) }))
 	return m
 }
 
@@ -136,10 +147,10 @@ func (m *MasterMetrics) recovered(kind string) {
 	}
 }
 
-func (m *MasterMetrics) setInFlight(inFlight, unacked int) {
+// watch makes the in-flight gauges read f at scrape time.
+func (m *MasterMetrics) watch(f func() (inFlight, unacked int)) {
 	if m != nil {
-		m.inFlight.Set(float64(inFlight))
-		m.undecided.Set(float64(unacked))
+		m.state.Store(&f)
 	}
 }
 
