@@ -31,6 +31,8 @@ type CoordinatorConfig struct {
 	Logger  *slog.Logger
 	// Directory, optional, gives the addresses Status reports, by process name.
 	Directory map[string]Process
+	// Runtime runs background work and sleeps (default RealRuntime).
+	Runtime Runtime
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
@@ -80,6 +82,9 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Runtime == nil {
+		cfg.Runtime = RealRuntime{}
+	}
 	oracle, err := NewOracle(ctx, cfg.Decisions)
 	if err != nil {
 		return nil, err
@@ -103,18 +108,23 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("txn: load decisions: %w", err)
 	}
-	for _, d := range decisions {
+	// Register every decision before driving any: a participant that asks about one of them
+	// meanwhile must hear "committed", never the presumed "aborted".
+	states := make([]*txnState, len(decisions))
+	for i, d := range decisions {
 		if err := c.oracle.Observe(ctx, d.CommitTS); err != nil {
 			return 0, err
 		}
-		st := &txnState{participants: d.Participants, committed: true, commitTS: d.CommitTS, started: time.Now(), done: make(chan struct{})}
+		states[i] = &txnState{participants: d.Participants, committed: true, commitTS: d.CommitTS, started: time.Now(), done: make(chan struct{})}
 		c.mu.Lock()
-		c.mu.txns[d.TxnID] = st
+		c.mu.txns[d.TxnID] = states[i]
 		c.mu.Unlock()
+	}
+	for i, d := range decisions {
 		c.cfg.TxnLog.Event(d.TxnID, "recovered", d.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", d.CommitTS))
 		c.cfg.Metrics.recovered("redrive_commit")
 		c.log.Info("re-driving committed transaction", "txn", d.TxnID, "commit_ts", d.CommitTS, "participants", d.Participants)
-		c.startPhase2(d.TxnID, st)
+		c.startPhase2(d.TxnID, states[i])
 	}
 	return len(decisions), nil
 }
@@ -185,7 +195,7 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 			continue
 		}
 		wg.Add(1)
-		go func(s int) {
+		c.cfg.Runtime.Go(func() {
 			defer wg.Done()
 			var rep wire.GetReply
 			err := c.call(ctx, names[s], &wire.GetRequest{Keys: groups[s].keys, ReadTS: ts}, &rep)
@@ -199,7 +209,7 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 			for j, v := range rep.Values {
 				out[groups[s].pos[j]] = v
 			}
-		}(s)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -452,13 +462,13 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	var wg sync.WaitGroup
 	for i := range parts {
 		wg.Add(1)
-		go func(i int) {
+		c.cfg.Runtime.Go(func() {
 			defer wg.Done()
 			p := parts[i]
 			var rep wire.PrepareReply
 			err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names}, &rep)
 			minTS[i], errs[i] = rep.MinCommitTS, err
-		}(i)
+		})
 	}
 	wg.Wait()
 	cancel()
@@ -552,7 +562,7 @@ func txnKeys(parts []shardTxn) []string {
 // phase 2 is still under way: its prepare locks would make this transaction's prepare
 // conflict, although the outcome is already known.
 func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
-	var timer *time.Timer
+	deadline := c.cfg.Runtime.Now().Add(c.cfg.Timeouts.CommitWait)
 	for {
 		c.mu.Lock()
 		var st *txnState
@@ -565,16 +575,9 @@ func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
 		if st == nil {
 			return
 		}
-		if timer == nil {
-			timer = time.NewTimer(c.cfg.Timeouts.CommitWait)
-			defer timer.Stop()
-		}
-		select {
-		case <-st.done:
-		case <-timer.C:
+		left := deadline.Sub(c.cfg.Runtime.Now())
+		if left <= 0 || !c.cfg.Runtime.Wait(ctx, st.done, left) {
 			return // phase 2 is stuck (a node is down): let the prepare find out
-		case <-ctx.Done():
-			return
 		}
 	}
 }
@@ -596,20 +599,20 @@ func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *w
 	c.mu.Unlock()
 	c.cfg.TxnLog.Event(txnID, "abort", names, fmt.Sprintf("reason=%s", reason.Code), fmt.Sprintf("detail=%q", reason.Message))
 	c.wg.Add(1)
-	go func() {
+	c.cfg.Runtime.Go(func() {
 		defer c.wg.Done()
 		var wg sync.WaitGroup
 		for _, n := range names {
 			wg.Add(1)
-			go func(n string) {
+			c.cfg.Runtime.Go(func() {
 				defer wg.Done()
 				c.retry(n, &wire.AbortRequest{TxnID: txnID}, 3)
-			}(n)
+			})
 		}
 		wg.Wait()
 		c.releaseKeys(st)
 		close(st.done)
-	}()
+	})
 }
 
 // releaseKeys forgets st's keys as unacknowledged.
@@ -627,7 +630,7 @@ func (c *Coordinator) releaseKeys(st *txnState) {
 // decision. It runs in the background until done or until Close.
 func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 	c.wg.Add(1)
-	go func() {
+	c.cfg.Runtime.Go(func() {
 		defer c.wg.Done()
 		phase2Start := time.Now()
 		msg := &wire.CommitRequest{TxnID: txnID, CommitTS: st.commitTS}
@@ -644,11 +647,11 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 		ok := make([]bool, len(rest))
 		for i, n := range rest {
 			wg.Add(1)
-			go func(i int, n string) {
+			c.cfg.Runtime.Go(func() {
 				defer wg.Done()
 				ok[i] = c.retry(n, msg, 0)
 				CrashPoint(PointMasterAfterFirstCommit)
-			}(i, n)
+			})
 		}
 		wg.Wait()
 		if slices.Contains(ok, false) {
@@ -664,7 +667,7 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 		c.releaseKeys(st)
 		c.cfg.Metrics.phase("commit", time.Since(phase2Start))
 		close(st.done)
-	}()
+	})
 }
 
 // retry sends req to node until it is acknowledged, the coordinator closes, or (with
@@ -681,9 +684,7 @@ func (c *Coordinator) retry(node string, req wire.Message, attempts int) bool {
 			return false
 		}
 		c.log.Debug("phase 2 retry", "node", node, "msg", req.MsgType(), "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-c.ctx.Done():
+		if c.cfg.Runtime.Sleep(c.ctx, backoff) != nil {
 			return false
 		}
 		backoff = min(backoff*2, time.Second)
@@ -756,7 +757,7 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 	var wg sync.WaitGroup
 	for i, n := range names {
 		wg.Add(1)
-		go func(i int, n string) {
+		c.cfg.Runtime.Go(func() {
 			defer wg.Done()
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
@@ -772,7 +773,7 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 				nodes[i] = rep.Processes[0]
 			}
 			nodes[i].Addr, nodes[i].MetricsAddr = c.cfg.Directory[n].Listen, c.cfg.Directory[n].Metrics
-		}(i, n)
+		})
 	}
 	wg.Wait()
 	return &wire.StatusReply{Processes: append([]wire.ProcessStatus{self}, nodes...)}

@@ -42,6 +42,8 @@ type ParticipantConfig struct {
 	Metrics *NodeMetrics
 	TxnLog  *TxnLog
 	Logger  *slog.Logger
+	// Runtime runs background work and reads the clock (default RealRuntime).
+	Runtime Runtime
 }
 
 // Participant is a node's side of the protocol: reads at a timestamp, one-phase apply,
@@ -85,6 +87,9 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 	cfg.Limits, cfg.Timeouts = full.Limits, full.Timeouts
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Runtime == nil {
+		cfg.Runtime = RealRuntime{}
 	}
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}
@@ -188,7 +193,7 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 		return nil, err
 	}
 	CrashPoint(PointNodeBeforePrepareRecord)
-	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: time.Now()}
+	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: p.cfg.Runtime.Now()}
 	// Once the record is being written, finish: a vote the master never hears is harmless,
 	// a record written but reported as failed would only hold locks until asked about.
 	minTS, err := p.cfg.Store.Prepare(context.WithoutCancel(ctx), rec, kvCompares(req.Compares))
@@ -296,7 +301,7 @@ func (p *Participant) Run(ctx context.Context) {
 // ResolveOnce asks the master once about every prepared transaction that is due, applies the
 // answers and returns how many are still in doubt.
 func (p *Participant) ResolveOnce(ctx context.Context) int {
-	now := time.Now()
+	now := p.cfg.Runtime.Now()
 	prepared := p.cfg.Store.Prepared()
 	live := make(map[uint64]bool, len(prepared))
 	var due []kv.PreparedTxn
@@ -328,10 +333,10 @@ func (p *Participant) ResolveOnce(ctx context.Context) int {
 	for _, t := range due {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(t kv.PreparedTxn) {
+		p.cfg.Runtime.Go(func() {
 			defer func() { <-sem; wg.Done() }()
 			p.resolve(ctx, t)
-		}(t)
+		})
 	}
 	wg.Wait()
 
@@ -382,7 +387,7 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 	p.mu.Lock()
 	if a := p.mu.asks[t.TxnID]; a != nil {
 		a.inDoubt, a.reason = true, reason
-		a.next = time.Now().Add(a.backoff)
+		a.next = p.cfg.Runtime.Now().Add(a.backoff)
 		a.backoff = min(a.backoff*2, 5*time.Second)
 	}
 	p.mu.Unlock()
@@ -393,7 +398,7 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 func (p *Participant) Status() wire.ProcessStatus {
 	st := p.cfg.Store.Stats()
 	out := wire.ProcessStatus{Name: p.cfg.Name, Role: "node", Up: true, LocksHeld: st.LocksHeld}
-	now := time.Now()
+	now := p.cfg.Runtime.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, t := range p.cfg.Store.Prepared() {

@@ -1,0 +1,60 @@
+package txn
+
+import (
+	"context"
+	"time"
+)
+
+// Runtime is how the protocol code runs background work, reads the clock and waits. The
+// default, RealRuntime, uses goroutines and the wall clock. The deterministic simulator runs
+// everything inline on a virtual clock, so that one seed always produces one schedule.
+//
+// Protocol code must never hold a mutex across a Runtime call or a Transport call: the
+// simulator may run other protocol code from inside them.
+type Runtime interface {
+	// Go runs f in the background.
+	Go(f func())
+	// Now reads the clock that protocol timeouts are measured on.
+	Now() time.Time
+	// Sleep waits for d, or until ctx is done (then it returns ctx.Err()).
+	Sleep(ctx context.Context, d time.Duration) error
+	// Wait waits until done is closed, d has passed or ctx is done, and reports whether done
+	// was closed.
+	Wait(ctx context.Context, done <-chan struct{}, d time.Duration) bool
+}
+
+// RealRuntime runs background work on goroutines and measures time with the wall clock.
+type RealRuntime struct{}
+
+var _ Runtime = RealRuntime{}
+
+// Go implements Runtime.
+func (RealRuntime) Go(f func()) { go f() }
+
+// Now implements Runtime.
+func (RealRuntime) Now() time.Time { return time.Now() }
+
+// Sleep implements Runtime.
+func (RealRuntime) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wait implements Runtime.
+func (RealRuntime) Wait(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
