@@ -3,9 +3,9 @@ GO      ?= go
 BIN     ?= bin
 PKGS    := ./...
 # Packages with concurrency run under the race detector.
-RACE_PKGS := ./wire/... ./kv/... ./txn/...
+RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/...
 
-.PHONY: all build run test unit e2e fuzz vet fmt-check clean
+.PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean
 
 all: build
 
@@ -23,8 +23,19 @@ run: build
 	$(BIN)/kvmaster & m=$$!; \
 	wait
 
-## test: formatting, vet, unit tests (race detector on the concurrent packages), fuzz seeds, end-to-end tests
-test: fmt-check vet unit e2e
+## test: formatting, vet, unit tests (race detector on the concurrent packages), fuzz seeds, deterministic simulation, end-to-end tests
+test: deps fmt-check vet unit sim e2e
+
+## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
+deps:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages prometheus and etcd-server (the tests run both)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus etcd-server >/dev/null; \
+	  else \
+	    echo "make test needs the prometheus and etcd binaries: apt-get install prometheus etcd-server"; exit 1; \
+	  fi; \
+	fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -37,8 +48,14 @@ vet:
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
+## sim: the deterministic simulation of the protocol over SIM_SEEDS seeds (SIM_SEED=S replays one and prints its trace)
+SIM_SEEDS ?= 5000
+SIM_SEED  ?=
+sim:
+	KVTX_SIM_SEEDS=$(SIM_SEEDS) KVTX_SIM_SEED=$(SIM_SEED) $(GO) test -count=1 -timeout 30m -v -run 'TestSimulation$$' ./txn/
+
 e2e:
-	$(GO) test -count=1 -timeout 15m ./cmd/...
+	$(GO) test -count=1 -timeout 15m ./cmd/e2e/ ./cmd/kvctl/
 
 ## fuzz: run the frame decoder fuzzer (FUZZTIME: a count like 500000x; time-based -fuzztime can end with a spurious deadline error on Go 1.26)
 FUZZTIME ?= 500000x
@@ -47,3 +64,8 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+## bench: the standard benchmark suite, kvtx vs a local Badger store vs etcd, on a fresh cluster (about 3 minutes; needs Debian's etcd-server for the etcd column)
+.PHONY: bench
+bench: build
+	BIN=$(BIN) bench/run-suite.sh

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The standard benchmark suite, as `make bench` runs it: starts a fresh kvtx cluster (a master
+# and two nodes in a temporary directory, on ports that do not collide with `make run`), runs
+# `kvctl bench --suite standard` against it, a local Badger store and etcd (which kvctl starts
+# itself, so that it can restart it after preloading), then stops everything.
+#
+# Needs the binaries in $BIN (make bench builds them) and Debian's etcd-server for the etcd
+# column: without `etcd` on $PATH the column is skipped, with a note at the top and the bottom.
+#
+# Environment (all optional):
+#   BENCH_DURATION  measured window of each run (5s)      BENCH_WARMUP  warm-up of each run (1s)
+#   BENCH_PORT      first port (19400): kvtx +0..+2, metrics +10..+12, etcd +20 and +21
+#   BENCH_OUT       where suite.txt, suite.json and the logs go (bin/bench-results)
+#   BENCH_PPROF=1   serve /debug/pprof on the kvtx metrics ports, to profile while it runs
+#   BENCH_ARGS      more flags for kvctl bench (e.g. "--keys 100000 --value-size 1000")
+#   BENCH_ETCD      the etcd binary (default: etcd on $PATH)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-bin}
+port=${BENCH_PORT:-19400}
+out=${BENCH_OUT:-$BIN/bench-results}
+duration=${BENCH_DURATION:-5s}
+warmup=${BENCH_WARMUP:-1s}
+
+for b in kvmaster kvnode kvctl; do
+  if [ ! -x "$BIN/$b" ]; then
+    echo "run-suite: $BIN/$b is missing: run make build (or make bench)" >&2
+    exit 1
+  fi
+done
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/kvtx-bench.XXXXXX")
+mkdir -p "$out/logs"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+addr() { echo "127.0.0.1:$((port + $1))"; }
+cat >"$dir/cluster.yaml" <<EOF
+master: {listen: "$(addr 0)", metrics: "$(addr 10)", data_dir: "$dir/master"}
+nodes:
+  - {name: node1, listen: "$(addr 1)", metrics: "$(addr 11)", data_dir: "$dir/node1"}
+  - {name: node2, listen: "$(addr 2)", metrics: "$(addr 12)", data_dir: "$dir/node2"}
+EOF
+
+pprof=()
+if [ "${BENCH_PPROF:-}" = 1 ]; then pprof=(--pprof); fi
+start() { # start NAME ARGS...: run a kvtx process with its log in $out/logs
+  local name=$1
+  shift
+  "$@" >"$out/logs/$name.log" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" "${pprof[@]}" node1
+start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" "${pprof[@]}" node2
+start master "$BIN/kvmaster" --config "$dir/cluster.yaml" "${pprof[@]}"
+
+for i in $(seq 100); do
+  if "$BIN/kvctl" --endpoint "$(addr 0)" --timeout 1s status >/dev/null 2>&1; then break; fi
+  for p in "${pids[@]}"; do
+    if ! kill -0 "$p" 2>/dev/null; then
+      echo "run-suite: a kvtx process exited at start; logs:" >&2
+      tail -n 5 "$out"/logs/*.log >&2
+      exit 1
+    fi
+  done
+  if [ "$i" = 100 ]; then
+    echo "run-suite: the kvtx cluster did not come up within 20s; logs in $out/logs" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+
+args=(--suite standard --endpoint "$(addr 0)" --duration "$duration" --warmup "$warmup"
+  --watch "master=$pid_master,node1=$pid_node1,node2=$pid_node2"
+  --commit "$(git describe --always --dirty 2>/dev/null || echo unknown)" --out "$out")
+etcd=${BENCH_ETCD:-$(command -v etcd || true)}
+if [ -n "$etcd" ] && [ -x "$etcd" ]; then
+  args+=(--targets kvtx,badger,etcd --etcd-bin "$etcd" --etcd-endpoint "$(addr 20)" --etcd-data-dir "$dir/etcd/data")
+else
+  note="etcd is not installed (apt-get install etcd-server): the etcd column is SKIPPED"
+  echo "run-suite: NOTE: $note" >&2
+  args+=(--targets kvtx,badger --note "$note")
+fi
+
+echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), results in $out"
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
+"$BIN/kvctl" bench "${args[@]}" ${BENCH_ARGS:-}

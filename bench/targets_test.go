@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/server"
+)
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// startCluster runs a master and two nodes in this process on free ports and returns the
+// master's address.
+func startCluster(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	ports := freePorts(t, 3)
+	cfg := txn.Config{Master: txn.Process{Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), DataDir: filepath.Join(dir, "master")}}
+	for i := 1; i <= 2; i++ {
+		cfg.Nodes = append(cfg.Nodes, txn.Process{Name: fmt.Sprintf("node%d", i), Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i))})
+	}
+	cfg = cfg.WithDefaults()
+	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx := context.Background()
+	for _, n := range cfg.Nodes {
+		node, err := server.StartNode(ctx, cfg, n.Name, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Shutdown(context.Background()) })
+	}
+	m, err := server.StartMaster(ctx, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown(context.Background()) })
+	return cfg.Master.Listen
+}
+
+// checkEveryWorkload runs every workload briefly against t, checks that nothing failed but
+// aborts, and that the cas transfers kept the total balance.
+func checkEveryWorkload(t *testing.T, tg Target) {
+	t.Helper()
+	ctx := context.Background()
+	for _, w := range Workloads {
+		cfg := quick(w, 4, 120)
+		cfg.Keys = 40
+		r, err := Run(ctx, tg, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", w, err)
+		}
+		if r.ErrorCount() != 0 || r.Unknown != 0 || r.Ops == 0 || r.Attempts != 120 {
+			t.Errorf("%s on %s: %d ok of %d, aborts %v, unknown %d, errors %v %v", w, tg.Name(), r.Ops, r.Attempts, r.Aborts, r.Unknown, r.Errors, r.ErrorSamples)
+		}
+		for reason := range r.Aborts {
+			if w != WorkloadCAS && w != WorkloadTxn {
+				t.Errorf("%s on %s aborted (%s): only transactions may abort here", w, tg.Name(), reason)
+			}
+		}
+	}
+	// The bank: every transfer moved one unit between two of the 40 accounts, or nothing.
+	ks, err := newKeySpace(WorkloadCAS.keyPrefix(), 40, shardsOf(tg), Uniform, 0.99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([][]byte, ks.n)
+	for i := range keys {
+		keys[i] = ks.key(i)
+	}
+	sess, err := tg.NewSession(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	vs, err := sess.Snapshot(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, v := range vs {
+		total += balance(v)
+	}
+	if total != 40*initialBalance {
+		t.Errorf("%s: total balance %d, want %d", tg.Name(), total, 40*initialBalance)
+	}
+}
+
+func shardsOf(t Target) *txn.ShardMap {
+	if m := t.Shards(); m != nil {
+		return m
+	}
+	return defaultShards()
+}
+
+func TestBadgerTargetRunsEveryWorkload(t *testing.T) {
+	tg, err := OpenTarget(context.Background(), TargetConfig{Kind: TargetBadger, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	checkEveryWorkload(t, tg)
+}
+
+func TestKvtxTargetRunsEveryWorkloadAgainstACluster(t *testing.T) {
+	addr := startCluster(t)
+	tg, err := OpenTarget(context.Background(), TargetConfig{Kind: TargetKvtx, Endpoint: addr, Conns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if m := tg.Shards(); m == nil || strings.Join(m.Names(), ",") != "node1,node2" {
+		t.Fatalf("shard map %v, want node1,node2 from the master's status", m)
+	}
+	checkEveryWorkload(t, tg)
+}
+
+func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
+	addr := startCluster(t)
+	base := DefaultConfig()
+	base.Duration, base.Warmup, base.Keys = 100*time.Millisecond, 20*time.Millisecond, 100
+	var log bytes.Buffer
+	rep, err := RunSuite(context.Background(), SuiteConfig{
+		Base:      base,
+		Runs:      []SuiteRun{{WorkloadPut, 1}, {WorkloadGet, 2}},
+		Targets:   []TargetConfig{{Kind: TargetKvtx, Endpoint: addr}, {Kind: TargetBadger, DataDir: t.TempDir()}},
+		Processes: map[string]int{"self": os.Getpid()},
+		Commit:    "test",
+		Log:       &log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 4 || strings.Join(rep.Targets, ",") != "kvtx,badger" {
+		t.Fatalf("%d results for targets %v, want 2 runs on kvtx and badger", len(rep.Results), rep.Targets)
+	}
+	for _, r := range rep.Results {
+		if r.ErrorCount() != 0 || r.Ops == 0 {
+			t.Errorf("%s %s: %d ops, errors %v %v", r.Target, r.Workload, r.Ops, r.Errors, r.ErrorSamples)
+		}
+	}
+	if rep.PeakRSS["self"] <= 0 {
+		t.Errorf("peak RSS %v, want this process's", rep.PeakRSS)
+	}
+	for _, want := range []string{"preloaded 100 key keys on kvtx", "preloaded 100 acct keys on badger", "badger get"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("suite log lacks %q:\n%s", want, log.String())
+		}
+	}
+	var out bytes.Buffer
+	if err := rep.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "KVTX/BADGER") {
+		t.Errorf("report lacks the ratio column:\n%s", out.String())
+	}
+}
+
+func TestEtcdTargetRunsEveryWorkloadAndSurvivesARestart(t *testing.T) {
+	if _, err := exec.LookPath("etcd"); err != nil {
+		t.Fatal("the etcd binary is required (Debian package etcd-server; .ci/run installs it)")
+	}
+	ports := freePorts(t, 2)
+	dir := t.TempDir()
+	srv := &EtcdServer{DataDir: filepath.Join(dir, "data"), ClientAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]), PeerAddr: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	ctx := context.Background()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	tc := TargetConfig{Kind: TargetEtcd, EtcdEndpoint: srv.ClientAddr}
+	tg, err := OpenTarget(ctx, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEveryWorkload(t, tg)
+	tg.Close()
+
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := EtcdVersion(ctx, srv.ClientAddr); err != nil || v == "" {
+		t.Errorf("etcd version after restart: %q, %v", v, err)
+	}
+	tg, err = OpenTarget(ctx, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	cfg := quick(WorkloadGet, 2, 50)
+	cfg.Keys, cfg.Preload = 40, false
+	r, err := Run(ctx, tg, cfg)
+	if err != nil || r.Ops != 50 {
+		t.Errorf("gets after the restart: %v, %+v: want the preloaded keys still there", err, r)
+	}
+	if srv.PeakRSS() <= 0 {
+		t.Errorf("no peak RSS for etcd")
+	}
+}
+
+func TestPeakRSSReadsVmHWM(t *testing.T) {
+	rss, err := PeakRSS(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Errorf("PeakRSS(self) = %d, %v: want at least a MiB", rss, err)
+	}
+	if _, err := PeakRSS(1 << 30); err == nil || !strings.HasPrefix(err.Error(), "bench: ") {
+		t.Errorf("PeakRSS of no process: %v, want a bench: error", err)
+	}
+}
