@@ -5,7 +5,7 @@ PKGS    := ./...
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/...
 
-.PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean
+.PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean chaos chaos-short
 
 all: build
 
@@ -23,8 +23,8 @@ run: build
 	$(BIN)/kvmaster & m=$$!; \
 	wait
 
-## test: formatting, vet, unit tests (race detector on the concurrent packages), fuzz seeds, deterministic simulation, end-to-end tests
-test: deps fmt-check vet unit sim e2e
+## test: formatting, vet, unit tests (race detector on the concurrent packages), fuzz seeds, deterministic simulation, end-to-end tests, short fault-injection run
+test: deps fmt-check vet unit sim e2e chaos-short
 
 ## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
 deps:
@@ -56,6 +56,19 @@ sim:
 
 e2e:
 	$(GO) test -count=1 -timeout 15m ./cmd/e2e/ ./cmd/kvctl/
+
+## chaos-short: every fault kind for a few seconds against real processes, with history checks (part of make test)
+chaos-short:
+	CHAOS_MODE=short $(GO) test -count=1 -v -timeout 10m -run TestChaos ./cmd/chaos/
+
+## chaos: the long fault-injection run (CHAOS_SECONDS of faults per kind, CHAOS_SEED replays, CHAOS_FAULTS=kill,... selects, reports in CHAOS_OUT)
+CHAOS_SECONDS ?= 60
+CHAOS_SEED    ?=
+CHAOS_FAULTS  ?=
+CHAOS_OUT     ?= chaos-out
+chaos:
+	CHAOS_MODE=long CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_OUT=$(abspath $(CHAOS_OUT)) \
+		$(GO) test -count=1 -v -timeout 3h -run TestChaos ./cmd/chaos/
 
 ## fuzz: run the frame decoder fuzzer (FUZZTIME: a count like 500000x; time-based -fuzztime can end with a spurious deadline error on Go 1.26)
 FUZZTIME ?= 500000x

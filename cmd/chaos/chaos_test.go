@@ -1,0 +1,143 @@
+// Package chaos drives txn/chaos against the real binaries: one run per fault kind, each on a
+// fresh cluster, each checked and reported. It runs only when CHAOS_MODE is set (the Makefile
+// sets it): "short" for `make test` (a few seconds of faults per kind), "long" for `make chaos`.
+//
+// Environment: CHAOS_MODE=short|long; CHAOS_SECONDS, seconds of faults per kind (short 8, long
+// 60); CHAOS_SEED, the seed to replay (default: random, printed); CHAOS_FAULTS, a comma list of
+// kinds (default every kind, plus "mixed" in long mode); CHAOS_OUT, a directory that keeps the
+// reports and the clusters' logs (default: a temporary directory, kept only on failure).
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvtx/kvtx/txn/chaos"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("CHAOS_MODE") == "" {
+		fmt.Println("cmd/chaos: skipped (set CHAOS_MODE=short or long; `make test` and `make chaos` do)")
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "kvtx-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	cmd := exec.Command("go", "build", "-tags", "crashpoints", "-o", dir+"/", "./cmd/kvmaster", "./cmd/kvnode")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestChaos runs every workload under each fault kind and fails on any violated invariant.
+func TestChaos(t *testing.T) {
+	mode := os.Getenv("CHAOS_MODE")
+	if mode == "" {
+		t.Skip("CHAOS_MODE not set")
+	}
+	long := mode == "long"
+	seconds := 8
+	if long {
+		seconds = 60
+	}
+	if s := os.Getenv("CHAOS_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("CHAOS_SECONDS=%q: want a positive number of seconds", s)
+		}
+		seconds = n
+	}
+	seed := rand.Uint64() % 1_000_000_000
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("CHAOS_SEED=%q: want a number", s)
+		}
+		seed = n
+	}
+	kinds := append([]chaos.FaultKind(nil), chaos.AllFaults...)
+	if long {
+		kinds = append(kinds, chaos.FaultMixed)
+	}
+	if s := os.Getenv("CHAOS_FAULTS"); s != "" {
+		kinds = nil
+		for _, name := range strings.Split(s, ",") {
+			k, err := chaos.ParseFaultKind(strings.TrimSpace(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kinds = append(kinds, k)
+		}
+	}
+	out := os.Getenv("CHAOS_OUT")
+	t.Logf("chaos: mode=%s seed=%d seconds=%d kinds=%v (replay: CHAOS_SEED=%d)", mode, seed, seconds, kinds, seed)
+	var summary []string
+	for _, kind := range kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			dir := ""
+			keep := out != ""
+			if keep {
+				dir = filepath.Join(out, fmt.Sprintf("%s-%d", kind, seed))
+				os.RemoveAll(dir)
+			} else {
+				var err error
+				if dir, err = os.MkdirTemp("", fmt.Sprintf("kvtx-chaos-%s-", kind)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			quiet := 2 * time.Second
+			if long {
+				quiet = 10 * time.Second
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+5*time.Minute)
+			defer cancel()
+			rep, err := chaos.Run(ctx, chaos.Config{
+				BinDir: binDir, Dir: dir, Fault: kind, Seed: seed,
+				FaultDuration: time.Duration(seconds) * time.Second, QuietDuration: quiet,
+				Logf: func(format string, args ...any) {
+					if testing.Verbose() && long {
+						t.Logf(format, args...)
+					}
+				},
+			})
+			if err != nil {
+				t.Fatalf("chaos run %s seed %d could not run: %v (files in %s)", kind, seed, err, dir)
+			}
+			if werr := rep.Write(); werr != nil {
+				t.Error(werr)
+			}
+			t.Logf("\n%s", rep)
+			summary = append(summary, fmt.Sprintf("%-11s seed=%d attempted=%d committed=%d unknown=%d verdict=%v", kind, seed, rep.Attempted, rep.Committed, rep.Unknown, rep.Err() == nil))
+			if err := rep.Err(); err != nil {
+				t.Errorf("%v\nreport, schedule, events and process logs kept in %s", err, dir)
+				return
+			}
+			if !keep {
+				os.RemoveAll(dir)
+			}
+		})
+	}
+	t.Logf("chaos summary:\n%s", strings.Join(summary, "\n"))
+}

@@ -1,0 +1,174 @@
+package chaos
+
+import (
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvtx/kvtx/txn"
+)
+
+// echoServer accepts connections and echoes what it reads.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func roundTrip(c net.Conn, msg string, within time.Duration) (string, error) {
+	c.SetDeadline(time.Now().Add(within))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, len(msg))
+	_, err := io.ReadFull(c, buf)
+	return string(buf), err
+}
+
+func TestProxyPassesStallsAndResets(t *testing.T) {
+	p, err := NewProxy("test", echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "hello", 2*time.Second); err != nil || got != "hello" {
+		t.Fatalf("pass: got %q, %v", got, err)
+	}
+	// Blackhole: nothing comes back, and the bytes arrive after the heal.
+	p.SetMode(Blackhole, 0)
+	if _, err := roundTrip(c, "stalled", 200*time.Millisecond); err == nil {
+		t.Fatal("blackhole delivered a reply")
+	}
+	p.SetMode(Pass, 0)
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, len("stalled"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "stalled" {
+		t.Fatalf("after heal: got %q, %v", buf, err)
+	}
+	// Delay: delivered, late.
+	p.SetMode(Delay, 100*time.Millisecond)
+	start := time.Now()
+	if got, err := roundTrip(c, "slow", 2*time.Second); err != nil || got != "slow" || time.Since(start) < 150*time.Millisecond {
+		t.Fatalf("delay: got %q, %v after %v", got, err, time.Since(start))
+	}
+	// Reset: the open connection dies, new ones are refused.
+	p.SetMode(Reset, 0)
+	if _, err := roundTrip(c, "x", time.Second); err == nil {
+		t.Fatal("reset left the connection open")
+	}
+	c2, err := net.Dial("tcp", p.Addr())
+	if err == nil {
+		_, err = roundTrip(c2, "x", time.Second)
+		c2.Close()
+	}
+	if err == nil {
+		t.Fatal("reset accepted a new connection")
+	}
+}
+
+func TestScheduleReplaysFromTheSeed(t *testing.T) {
+	for _, k := range append(slices.Clone(AllFaults), FaultMixed) {
+		a := Schedule(k, 42, 20*time.Second, 2, ShortTimeouts())
+		b := Schedule(k, 42, 20*time.Second, 2, ShortTimeouts())
+		c := Schedule(k, 43, 20*time.Second, 2, ShortTimeouts())
+		if len(a) == 0 || !slices.Equal(a, b) {
+			t.Fatalf("%s: same seed, different schedules (%d, %d steps)", k, len(a), len(b))
+		}
+		if slices.Equal(a, c) {
+			t.Fatalf("%s: different seeds, same schedule", k)
+		}
+	}
+	// Every crash point comes up in a long enough crash-point schedule.
+	seen := map[string]bool{}
+	for _, s := range Schedule(FaultCrashPoint, 7, 60*time.Second, 2, ShortTimeouts()) {
+		seen[s.Point] = true
+	}
+	for _, p := range txn.CrashPoints {
+		if !seen[p] {
+			t.Errorf("crash point %s never scheduled", p)
+		}
+	}
+}
+
+func at(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
+
+func TestRegisterCheckFindsAStaleReadAndDrawsIt(t *testing.T) {
+	sm := txn.NewShardMap([]string{"node1", "node2"})
+	r := NewRegister(sm, 1)
+	r.Dir = t.TempDir()
+	k := r.groups[0][0]
+	ops := []Op{
+		{ID: 1, Workload: "register", Client: 0, Kind: "write", Write: true, Keys: []string{k}, In: []string{"v1"}, Invoke: at(0), Return: at(10), Status: OK},
+		{ID: 2, Workload: "register", Client: 1, Kind: "read", Keys: []string{k}, Out: []string{""}, Found: []bool{false}, Invoke: at(20), Return: at(30), Status: OK},
+	}
+	rep := &Report{}
+	if err := r.Check(t.Context(), nil, ops, rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Violations()[invLinearizable] != 1 {
+		t.Fatalf("stale read not caught: %s", rep)
+	}
+	if _, err := os.Stat(filepath.Join(r.Dir, "register-porcupine.html")); err != nil {
+		t.Fatalf("no visualization: %v", err)
+	}
+	// An unknown write may take effect late: a read after it may see it, or not.
+	ops[0].Status, ops[0].Return = Unknown, time.Time{}
+	ops = append(ops, Op{ID: 3, Workload: "register", Client: 2, Kind: "read", Keys: []string{k}, Out: []string{"v1"}, Found: []bool{true}, Invoke: at(40), Return: at(50), Status: OK})
+	rep = &Report{}
+	if err := r.Check(t.Context(), nil, ops, rep); err != nil {
+		t.Fatal(err)
+	}
+	if n := rep.Violations()[invLinearizable]; n != 0 {
+		t.Fatalf("an unknown write taking effect late is linearizable: %s", rep)
+	}
+}
+
+func TestAppendCheckFindsHalfATransaction(t *testing.T) {
+	sm := txn.NewShardMap([]string{"node1", "node2"})
+	a := NewAppend(sm, 1)
+	ops := []Op{
+		{ID: 1, Workload: "append", Kind: "append", Write: true, In: []string{"1"}, Status: OK, Applied: true},
+		{ID: 2, Workload: "append", Kind: "append", Write: true, In: []string{"2"}, Status: Failed, Applied: false},
+		{ID: 3, Workload: "append", Kind: "append", Write: true, In: []string{"3"}, Status: OK, Applied: true},
+		{ID: 4, Workload: "append", Kind: "read", Out: []string{"1", ""}, Found: []bool{true, false}, Status: OK},
+	}
+	// Shard 1 lost acknowledged id 3 and shows failed id 2; the read saw half of txn 1.
+	final := [][][]string{{{"1", "3"}, {"1", "2"}}}
+	rep := &Report{}
+	a.checkHistory(final, ops, rep)
+	v := rep.Violations()
+	for _, inv := range []string{invAppendAcked, invAppendAtomic, invAppendAborted, invAppendSnapshot, invAppendMarker} {
+		if v[inv] == 0 {
+			t.Errorf("%s not caught:\n%s", inv, rep)
+		}
+	}
+	if v[invAppendOrder] != 0 || v[invAppendDup] != 0 {
+		t.Errorf("false alarm:\n%s", rep)
+	}
+	if !strings.Contains(rep.String(), "FAIL") || rep.Err() == nil {
+		t.Errorf("report does not fail")
+	}
+}

@@ -1,0 +1,632 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/client"
+)
+
+// Config describes one chaos run: one cluster, one fault kind, every workload.
+type Config struct {
+	// BinDir holds kvmaster and kvnode built with -tags crashpoints.
+	BinDir string
+	// Dir receives the cluster's files, the report and, on a linearizability failure,
+	// porcupine's visualization.
+	Dir string
+	// Fault is the kind of fault injected.
+	Fault FaultKind
+	// Seed drives the fault schedule and the clients' choices; the same seed replays the
+	// same schedule.
+	Seed uint64
+	// FaultDuration is how long faults are injected (default 20s); QuietDuration how long the
+	// clients keep running after the heal (default 3s).
+	FaultDuration, QuietDuration time.Duration
+	// Nodes is the number of shard nodes (default 2).
+	Nodes int
+	// Clients per workload (defaults: bank 3, append 2, register 3).
+	BankClients, AppendClients, RegisterClients int
+	// PorcupineTimeout bounds the linearizability check (default 60s).
+	PorcupineTimeout time.Duration
+	// RecoveryTimeout bounds the wait for in-doubt transactions to resolve after a heal
+	// (default 30s); past it the run fails.
+	RecoveryTimeout time.Duration
+	// Logf, if set, receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+func (c *Config) setDefaults() {
+	if c.FaultDuration <= 0 {
+		c.FaultDuration = 20 * time.Second
+	}
+	if c.QuietDuration <= 0 {
+		c.QuietDuration = 3 * time.Second
+	}
+	if c.Nodes <= 0 {
+		c.Nodes = 2
+	}
+	if c.BankClients <= 0 {
+		c.BankClients = 3
+	}
+	if c.AppendClients <= 0 {
+		c.AppendClients = 2
+	}
+	if c.RegisterClients <= 0 {
+		c.RegisterClients = 3
+	}
+	if c.PorcupineTimeout <= 0 {
+		c.PorcupineTimeout = 60 * time.Second
+	}
+	if c.RecoveryTimeout <= 0 {
+		c.RecoveryTimeout = 30 * time.Second
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+}
+
+// runner is the state of one Run.
+type runner struct {
+	cfg     Config
+	c       *Cluster
+	admin   *client.Client // direct to the master, for status and final reads
+	rec     *Recorder
+	blaster *Blaster
+	report  *Report
+
+	mu      sync.Mutex
+	events  []Event
+	resolve []time.Duration
+	watches sync.WaitGroup
+}
+
+func (r *runner) event(kind, target, detail string) {
+	r.mu.Lock()
+	r.events = append(r.events, Event{At: time.Now(), Kind: kind, Target: target, Detail: detail})
+	r.mu.Unlock()
+	r.cfg.Logf("chaos: %s %s %s", kind, target, detail)
+}
+
+// Run starts a cluster, runs every workload under the configured faults, heals, waits for
+// recovery, checks the history and returns the report. The error is for a run that could not
+// be carried out (a binary that does not start); violations are in the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.setDefaults()
+	r := &runner{cfg: cfg, rec: &Recorder{}}
+	rep := &Report{Fault: cfg.Fault, Seed: cfg.Seed, FaultDuration: cfg.FaultDuration, QuietDuration: cfg.QuietDuration, Dir: cfg.Dir}
+	r.report = rep
+	started := time.Now()
+	c, err := NewCluster(ClusterConfig{BinDir: cfg.BinDir, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes})
+	if err != nil {
+		return nil, err
+	}
+	r.c = c
+	r.blaster = NewBlaster(c)
+	closed := false
+	defer func() {
+		if !closed {
+			c.Close()
+		}
+	}()
+	if err := c.StartAll(ctx); err != nil {
+		return nil, err
+	}
+	if r.admin, err = c.Dial(ctx, false, "chaos-admin"); err != nil {
+		return nil, fmt.Errorf("chaos: dial master: %w", err)
+	}
+	defer r.admin.Close()
+	sm := c.Config().ShardMap()
+	reg := NewRegister(sm, 4)
+	reg.Timeout, reg.Dir = cfg.PorcupineTimeout, cfg.Dir
+	workloads := []struct {
+		w       Workload
+		clients int
+	}{{NewBank(sm, 8, 100), cfg.BankClients}, {NewAppend(sm, 3), cfg.AppendClients}, {reg, cfg.RegisterClients}}
+	for _, w := range workloads {
+		if err := w.w.Setup(ctx, r.admin); err != nil {
+			return nil, err
+		}
+	}
+	steps := Schedule(cfg.Fault, cfg.Seed, cfg.FaultDuration, cfg.Nodes, c.Config().Timeouts)
+	for _, s := range steps {
+		rep.Schedule = append(rep.Schedule, s.String())
+	}
+
+	// Clients run until stop is closed; an operation in flight then finishes normally.
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for wi, w := range workloads {
+		for i := 0; i < w.clients; i++ {
+			clients.Add(1)
+			go func(w Workload, id int, stream uint64) {
+				defer clients.Done()
+				rng := rand.New(rand.NewPCG(cfg.Seed, stream))
+				var cl *client.Client
+				for n := 0; n < 1_000_000; n++ {
+					select {
+					case <-stop:
+						if cl != nil {
+							cl.Close()
+						}
+						return
+					default:
+					}
+					if cl == nil {
+						dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+						cl, _ = c.Dial(dctx, true, fmt.Sprintf("chaos-%s-%d", w.Name(), id))
+						cancel()
+						if cl == nil {
+							time.Sleep(100 * time.Millisecond)
+							continue
+						}
+					}
+					if err := w.Step(context.Background(), cl, rng, id, r.rec); errors.Is(err, client.ErrUnavailable) {
+						time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond) // do not spin while the master is unreachable
+					}
+				}
+			}(w.w, i, uint64(wi)<<32|uint64(i))
+		}
+	}
+
+	// Faulty phase.
+	faultStart := time.Now()
+	r.execute(ctx, faultStart, steps)
+	if d := time.Until(faultStart.Add(cfg.FaultDuration)); d > 0 {
+		r.supervise(d)
+	}
+	// Heal everything.
+	healAt := time.Now()
+	r.heal()
+	rep.FaultPhase = healAt.Sub(faultStart)
+	r.supervise(cfg.QuietDuration)
+	stopAt := time.Now()
+	close(stop)
+	clients.Wait()
+	r.watches.Wait()
+	// No prepared transaction may be left once everything is back.
+	quietIn, quietErr := r.waitNoPrepared(cfg.RecoveryTimeout)
+	rep.invariant(invNoPrepared)
+	if quietErr != nil {
+		rep.violate(invNoPrepared, quietErr.Error())
+	}
+	rep.FinalQuiet = quietIn
+
+	// Resolve every write through its marker, then check.
+	if err := r.readMarkers(ctx); err != nil {
+		return nil, err
+	}
+	ops := r.rec.Ops()
+	for _, w := range workloads {
+		if err := w.w.Check(ctx, r.admin, ops, rep); err != nil {
+			return nil, err
+		}
+	}
+	r.checkMarkers(ops)
+	r.summarize(ops, faultStart, healAt, stopAt)
+
+	closed = true
+	unclean := c.Close()
+	rep.invariant(invNoCrash)
+	rep.invariant(invCleanShutdown)
+	for _, e := range c.Exits() {
+		rep.Exits = append(rep.Exits, e)
+		if !e.Expected {
+			rep.violate(invNoCrash, fmt.Sprintf("%s run %d exited by itself at %s: %v", e.Name, e.Run, e.At.Format("15:04:05.000"), e.Err))
+		}
+	}
+	for _, n := range unclean {
+		rep.violate(invCleanShutdown, n+" did not exit 0 within 10s of SIGTERM")
+	}
+	rep.Blasts = r.blaster.Summary()
+	rep.Total = time.Since(started)
+	return rep, nil
+}
+
+// Invariant names of the runner.
+const (
+	invNoPrepared    = "recovery: no prepared transaction left after healing"
+	invResolved      = "recovery: in-doubt transactions resolve after each heal"
+	invNoCrash       = "processes: no exit the runner did not cause"
+	invCleanShutdown = "processes: clean exit on SIGTERM at the end"
+	invMarkerAcked   = "writes: acknowledged write durable (marker read back)"
+	invMarkerFailed  = "writes: failed write invisible (marker absent)"
+)
+
+// supervise waits d, restarting every process that is down (an exit the runner did not
+// cause, since every step restarts what it stops).
+func (r *runner) supervise(d time.Duration) {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		r.ensureUp()
+		time.Sleep(min(100*time.Millisecond, time.Until(end)))
+	}
+}
+
+func (r *runner) ensureUp() {
+	for _, n := range r.c.Names() {
+		if r.c.Running(n) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := r.c.Start(ctx, n, "")
+		cancel()
+		if err != nil {
+			r.event("restart-failed", n, err.Error())
+			continue
+		}
+		r.event("restart", n, "was down")
+		r.watchResolve("restart "+n, time.Now())
+	}
+}
+
+// heal undoes every fault: links pass, paused processes continue, dead or armed processes
+// restart without crash points.
+func (r *runner) heal() {
+	r.c.HealNetwork()
+	for _, n := range r.c.Names() {
+		r.c.Resume(n)
+		if r.c.Armed(n) != "" && r.c.Running(n) {
+			r.c.Stop(n, 5*time.Second)
+		}
+	}
+	r.ensureUp()
+	r.event("heal", "all", "")
+	r.watchResolve("final heal", time.Now())
+}
+
+func (r *runner) sleepUntil(t time.Time) {
+	if d := time.Until(t); d > 0 {
+		r.supervise(d)
+	}
+}
+
+// execute runs the steps in order, each no earlier than its time.
+func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
+	for i, s := range steps {
+		if ctx.Err() != nil {
+			return
+		}
+		r.sleepUntil(start.Add(s.At))
+		r.ensureUp()
+		r.report.Faults = append(r.report.Faults, string(s.Kind)+" "+s.Target)
+		switch s.Kind {
+		case FaultKill:
+			targets := []string{s.Target}
+			if s.Target == "all" {
+				targets = r.c.Names()
+			}
+			for _, t := range targets {
+				r.c.Kill(t)
+				r.event("kill", t, "SIGKILL")
+			}
+			time.Sleep(s.Hold)
+			for _, t := range targets {
+				r.restart(t, "after SIGKILL")
+			}
+		case FaultCrashPoint:
+			r.c.Stop(s.Target, 5*time.Second)
+			point := fmt.Sprintf("%s:%d", s.Point, s.N)
+			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := r.c.Start(sctx, s.Target, point)
+			cancel()
+			if err != nil {
+				r.event("arm-failed", s.Target, err.Error())
+				continue
+			}
+			r.event("armed", s.Target, point)
+			select {
+			case <-r.c.Done(s.Target):
+				r.event("crashpoint", s.Target, point+" fired")
+				r.report.CrashPointsFired = append(r.report.CrashPointsFired, point)
+				time.Sleep(time.Duration(100+rand.IntN(500)) * time.Millisecond)
+			case <-time.After(s.Hold):
+				r.event("crashpoint-missed", s.Target, point+" not reached in "+s.Hold.String())
+				r.report.CrashPointsMissed = append(r.report.CrashPointsMissed, point)
+				r.c.Stop(s.Target, 5*time.Second)
+			}
+			r.restart(s.Target, "without crash point")
+		case FaultPartition:
+			links := r.links(s.Target)
+			for _, p := range links {
+				p.SetMode(s.Mode, s.Delay)
+			}
+			r.event("partition", s.Target, s.Mode.String())
+			time.Sleep(s.Hold)
+			for _, p := range links {
+				p.SetMode(Pass, 0)
+			}
+			r.event("heal", s.Target, "")
+			r.watchResolve("heal "+s.Target, time.Now())
+		case FaultPause:
+			r.c.Pause(s.Target)
+			r.event("pause", s.Target, "SIGSTOP")
+			time.Sleep(s.Hold)
+			r.c.Resume(s.Target)
+			r.event("resume", s.Target, "SIGCONT")
+			r.watchResolve("resume "+s.Target, time.Now())
+		case FaultBlaster:
+			bctx, cancel := context.WithTimeout(ctx, s.Hold)
+			r.event("blast", s.Target, s.Attack)
+			var wg sync.WaitGroup
+			for j, port := range blastTargets(r.c.Names()) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r.blaster.Blast(bctx, port, s.Attack, r.cfg.Seed+uint64(i)<<8+uint64(j))
+				}()
+			}
+			wg.Wait()
+			cancel()
+		}
+	}
+}
+
+func (r *runner) links(target string) []*Proxy {
+	if p := r.c.Proxy(target); p != nil {
+		return []*Proxy{p} // one link, one way
+	}
+	node := strings.TrimPrefix(target, "master-")
+	return []*Proxy{r.c.Proxy("master->" + node), r.c.Proxy(node + "->master")}
+}
+
+func (r *runner) restart(name, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.c.Start(ctx, name, ""); err != nil {
+		r.event("restart-failed", name, err.Error())
+		return
+	}
+	r.event("restart", name, why)
+	r.watchResolve("restart "+name, time.Now())
+}
+
+// watchResolve measures, in the background, how long the transactions prepared at a heal
+// take to resolve: it takes the set of prepared transactions on every node once the master
+// answers, and waits until none of them is left.
+func (r *runner) watchResolve(what string, at time.Time) {
+	r.watches.Add(1)
+	go func() {
+		defer r.watches.Done()
+		deadline := at.Add(r.cfg.RecoveryTimeout)
+		var pending map[string]bool
+		last := ""
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			procs, err := r.admin.Status(ctx)
+			cancel()
+			if err != nil {
+				last = err.Error()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			now := map[string]bool{}
+			allUp := true
+			for _, p := range procs {
+				if !p.Up {
+					allUp = false
+				}
+				for _, t := range p.Prepared {
+					if p.Role == "node" {
+						now[fmt.Sprintf("%s/%d", p.Name, t.TxnID)] = true
+					}
+				}
+			}
+			if pending == nil {
+				if !allUp {
+					// A node the transactions need is still down: not healed yet.
+					last = "a node is down"
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				pending = now
+			}
+			left := 0
+			for k := range pending {
+				if now[k] {
+					left++
+				}
+			}
+			if left == 0 {
+				r.mu.Lock()
+				r.resolve = append(r.resolve, time.Since(at))
+				r.mu.Unlock()
+				return
+			}
+			last = fmt.Sprintf("%d of %d prepared transactions left", left, len(pending))
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.mu.Lock()
+		r.report.invariant(invResolved)
+		r.report.violate(invResolved, fmt.Sprintf("%s: not resolved within %s: %s", what, r.cfg.RecoveryTimeout, last))
+		r.mu.Unlock()
+	}()
+}
+
+// waitNoPrepared waits until every process is up with no prepared transaction and no lock.
+func (r *runner) waitNoPrepared(d time.Duration) (time.Duration, error) {
+	start := time.Now()
+	last := ""
+	for time.Since(start) < d {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		procs, err := r.admin.Status(ctx)
+		cancel()
+		if err == nil {
+			quiet := true
+			var b strings.Builder
+			for _, p := range procs {
+				fmt.Fprintf(&b, "%s up=%v locks=%d prepared=%d in_doubt=%d; ", p.Name, p.Up, p.LocksHeld, len(p.Prepared), p.InDoubt)
+				if !p.Up || p.LocksHeld != 0 || len(p.Prepared) != 0 {
+					quiet = false
+				}
+			}
+			if quiet {
+				return time.Since(start), nil
+			}
+			last = b.String()
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start), fmt.Errorf("still not quiet after %s: %s", d, last)
+}
+
+// readMarkers reads every write's marker key and records whether it was applied.
+func (r *runner) readMarkers(ctx context.Context) error {
+	ops := r.rec.Ops()
+	var ids []int64
+	var keys [][]byte
+	for _, op := range ops {
+		if op.Write && op.Marker != "" {
+			ids = append(ids, op.ID)
+			keys = append(keys, []byte(op.Marker))
+		}
+	}
+	applied := map[int64]bool{}
+	for lo := 0; lo < len(keys); lo += 500 {
+		hi := min(lo+500, len(keys))
+		var kvs []client.KeyValue
+		var err error
+		for try := 0; try < 10; try++ {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			kvs, _, err = r.admin.Snapshot(cctx, keys[lo:hi]...)
+			cancel()
+			if err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("chaos: read markers: %w", err)
+		}
+		for i, kv := range kvs {
+			applied[ids[lo+i]] = kv.Found
+		}
+	}
+	r.rec.setApplied(applied)
+	return nil
+}
+
+func (r *runner) checkMarkers(ops []Op) {
+	rep := r.report
+	rep.invariant(invMarkerAcked)
+	rep.invariant(invMarkerFailed)
+	for _, op := range ops {
+		if !op.Write {
+			continue
+		}
+		switch {
+		case op.Status == OK && !op.Applied:
+			rep.violate(invMarkerAcked, fmt.Sprintf("%s %s %d committed at %s but its marker %s is missing", op.Workload, op.Kind, op.ID, op.Return.Format("15:04:05.000"), op.Marker))
+		case op.Status == Failed && op.Applied:
+			rep.violate(invMarkerFailed, fmt.Sprintf("%s %s %d failed (%s: %s) but its marker %s is there", op.Workload, op.Kind, op.ID, op.Reason, op.Err, op.Marker))
+		}
+	}
+}
+
+// summarize fills the report's counts, throughput and recovery times.
+func (r *runner) summarize(ops []Op, faultStart, healAt, stopAt time.Time) {
+	rep := r.report
+	rep.Aborted = map[string]int{}
+	rep.ReadFailed = map[string]int{}
+	var faulty, quiet int
+	for _, op := range ops {
+		if !op.Write {
+			if op.Status == OK {
+				rep.ReadsOK++
+			} else {
+				rep.ReadFailed[op.Reason]++
+			}
+			continue
+		}
+		rep.Attempted++
+		switch op.Status {
+		case OK:
+			rep.Committed++
+			switch {
+			case op.Return.Before(healAt):
+				faulty++
+			case op.Return.Before(stopAt):
+				quiet++
+			}
+		case Failed:
+			rep.Aborted[op.Reason]++
+		default:
+			rep.Unknown++
+			if op.Applied {
+				rep.UnknownApplied++
+			}
+		}
+	}
+	rep.FaultyTPS = float64(faulty) / healAt.Sub(faultStart).Seconds()
+	rep.QuietTPS = float64(quiet) / stopAt.Sub(healAt).Seconds()
+	r.mu.Lock()
+	events := append([]Event(nil), r.events...)
+	rep.ResolveTimes = append([]time.Duration(nil), r.resolve...)
+	r.mu.Unlock()
+	rep.Events = events
+	// restart → first commit that touches the restarted process.
+	sm := r.c.Config().ShardMap()
+	for _, e := range events {
+		if e.Kind != "restart" {
+			continue
+		}
+		shard := -1
+		if e.Target != txn.MasterName {
+			for i, n := range sm.Names() {
+				if n == e.Target {
+					shard = i
+				}
+			}
+		}
+		var first time.Time
+		for _, op := range ops {
+			if op.Status != OK || !op.Write || op.Invoke.Before(e.At) {
+				continue
+			}
+			if shard >= 0 && !containsInt(op.Shards, shard) {
+				continue
+			}
+			if first.IsZero() || op.Return.Before(first) {
+				first = op.Return
+			}
+		}
+		if !first.IsZero() {
+			rep.FirstCommitTimes = append(rep.FirstCommitTimes, first.Sub(e.At))
+		} else {
+			rep.NoCommitAfter++
+		}
+	}
+	kinds := map[string]int{}
+	for _, e := range events {
+		kinds[e.Kind]++
+	}
+	var names []string
+	for k := range kinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		rep.EventCounts = append(rep.EventCounts, fmt.Sprintf("%s=%d", k, kinds[k]))
+	}
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrViolations is returned by Report.Err when an invariant was violated.
+var ErrViolations = errors.New("chaos: invariants violated")
