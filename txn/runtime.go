@@ -3,6 +3,8 @@ package txn
 import (
 	"context"
 	"time"
+
+	"github.com/kvtx/kvtx/wire"
 )
 
 // Runtime is how the protocol code runs background work, reads the clock and waits. The
@@ -23,13 +25,17 @@ type Runtime interface {
 	Wait(ctx context.Context, done <-chan struct{}, d time.Duration) bool
 }
 
-// RealRuntime runs background work on goroutines and measures time with the wall clock.
+// RealRuntime runs background work on pooled goroutines and measures time with the wall clock.
 type RealRuntime struct{}
 
 var _ Runtime = RealRuntime{}
 
+// workers run RealRuntime's background work: fan-outs to the participants run on goroutines
+// whose stacks have already grown for the codec.
+var workers = wire.NewWorkerPool(30 * time.Second)
+
 // Go implements Runtime.
-func (RealRuntime) Go(f func()) { go f() }
+func (RealRuntime) Go(f func()) { workers.Go(f) }
 
 // Now implements Runtime.
 func (RealRuntime) Now() time.Time { return time.Now() }

@@ -115,6 +115,7 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	shutdown  bool
 	wg        sync.WaitGroup // connection and refusal goroutines
+	workers   *WorkerPool    // runs request handlers
 }
 
 // NewServer returns a server dispatching requests to h.
@@ -142,6 +143,7 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 	}
 	s := &Server{
 		h:         h,
+		workers:   NewWorkerPool(30 * time.Second),
 		cfg:       cfg,
 		log:       cfg.Logger,
 		obs:       cfg.Observer,
@@ -299,8 +301,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.workers.Close()
 		return nil
 	case <-ctx.Done():
+		s.workers.Close()
 		// Close sockets before cancelling handlers, so that no reply from a
 		// handler reacting to the cancellation goes out.
 		s.mu.Lock()
@@ -665,7 +669,8 @@ func (sc *serverConn) readLoop() closeInfo {
 		sc.active++
 		sc.mu.Unlock()
 		sc.handlers.Add(1)
-		go sc.handle(&Request{Type: t, ID: id, Peer: sc.peer, msg: msg}, start)
+		req := &Request{Type: t, ID: id, Peer: sc.peer, msg: msg}
+		sc.s.workers.Go(func() { sc.handle(req, start) })
 	}
 }
 
