@@ -41,14 +41,18 @@
 // Badger runs with SyncWrites=false; durability comes from a GroupSyncer
 // that batches fsyncs across concurrent writers, because Badger's own
 // SyncWrites fsyncs once per transaction and does not share a sync between
-// goroutines. A sync round calls DB.Sync, which covers only the active
-// memtable's write-ahead log and the value log, and then fsyncs the other
-// memtable WAL files (*.mem) in the directory, because a write may sit in a
-// memtable that was rotated out but not yet flushed; a WAL that vanishes
-// meanwhile was flushed to an SST, which Badger syncs when it creates it.
-// (The newest WAL is skipped: it is the one DB.Sync covered, or one created
-// after the round began.) A round covers every Badger write applied before
-// the round began.
+// goroutines. A sync round lists the directory and fsyncs every memtable
+// write-ahead log (*.mem) there, the active one included: a write that
+// completed before the round began sits in a memtable whose WAL file still
+// exists when the round lists the directory, unless Badger has flushed that
+// memtable to an SST, which it syncs when it creates it. (DB.Sync is not
+// enough alone: it covers only the active memtable, not one rotated out and
+// not yet flushed. It also syncs the value log, which small values never
+// touch, so a round calls it only after a value of 1 MiB or more, which
+// Badger keeps in the value log, was written.) The active WAL is written
+// through a shared memory mapping; fsync of the file writes those pages
+// back too. A round covers every Badger write applied before the round
+// began.
 //
 // What is durable when a call returns nil:
 //

@@ -531,7 +531,7 @@ func validate(what string, txnID uint64, ops []Op, cmps []Compare) error {
 
 // writeOps adds ops to txn as data writes. Keys are copied into one buffer,
 // which Badger references until the transaction ends.
-func writeOps(txn *badger.Txn, ops []Op) error {
+func (s *Store) writeOps(txn *badger.Txn, ops []Op) error {
 	total := 0
 	for i := range ops {
 		total += 1 + len(ops[i].Key)
@@ -546,6 +546,7 @@ func writeOps(txn *badger.Txn, ops []Op) error {
 		if ops[i].Kind == OpDelete {
 			err = txn.Delete(dkey)
 		} else {
+			s.syncer.NoteValue(len(ops[i].Value))
 			err = txn.Set(dkey, ops[i].Value)
 		}
 		if err != nil {
@@ -651,7 +652,7 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	if len(ops) == 0 {
 		return nil
 	}
-	if err := writeOps(txn, ops); err != nil {
+	if err := s.writeOps(txn, ops); err != nil {
 		return fmt.Errorf("kv: apply transaction %d: %w", txnID, err)
 	}
 	if err := txn.CommitAt(commitTS, nil); err != nil {

@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -52,6 +52,9 @@ type GroupSyncer struct {
 	stop chan struct{} // closed by Close
 	done chan struct{} // closed when the loop goroutine has exited
 
+	vlogDirty atomic.Bool         // a value-log write happened since the last round began
+	wals      map[string]*os.File // open memtable WAL files, owned by the loop goroutine
+
 	mu struct {
 		sync.Mutex
 		next   *syncRound // round that new waiters join; nil if none is pending
@@ -77,6 +80,7 @@ func NewGroupSyncer(db *badger.DB, dir string, observe func(time.Duration)) *Gro
 		dir:     dir,
 		observe: observe,
 		kick:    make(chan struct{}, 1),
+		wals:    map[string]*os.File{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -135,6 +139,11 @@ func (g *GroupSyncer) Close() {
 
 func (g *GroupSyncer) loop() {
 	defer close(g.done)
+	defer func() {
+		for _, f := range g.wals {
+			_ = f.Close()
+		}
+	}()
 	for {
 		select {
 		case <-g.kick:
@@ -181,13 +190,18 @@ func (g *GroupSyncer) round(r *syncRound) {
 }
 
 // syncOnce makes durable everything Badger had applied before it was called.
+//
+// It fsyncs every memtable WAL file (*.mem) present when the round lists the directory: a
+// memtable that held a write when the round began still has its WAL file then, unless Badger
+// has already flushed it to an SST, which it syncs when it creates it. The active memtable's
+// WAL is written through a shared mapping; fsync on the file writes those pages back as well.
+// This replaces DB.Sync, which msyncs the active WAL and also the value log, except after a
+// value big enough for the value log was written (NoteValue): then DB.Sync runs too.
 func (g *GroupSyncer) syncOnce() error {
-	// DB.Sync first, listing second: a memtable that was active when the
-	// round began is either still active now (covered by DB.Sync), or was
-	// rotated before the listing below (so it is listed, or already flushed
-	// to a synced SST).
-	if err := g.db.Sync(); err != nil {
-		return fmt.Errorf("badger sync: %w", err)
+	if g.vlogDirty.Swap(false) {
+		if err := g.db.Sync(); err != nil {
+			return fmt.Errorf("badger sync: %w", err)
+		}
 	}
 	d, err := os.Open(g.dir)
 	if err != nil {
@@ -198,66 +212,40 @@ func (g *GroupSyncer) syncOnce() error {
 	if err != nil {
 		return fmt.Errorf("list directory: %w", err)
 	}
-	for _, name := range walsToSync(names) {
-		if err := fsyncFile(filepath.Join(g.dir, name)); err != nil {
-			return err
+	live := make(map[string]bool, 4)
+	for _, name := range names {
+		if !strings.HasSuffix(name, memFileExt) {
+			continue
+		}
+		live[name] = true
+		f := g.wals[name]
+		if f == nil {
+			f, err = os.OpenFile(filepath.Join(g.dir, name), os.O_RDWR, 0)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // flushed to a synced SST since the listing
+			}
+			if err != nil {
+				return fmt.Errorf("open WAL %s: %w", name, err)
+			}
+			g.wals[name] = f
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync WAL %s: %w", name, err)
+		}
+	}
+	for name, f := range g.wals {
+		if !live[name] {
+			_ = f.Close() // flushed and deleted by Badger
+			delete(g.wals, name)
 		}
 	}
 	return nil
 }
 
-// walsToSync returns the memtable WAL files among names that a round must
-// fsync after DB.Sync: all but the newest. Badger numbers memtables in
-// creation order, so the newest is either the memtable DB.Sync just synced
-// or one created after DB.Sync began, which holds no write that completed
-// before the round. Skipping it saves one fsync per round. A name ending in
-// .mem that is not a number is synced, to be safe.
-func walsToSync(names []string) []string {
-	newest := -1
-	var newestFid uint64
-	for i, name := range names {
-		if fid, ok := memFid(name); ok && (newest < 0 || fid > newestFid) {
-			newest, newestFid = i, fid
-		}
+// NoteValue tells the syncer that a value of n bytes is being written: one large enough for
+// Badger's value log makes the next round sync the value log too. Call it before the write.
+func (g *GroupSyncer) NoteValue(n int) {
+	if n >= valueThreshold {
+		g.vlogDirty.Store(true)
 	}
-	var out []string
-	for i, name := range names {
-		if i != newest && strings.HasSuffix(name, memFileExt) {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// memFid parses the number of a memtable WAL file name such as "00012.mem".
-func memFid(name string) (uint64, bool) {
-	base, ok := strings.CutSuffix(name, memFileExt)
-	if !ok {
-		return 0, false
-	}
-	fid, err := strconv.ParseUint(base, 10, 64)
-	return fid, err == nil
-}
-
-// fsyncFile fsyncs the file at path. A file that no longer exists is not an
-// error: Badger deletes a memtable WAL only after flushing it to a synced SST.
-// fsync through a read-only descriptor flushes the whole inode, including
-// pages Badger dirtied through its shared mapping.
-func fsyncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	serr := f.Sync()
-	cerr := f.Close()
-	if serr != nil {
-		return fmt.Errorf("fsync %s: %w", path, serr)
-	}
-	if cerr != nil {
-		return fmt.Errorf("close %s: %w", path, cerr)
-	}
-	return nil
 }

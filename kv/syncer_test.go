@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,40 +127,49 @@ func TestGroupSyncerCloseAndContext(t *testing.T) {
 	}
 }
 
-func TestGroupSyncerChoosesRotatedWALs(t *testing.T) {
-	names := []string{"00007.mem", "MANIFEST", "00009.mem", "000003.sst", "00008.mem", "000001.vlog", "odd.mem"}
-	got := walsToSync(names)
-	want := []string{"00007.mem", "00008.mem", "odd.mem"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("walsToSync(%v) = %v, want %v (every WAL but the newest)", names, got, want)
-	}
-	if got := walsToSync([]string{"00001.mem", "KEYREGISTRY"}); len(got) != 0 {
-		t.Fatalf("only the active WAL: got %v, want none", got)
-	}
-}
-
-func TestGroupSyncerFsyncsRotatedWALs(t *testing.T) {
+func TestGroupSyncerFsyncsEveryWALAndForgetsFlushedOnes(t *testing.T) {
 	db, dir := openTestBadger(t)
-	// A WAL older than the active one (00001.mem), as a rotated-out memtable
-	// awaiting its flush would be; a round must fsync it.
+	// A WAL older than the active one, as a rotated-out memtable awaiting its flush would be:
+	// a round must fsync it as well as the active one.
 	extra := filepath.Join(dir, "00000"+memFileExt)
 	if err := os.WriteFile(extra, []byte("wal"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g := NewGroupSyncer(db, dir, nil)
 	defer g.Close()
-	if err := g.syncOnce(); err != nil {
+	if err := g.Sync(context.Background()); err != nil {
 		t.Fatalf("sync round with a rotated WAL: %v", err)
 	}
-	// A WAL flushed and deleted between the listing and its fsync is fine.
+	mems, _ := filepath.Glob(filepath.Join(dir, "*"+memFileExt))
+	if len(mems) < 2 {
+		t.Fatalf("want the active WAL and the extra one, found %v", mems)
+	}
+	// A WAL that Badger flushed and deleted is forgotten, and rounds go on.
 	if err := os.Remove(extra); err != nil {
 		t.Fatal(err)
 	}
-	if err := fsyncFile(extra); err != nil {
-		t.Fatalf("fsync of a vanished WAL: %v", err)
+	if err := g.Sync(context.Background()); err != nil {
+		t.Fatalf("sync round after a WAL vanished: %v", err)
+	}
+}
+
+func TestGroupSyncerSyncsTheValueLogOnlyAfterABigValue(t *testing.T) {
+	db, dir := openTestBadger(t)
+	g := NewGroupSyncer(db, dir, nil)
+	defer g.Close()
+	g.NoteValue(100)
+	if g.vlogDirty.Load() {
+		t.Fatal("a small value marked the value log dirty")
+	}
+	g.NoteValue(valueThreshold)
+	if !g.vlogDirty.Load() {
+		t.Fatal("a value of the value-log threshold did not mark the value log dirty")
 	}
 	if err := g.Sync(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if g.vlogDirty.Load() {
+		t.Fatal("a round left the value log marked dirty")
 	}
 }
 

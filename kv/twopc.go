@@ -265,6 +265,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 		ReadKeys:     p.readKeys,
 		Participants: p.participants,
 	})
+	s.syncer.NoteValue(len(val))
 	if err := txn.Set(pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
@@ -280,7 +281,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 func (s *Store) checkCommitFits(p *preparedTxn) error {
 	txn := s.db.NewTransactionAt(math.MaxUint64, true)
 	defer txn.Discard()
-	err := writeOps(txn, p.ops)
+	err := s.writeOps(txn, p.ops)
 	if err == nil {
 		err = txn.Delete(prepareKey(p.owner.txnID))
 	}
@@ -408,7 +409,7 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark bool) error
 	id := p.owner.txnID
 	txn := s.db.NewTransactionAt(math.MaxUint64, true)
 	defer txn.Discard()
-	if err := writeOps(txn, p.ops); err != nil {
+	if err := s.writeOps(txn, p.ops); err != nil {
 		return fmt.Errorf("kv: commit transaction %d: %w", id, err)
 	}
 	if err := txn.Delete(prepareKey(id)); err != nil {
