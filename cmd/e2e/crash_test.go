@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -91,6 +92,9 @@ func TestCrashPoints(t *testing.T) {
 			if !errors.As(exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Fatalf("%s should have died of SIGKILL at %s, exited with %v", tc.victim, tc.point, exit)
 			}
+			if tc.point == txn.PointMasterAfterVotes {
+				checkInDoubtListedWithoutMaster(t, c)
+			}
 			c.start(tc.victim)
 			cl = c.client()
 			c.waitQuiet(cl, 15*time.Second)
@@ -125,4 +129,31 @@ func describeKVs(kvs []client.KeyValue) string {
 		parts = append(parts, fmt.Sprintf("%s=%s@%d", kv.Key, kv.Value, kv.Version))
 	}
 	return strings.Join(parts, " ")
+}
+
+// checkInDoubtListedWithoutMaster proves that while the master is down, kvctl txn list still
+// shows, from the nodes themselves, the transaction both hold prepared and cannot resolve.
+func checkInDoubtListedWithoutMaster(t *testing.T, c *cluster) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		out, errOut, code := c.kvctl("txn", "list", "--config", c.cfgPath, "-o", "json")
+		last = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+		inDoubt := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var row struct {
+				Process string `json:"process"`
+				State   string `json:"state"`
+			}
+			if json.Unmarshal([]byte(line), &row) == nil && row.State == "in doubt" {
+				inDoubt[row.Process] = true
+			}
+		}
+		if code == 2 && strings.Contains(errOut, "master is down") && inDoubt["node1"] && inDoubt["node2"] {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("kvctl txn list with the master down should show the transaction in doubt on both nodes: %s", last)
 }

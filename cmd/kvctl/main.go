@@ -95,13 +95,14 @@ func main() {
 				},
 				Subcommands: []*cli.Command{{
 					Name:   "list",
-					Usage:  "list prepared and in-doubt transactions on every process: id, age, keys, participants, what each waits for",
-					Flags:  commonFlags(),
+					Usage:  "list prepared and in-doubt transactions on every process: id, age, keys, participants, what each waits for (nodes are asked directly when the master is down)",
+					Flags:  append(commonFlags(), configFlag()),
 					Action: runTxnList,
 				}},
 			},
 			{
-				Name: "status", Usage: "show the master and nodes: address, health, prepared and in-doubt transactions", Flags: commonFlags(),
+				Name: "status", Usage: "show the master and nodes: address, health, prepared and in-doubt transactions (nodes are asked directly when the master is down)",
+				Flags:  append(commonFlags(), configFlag()),
 				Action: runStatus,
 			},
 		}, extraCommands...),
@@ -119,6 +120,12 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
 		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up on a command after this long"},
 	}
+}
+
+// configFlag names the cluster config that status and txn list fall back on to find the nodes
+// when the master is down.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "cluster config `FILE`, to reach the nodes when the master is down (default: the built-in cluster)", EnvVars: []string{"KVTX_CONFIG"}}
 }
 
 // isSetHere reports whether ctx's own command line set the flag name.
@@ -375,14 +382,55 @@ func parseOps(args []string) ([]client.Op, error) {
 }
 
 // status asks the master for the status of every process.
+//
+// When the master cannot be reached, it asks the nodes of the cluster config (--config, or
+// the built-in cluster) directly, so that an operator still sees what holds the locks: the
+// master is then reported down.
 func status(c *cli.Context) ([]wire.ProcessStatus, error) {
 	cl, ctx, cancel, err := dial(c)
-	if err != nil {
+	if err == nil {
+		defer cancel()
+		defer cl.Close()
+		var procs []wire.ProcessStatus
+		if procs, err = cl.Status(ctx); err == nil {
+			return procs, nil
+		}
+	}
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != wire.CodeUnavailable {
 		return nil, err
 	}
-	defer cancel()
-	defer cl.Close()
-	return cl.Status(ctx)
+	cfg := txn.DefaultConfig()
+	if path := c.String("config"); path != "" {
+		if cfg, err = txn.LoadConfig(path); err != nil {
+			return nil, err
+		}
+	}
+	return nodeStatus(cfg, ce.Message), nil
+}
+
+// nodeStatus asks every node of cfg for its status directly.
+func nodeStatus(cfg txn.Config, masterErr string) []wire.ProcessStatus {
+	procs := []wire.ProcessStatus{{Name: txn.MasterName, Role: "master", Addr: cfg.Master.Listen, MetricsAddr: cfg.Master.Metrics, Error: masterErr}}
+	for _, n := range cfg.Nodes {
+		ps := wire.ProcessStatus{Name: n.Name, Role: "node"}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		conn, err := wire.Dial(ctx, n.Listen, wire.DialOptions{Role: "client", Name: "kvctl"})
+		if err == nil {
+			var rep wire.StatusReply
+			if err = conn.Call(ctx, &wire.StatusRequest{}, &rep); err == nil && len(rep.Processes) > 0 {
+				ps = rep.Processes[0]
+			}
+			conn.Close()
+		}
+		cancel()
+		if err != nil {
+			ps.Error = err.Error()
+		}
+		ps.Addr, ps.MetricsAddr = n.Listen, n.Metrics
+		procs = append(procs, ps)
+	}
+	return procs
 }
 
 func runStatus(c *cli.Context) error {
