@@ -64,6 +64,11 @@
 //   - Commit: the writes and the deletion of the prepare record, in one
 //     Badger transaction, so a crash leaves either the prepared state or
 //     the committed one, never a mix.
+//   - CommitNoSync: nothing yet. Its writes and the deletion of the prepare
+//     record are applied atomically and visible, and become durable with the
+//     next round (Sync, or any call above that waits for one). A machine
+//     crash before that leaves the transaction prepared again, so the
+//     coordinator keeps its decision until Sync confirms.
 //   - Abort: the deletion of the prepare record.
 //   - Get: the maxTS mark covering its ts.
 //

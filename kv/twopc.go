@@ -356,6 +356,38 @@ func (s *Store) finishLocked(p *preparedTxn) {
 // Cost: one Badger write transaction with every op, one share of a group
 // sync; one more write and sync when commitTS passes the durable maxTS mark.
 func (s *Store) Commit(ctx context.Context, txnID, commitTS uint64) error {
+	return s.commit(ctx, txnID, commitTS, true)
+}
+
+// CommitNoSync is Commit without waiting for the group sync: the writes and
+// the deletion of the prepare record are applied atomically and visible when
+// it returns, and the locks are released, but they become durable only with
+// the next sync round (Sync, or any later call that waits for one, since a
+// round covers every earlier write). Until then a crash of the machine (not
+// of the process: Badger's write-ahead log is in the page cache) can bring
+// the transaction back prepared, to be committed again. So the coordinator
+// must keep its decision until Sync has returned after this call. Readers
+// may see the writes before they are durable; that is safe because the
+// decision is durable and the same writes come back at the same timestamp.
+func (s *Store) CommitNoSync(ctx context.Context, txnID, commitTS uint64) error {
+	return s.commit(ctx, txnID, commitTS, false)
+}
+
+// Sync returns once a group-sync round that began after the call has
+// completed: every write applied before it, CommitNoSync's included, is then
+// durable.
+func (s *Store) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.mu.Unlock()
+	defer s.exit()
+	return s.waitSync()
+}
+
+func (s *Store) commit(ctx context.Context, txnID, commitTS uint64, sync bool) error {
 	if commitTS == 0 || commitTS == math.MaxUint64 {
 		return invalidf("commit transaction %d: commit timestamp %d out of range", txnID, commitTS)
 	}
@@ -387,7 +419,7 @@ func (s *Store) Commit(ctx context.Context, txnID, commitTS uint64) error {
 	needMark := commitTS > s.mu.mark
 	s.mu.Unlock()
 
-	if err := s.commitHeld(p, commitTS, needMark); err != nil {
+	if err := s.commitHeld(p, commitTS, needMark, sync); err != nil {
 		s.unclaim(p)
 		return err
 	}
@@ -400,7 +432,7 @@ func (s *Store) Commit(ctx context.Context, txnID, commitTS uint64) error {
 	return nil
 }
 
-func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark bool) error {
+func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool) error {
 	if needMark {
 		if err := s.ensureMark(commitTS); err != nil {
 			return err
@@ -417,6 +449,9 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark bool) error
 	}
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
+	}
+	if !sync {
+		return nil
 	}
 	return s.waitSync()
 }

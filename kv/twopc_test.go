@@ -270,3 +270,32 @@ func TestPrepareRejectsOversizedCommit(t *testing.T) {
 		t.Fatal("oversized Prepare left state behind")
 	}
 }
+
+func TestCommitNoSyncIsVisibleAtOnceAndSyncMakesItDurable(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, testOpts(t, dir))
+	ctx := context.Background()
+	rec := PrepareRecord{TxnID: 9, StartTS: 20, Ops: []Op{put("a", "1")}}
+	if _, err := s.Prepare(ctx, rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitNoSync(ctx, 9, 30); err != nil {
+		t.Fatal(err)
+	}
+	if s.IsPrepared(9) || s.Stats().LocksHeld != 0 {
+		t.Fatalf("after CommitNoSync the transaction is still prepared or locked: %+v", s.Stats())
+	}
+	vals, err := s.Get(ctx, [][]byte{[]byte("a")}, 31)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vals[0].Found || string(vals[0].Value) != "1" || vals[0].Version != 30 {
+		t.Fatalf("CommitNoSync's write is not visible: %+v", vals[0])
+	}
+	if err := s.CommitNoSync(ctx, 9, 30); err != nil {
+		t.Fatalf("a repeated commit is a no-op: %v", err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -55,6 +55,9 @@ type Coordinator struct {
 		// under way to it: a later transaction on the key waits for that phase 2 instead of
 		// meeting its locks.
 		unacked map[string]*txnState
+		// forget lists applied transactions whose decisions wait for the participants' sync.
+		forget      []uint64
+		forgetTimer bool // a forgetApplied is scheduled
 	}
 }
 
@@ -65,6 +68,7 @@ type txnState struct {
 	committed    bool   // the decision record is durable
 	commitTS     uint64 // with committed
 	unknown      bool   // the decision record may or may not be durable: pending until restart
+	applied      bool   // every participant acknowledged the commit; forgotten after their sync
 	started      time.Time
 	done         chan struct{} // closed when every participant acknowledged the commit
 	keys         []string      // written and compared keys, while phase 2 is under way
@@ -658,16 +662,80 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 			return // closing: the next Recover drives it again
 		}
 		c.cfg.TxnLog.Event(txnID, "acknowledged", st.participants)
-		if err := c.cfg.Decisions.Forget(txnID); err != nil {
-			c.log.Warn("forget decision", "txn", txnID, "err", err)
-		}
 		c.mu.Lock()
-		delete(c.mu.txns, txnID)
+		st.applied = true
+		c.mu.forget = append(c.mu.forget, txnID)
+		startTimer := !c.mu.forgetTimer
+		c.mu.forgetTimer = true
 		c.mu.Unlock()
 		c.releaseKeys(st)
 		c.cfg.Metrics.phase("commit", time.Since(phase2Start))
 		close(st.done)
+		if startTimer {
+			c.wg.Add(1)
+			c.cfg.Runtime.Go(func() {
+				defer c.wg.Done()
+				if c.cfg.Runtime.Sleep(c.ctx, ForgetDelay) == nil {
+					c.forgetApplied()
+				}
+			})
+		}
 	})
+}
+
+// ForgetDelay is how long the master gathers acknowledged commits before it asks their
+// participants to sync and forgets the decisions: one sync request per node per batch.
+const ForgetDelay = 50 * time.Millisecond
+
+// forgetApplied forgets the decisions of the transactions whose commits every participant has
+// acknowledged, once each participant has answered a SyncRequest listing them. Participants
+// apply commits without waiting for a sync, so until then a crash of a participant's machine
+// could bring a transaction back prepared, and it would ask; the SyncRequest re-applies any
+// such commit before it syncs, so a restart between the acknowledgement and the sync is safe.
+func (c *Coordinator) forgetApplied() {
+	c.mu.Lock()
+	batch := c.mu.forget
+	c.mu.forget = nil
+	c.mu.forgetTimer = false
+	commits := map[string][]wire.CommitRequest{}
+	for _, id := range batch {
+		st := c.mu.txns[id]
+		for _, n := range st.participants {
+			commits[n] = append(commits[n], wire.CommitRequest{TxnID: id, CommitTS: st.commitTS})
+		}
+	}
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	names := make([]string, 0, len(commits))
+	for n := range commits {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	ok := make([]bool, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		c.cfg.Runtime.Go(func() {
+			defer wg.Done()
+			ok[i] = c.retry(n, &wire.SyncRequest{Commits: commits[n]}, 0)
+		})
+	}
+	wg.Wait()
+	if slices.Contains(ok, false) {
+		return // closing: the decisions stay in the log and are driven again after a restart
+	}
+	for _, id := range batch {
+		if err := c.cfg.Decisions.Forget(id); err != nil {
+			c.log.Warn("forget decision", "txn", id, "err", err)
+		}
+	}
+	c.mu.Lock()
+	for _, id := range batch {
+		delete(c.mu.txns, id)
+	}
+	c.mu.Unlock()
 }
 
 // retry sends req to node until it is acknowledged, the coordinator closes, or (with
@@ -725,11 +793,15 @@ func (c *Coordinator) gauges() (inFlight, unacked int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, st := range c.mu.txns {
+		if st.applied {
+			continue
+		}
+		inFlight++
 		if st.committed {
 			unacked++
 		}
 	}
-	return len(c.mu.txns), unacked
+	return inFlight, unacked
 }
 
 // Status reports the master and every node. A node that does not answer within a second is
@@ -743,6 +815,8 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 		switch {
 		case st.unknown:
 			info.InDoubt, info.Waiting = true, "decision record unconfirmed until restart"
+		case st.applied:
+			info.Waiting = "participants' sync, to forget the decision"
 		case st.committed:
 			info.Waiting = "commit acknowledgements"
 		default:

@@ -18,6 +18,8 @@ type Storage interface {
 	Apply(ctx context.Context, txnID, ts uint64, cmps []kv.Compare, ops []kv.Op) (uint64, error)
 	Prepare(ctx context.Context, rec kv.PrepareRecord, cmps []kv.Compare) (uint64, error)
 	Commit(ctx context.Context, txnID, commitTS uint64) error
+	CommitNoSync(ctx context.Context, txnID, commitTS uint64) error
+	Sync(ctx context.Context) error
 	Abort(ctx context.Context, txnID uint64) error
 	Prepared() []kv.PreparedTxn
 	Stats() kv.Stats
@@ -111,6 +113,8 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return p.abort(ctx, m)
 	case *wire.StatusRequest:
 		return &wire.StatusReply{Processes: []wire.ProcessStatus{p.Status()}}, nil
+	case *wire.SyncRequest:
+		return p.sync(ctx, m)
 	default:
 		return nil, wire.Errorf(wire.CodeUnknownMessage, "a node does not serve %s requests", req.MsgType())
 	}
@@ -207,9 +211,11 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	return &wire.PrepareReply{MinCommitTS: minTS}, nil
 }
 
+// commit applies a commit the master sent. It does not wait for a sync: the master keeps its
+// decision until a SyncRequest to this node has been answered after the acknowledgement.
 func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wire.Ack, error) {
 	CrashPoint(PointNodeBeforeCommitApply)
-	err := p.cfg.Store.Commit(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
+	err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
 	p.cfg.Metrics.step("commit", err)
 	if err != nil {
 		return nil, storeError(err)
@@ -217,6 +223,20 @@ func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wir
 	CrashPoint(PointNodeAfterCommitApply)
 	p.forget(req.TxnID)
 	p.cfg.TxnLog.Event(req.TxnID, "commit", nil, fmt.Sprintf("commit_ts=%d", req.CommitTS))
+	return &wire.Ack{}, nil
+}
+
+// sync makes the listed commits durable: a commit this node applied without syncing and then
+// lost in a crash left the transaction prepared again, so it is applied again first.
+func (p *Participant) sync(ctx context.Context, req *wire.SyncRequest) (*wire.Ack, error) {
+	for _, c := range req.Commits {
+		if err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), c.TxnID, c.CommitTS); err != nil {
+			return nil, storeError(err)
+		}
+	}
+	if err := p.cfg.Store.Sync(context.WithoutCancel(ctx)); err != nil {
+		return nil, storeError(err)
+	}
 	return &wire.Ack{}, nil
 }
 

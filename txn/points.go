@@ -17,7 +17,8 @@ const (
 	PointNodeAfterPrepareRecord = "node.after-prepare-record"
 	// PointNodeBeforeCommitApply: the node got a commit, has applied nothing.
 	PointNodeBeforeCommitApply = "node.before-commit-apply"
-	// PointNodeAfterCommitApply: the commit is applied and durable, not acknowledged.
+	// PointNodeAfterCommitApply: the commit is applied (durable at the node's next sync), not
+	// acknowledged.
 	PointNodeAfterCommitApply = "node.after-commit-apply"
 )
 

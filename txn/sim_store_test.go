@@ -25,6 +25,10 @@ type simStore struct {
 	cmpKeys  map[uint64][]string // compare keys of each prepare record
 	finished map[uint64]bool     // tombstones of prepare records
 	mark     uint64              // persisted maxTS
+	// undo reverts the commits applied by CommitNoSync since the last sync: a crash before the
+	// next sync loses them, as a machine crash would lose writes not yet synced. Any call that
+	// syncs makes them durable, since a sync round covers every earlier write.
+	undo []func()
 
 	// Volatile: rebuilt by restart.
 	maxTS     uint64
@@ -50,6 +54,10 @@ func newSimStore(s *sim, name string) *simStore {
 
 // restart drops everything volatile and rebuilds it from the durable state, as kv.Open does.
 func (st *simStore) restart() {
+	for i := len(st.undo) - 1; i >= 0; i-- {
+		st.undo[i]()
+	}
+	st.undo = nil
 	st.maxTS = st.mark
 	st.locks = map[string]uint64{}
 	st.minTS = map[uint64]uint64{}
@@ -74,6 +82,9 @@ func (st *simStore) recordKeys(id uint64, rec kv.PrepareRecord) []string {
 func (st *simStore) crashPoint(what string) {
 	st.sim.maybeCrash(st.name, what)
 }
+
+// synced marks the point where a call's write becomes durable, with every earlier one.
+func (st *simStore) synced() { st.undo = nil }
 
 func (st *simStore) raise(ts uint64) {
 	st.maxTS = max(st.maxTS, ts)
@@ -171,6 +182,7 @@ func (st *simStore) Apply(_ context.Context, txnID, ts uint64, cmps []kv.Compare
 	commitTS := max(ts, st.maxTS+1)
 	st.write(ops, commitTS)
 	st.raise(commitTS)
+	st.synced()
 	st.crashPoint("apply.after-write")
 	return commitTS, nil
 }
@@ -202,6 +214,7 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 	}
 	min := max(st.maxTS, rec.StartTS) + 1
 	st.minTS[rec.TxnID] = min
+	st.synced()
 	st.crashPoint("prepare.after-record")
 	return min, nil
 }
@@ -232,7 +245,47 @@ func (st *simStore) Commit(_ context.Context, txnID, commitTS uint64) error {
 	st.write(rec.Ops, commitTS)
 	st.finish(txnID)
 	st.raise(commitTS)
+	st.synced()
 	st.crashPoint("commit.after-apply")
+	return nil
+}
+
+func (st *simStore) CommitNoSync(_ context.Context, txnID, commitTS uint64) error {
+	rec, ok := st.records[txnID]
+	if !ok {
+		return nil
+	}
+	if commitTS < st.minTS[txnID] {
+		st.sim.violation("%s: commit of %d at %d below its minimum commit timestamp %d", st.name, txnID, commitTS, st.minTS[txnID])
+		return fmt.Errorf("%w: commit below minimum", kv.ErrInvalidArgument)
+	}
+	st.crashPoint("commit-nosync.before-apply")
+	cmpKeys := st.cmpKeys[txnID]
+	st.write(rec.Ops, commitTS)
+	st.finish(txnID)
+	st.raise(commitTS)
+	st.undo = append(st.undo, func() {
+		for _, op := range rec.Ops {
+			k := string(op.Key)
+			vs := st.versions[k]
+			for i := len(vs) - 1; i >= 0; i-- {
+				if vs[i].ts == commitTS {
+					st.versions[k] = append(vs[:i:i], vs[i+1:]...)
+					break
+				}
+			}
+		}
+		st.records[txnID] = rec
+		st.cmpKeys[txnID] = cmpKeys
+		delete(st.finished, txnID)
+	})
+	st.crashPoint("commit-nosync.after-apply")
+	return nil
+}
+
+func (st *simStore) Sync(context.Context) error {
+	st.crashPoint("sync.before")
+	st.synced()
 	return nil
 }
 
@@ -243,6 +296,7 @@ func (st *simStore) Abort(_ context.Context, txnID uint64) error {
 	}
 	st.crashPoint("abort.before")
 	st.finish(txnID)
+	st.synced()
 	st.crashPoint("abort.after")
 	return nil
 }

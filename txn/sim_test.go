@@ -525,8 +525,9 @@ func (s *sim) quiet() bool {
 			return false
 		}
 	}
-	inFlight, _ := s.master.gauges()
-	return inFlight == 0
+	s.master.mu.Lock()
+	defer s.master.mu.Unlock()
+	return len(s.master.mu.txns) == 0 // every decision forgotten, after the participants synced
 }
 
 // check verifies the invariants against the final durable state of every shard.

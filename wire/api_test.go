@@ -76,7 +76,7 @@ var (
 func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
-		MsgStatus, MsgStatusReply}
+		MsgStatus, MsgStatusReply, MsgSync}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)

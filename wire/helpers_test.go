@@ -88,7 +88,7 @@ func echoHandler(ctx context.Context, req *Request) (Message, error) {
 		return &ApplyReply{CommitTS: m.TS}, nil
 	case *PrepareRequest:
 		return &PrepareReply{MinCommitTS: m.StartTS + 1}, nil
-	case *CommitRequest, *AbortRequest:
+	case *CommitRequest, *AbortRequest, *SyncRequest:
 		return nil, nil
 	case *OutcomeRequest:
 		return &OutcomeReply{State: OutcomeAborted}, nil

@@ -36,6 +36,7 @@ const (
 	MsgOutcomeReply MsgType = 16 // body *OutcomeReply
 	MsgStatus       MsgType = 17 // body *StatusRequest
 	MsgStatusReply  MsgType = 18 // body *StatusReply
+	MsgSync         MsgType = 19 // body *SyncRequest; reply *Ack
 )
 
 var msgTypeNames = [...]string{
@@ -57,6 +58,7 @@ var msgTypeNames = [...]string{
 	MsgOutcomeReply: "outcome_reply",
 	MsgStatus:       "status",
 	MsgStatusReply:  "status_reply",
+	MsgSync:         "sync",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -71,14 +73,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgStatusReply }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgSync }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync:
 		return true
 	}
 	return false
@@ -134,6 +136,8 @@ func NewMessage(t MsgType) Message {
 		return &StatusRequest{}
 	case MsgStatusReply:
 		return &StatusReply{}
+	case MsgSync:
+		return &SyncRequest{}
 	}
 	return nil
 }
@@ -487,6 +491,17 @@ type OutcomeReply struct {
 
 // MsgType returns MsgOutcomeReply.
 func (OutcomeReply) MsgType() MsgType { return MsgOutcomeReply }
+
+// SyncRequest asks a node to make the listed commits durable (MsgSync): it applies any of them
+// that it holds prepared again (a restart lost them before they were synced), then waits for a
+// sync round that began after the request, and replies with an Ack. The master sends it before
+// forgetting decisions whose commits the node applied without waiting for a sync.
+type SyncRequest struct {
+	Commits []CommitRequest
+}
+
+// MsgType returns MsgSync.
+func (SyncRequest) MsgType() MsgType { return MsgSync }
 
 // StatusRequest asks a process for its status (MsgStatus).
 type StatusRequest struct{}
