@@ -233,24 +233,16 @@ func (st *simStore) finish(id uint64) {
 }
 
 func (st *simStore) Commit(_ context.Context, txnID, commitTS uint64) error {
-	rec, ok := st.records[txnID]
-	if !ok {
-		return nil
-	}
-	if commitTS < st.minTS[txnID] {
-		st.sim.violation("%s: commit of %d at %d below its minimum commit timestamp %d", st.name, txnID, commitTS, st.minTS[txnID])
-		return fmt.Errorf("%w: commit below minimum", kv.ErrInvalidArgument)
-	}
-	st.crashPoint("commit.before-apply")
-	st.write(rec.Ops, commitTS)
-	st.finish(txnID)
-	st.raise(commitTS)
-	st.synced()
-	st.crashPoint("commit.after-apply")
-	return nil
+	return st.commit(txnID, commitTS, true)
 }
 
 func (st *simStore) CommitNoSync(_ context.Context, txnID, commitTS uint64) error {
+	return st.commit(txnID, commitTS, false)
+}
+
+// commit applies a prepared transaction. Without sync, the commit stays undoable: a crash
+// before the next sync takes it back, and the transaction is prepared again.
+func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 	rec, ok := st.records[txnID]
 	if !ok {
 		return nil
@@ -259,27 +251,31 @@ func (st *simStore) CommitNoSync(_ context.Context, txnID, commitTS uint64) erro
 		st.sim.violation("%s: commit of %d at %d below its minimum commit timestamp %d", st.name, txnID, commitTS, st.minTS[txnID])
 		return fmt.Errorf("%w: commit below minimum", kv.ErrInvalidArgument)
 	}
-	st.crashPoint("commit-nosync.before-apply")
+	st.crashPoint(fmt.Sprintf("commit(sync=%v).before-apply", sync))
 	cmpKeys := st.cmpKeys[txnID]
 	st.write(rec.Ops, commitTS)
 	st.finish(txnID)
 	st.raise(commitTS)
-	st.undo = append(st.undo, func() {
-		for _, op := range rec.Ops {
-			k := string(op.Key)
-			vs := st.versions[k]
-			for i := len(vs) - 1; i >= 0; i-- {
-				if vs[i].ts == commitTS {
-					st.versions[k] = append(vs[:i:i], vs[i+1:]...)
-					break
+	if sync {
+		st.synced()
+	} else {
+		st.undo = append(st.undo, func() {
+			for _, op := range rec.Ops {
+				k := string(op.Key)
+				vs := st.versions[k]
+				for i := len(vs) - 1; i >= 0; i-- {
+					if vs[i].ts == commitTS {
+						st.versions[k] = append(vs[:i:i], vs[i+1:]...)
+						break
+					}
 				}
 			}
-		}
-		st.records[txnID] = rec
-		st.cmpKeys[txnID] = cmpKeys
-		delete(st.finished, txnID)
-	})
-	st.crashPoint("commit-nosync.after-apply")
+			st.records[txnID] = rec
+			st.cmpKeys[txnID] = cmpKeys
+			delete(st.finished, txnID)
+		})
+	}
+	st.crashPoint(fmt.Sprintf("commit(sync=%v).after-apply", sync))
 	return nil
 }
 
