@@ -62,6 +62,11 @@ type Participant struct {
 	}
 }
 
+// maxAskBackoff caps the wait between two asks about one in-doubt transaction: once the master
+// is back, every in-doubt transaction is resolved within about this long. An ask of a master
+// that is down fails at once, so asking every second costs little.
+const maxAskBackoff = time.Second
+
 type askState struct {
 	next    time.Time // do not ask again before
 	backoff time.Duration
@@ -408,7 +413,7 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 	if a := p.mu.asks[t.TxnID]; a != nil {
 		a.inDoubt, a.reason = true, reason
 		a.next = p.cfg.Runtime.Now().Add(a.backoff)
-		a.backoff = min(a.backoff*2, 5*time.Second)
+		a.backoff = min(a.backoff*2, maxAskBackoff)
 	}
 	p.mu.Unlock()
 	p.log.Warn("transaction in doubt", "txn", t.TxnID, "reason", reason)
