@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,24 +14,16 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/chaos"
 	"github.com/kvtx/kvtx/txn/server"
 )
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports, err := chaos.FreePorts(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,8 +92,9 @@ type Cluster struct {
 	}
 }
 
-// freePorts returns n distinct free ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free TCP ports on 127.0.0.1 (free when it returns: another
+// process could take one before the caller listens on it, which tests accept).
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -129,7 +131,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 			*f.p = *f.d
 		}
 	}
-	ports, err := freePorts(2 * (cfg.Nodes + 1))
+	ports, err := FreePorts(2 * (cfg.Nodes + 1))
 	if err != nil {
 		return nil, err
 	}
@@ -537,4 +539,17 @@ func (c *Cluster) closeProxies() {
 	for _, p := range c.proxies {
 		p.Close()
 	}
+}
+
+// BuildBinaries builds kvmaster, kvnode and kvctl with the crashpoints tag into dir, from the
+// module this package belongs to, with the go command on PATH.
+func BuildBinaries(dir string) error {
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-tags", "crashpoints", "-o", dir+string(filepath.Separator),
+		"./cmd/kvmaster", "./cmd/kvnode", "./cmd/kvctl")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("chaos: build binaries: %w\n%s", err, out)
+	}
+	return nil
 }
