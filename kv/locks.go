@@ -272,3 +272,18 @@ func (r *recentSet) add(id uint64) {
 	}
 	r.set[id] = struct{}{}
 }
+
+// waitForHolder waits (s.mu held on entry, released) for holder to release key k, as
+// waitLocked does; giving up after LockWait is a *ConflictError naming k and its holder. On
+// error the timer is stopped.
+func (s *Store) waitForHolder(ctx context.Context, k string, holder *lockOwner, timer *time.Timer) (*time.Timer, error) {
+	timer, err := s.waitLocked(ctx, holder, timer)
+	if err != nil {
+		stopTimer(timer)
+		if err == errLockWait {
+			return nil, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
+		}
+		return nil, err
+	}
+	return timer, nil
+}

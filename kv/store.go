@@ -593,12 +593,7 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 		if holder == nil {
 			break
 		}
-		timer, err = s.waitLocked(ctx, holder, timer)
-		if err != nil {
-			stopTimer(timer)
-			if err == errLockWait {
-				return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
-			}
+		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
 			return 0, err
 		}
 		s.mu.Lock()

@@ -185,12 +185,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			stopTimer(timer)
 			return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
 		}
-		timer, err = s.waitLocked(ctx, holder, timer)
-		if err != nil {
-			stopTimer(timer)
-			if err == errLockWait {
-				return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
-			}
+		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
 			return 0, err
 		}
 		s.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -276,3 +277,16 @@ func (m *ShardMap) Len() int { return len(m.names) }
 // ID fingerprints the node list; processes exchange it in their hello so that a node never
 // serves a master that shards keys differently.
 func (m *ShardMap) ID() uint64 { return m.id }
+
+// protocolDefaults fills the zero limits, timeouts, logger and runtime that the coordinator
+// and the participant share.
+func protocolDefaults(l *Limits, t *Timeouts, log **slog.Logger, rt *Runtime) {
+	full := Config{Limits: *l, Timeouts: *t}.WithDefaults()
+	*l, *t = full.Limits, full.Timeouts
+	if *log == nil {
+		*log = slog.Default()
+	}
+	if *rt == nil {
+		*rt = RealRuntime{}
+	}
+}

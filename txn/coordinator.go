@@ -81,14 +81,7 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	if cfg.Shards == nil || cfg.Shards.Len() == 0 || cfg.Transport == nil || cfg.Decisions == nil {
 		return nil, errors.New("txn: coordinator needs Shards, Transport and Decisions")
 	}
-	full := Config{Limits: cfg.Limits, Timeouts: cfg.Timeouts}.WithDefaults()
-	cfg.Limits, cfg.Timeouts = full.Limits, full.Timeouts
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Runtime == nil {
-		cfg.Runtime = RealRuntime{}
-	}
+	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
 	oracle, err := NewOracle(ctx, cfg.Decisions)
 	if err != nil {
 		return nil, err

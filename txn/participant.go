@@ -90,14 +90,7 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 	if shard < 0 {
 		return nil, fmt.Errorf("txn: node %q is not in the shard map %v", cfg.Name, cfg.Shards.Names())
 	}
-	full := Config{Limits: cfg.Limits, Timeouts: cfg.Timeouts}.WithDefaults()
-	cfg.Limits, cfg.Timeouts = full.Limits, full.Timeouts
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Runtime == nil {
-		cfg.Runtime = RealRuntime{}
-	}
+	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}
 	return p, nil
