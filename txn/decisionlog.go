@@ -29,7 +29,8 @@ type Decision struct {
 type DecisionStore interface {
 	MarkStore
 	Record(ctx context.Context, d Decision) error
-	Forget(txnID uint64) error
+	// Forget drops the decisions of txnIDs, all in one write.
+	Forget(txnIDs ...uint64) error
 	Load() ([]Decision, error)
 }
 
@@ -114,9 +115,19 @@ func (s *BadgerDecisionStore) Record(ctx context.Context, d Decision) error {
 	return nil
 }
 
-// Forget implements DecisionStore.
-func (s *BadgerDecisionStore) Forget(txnID uint64) error {
-	return s.db.Update(func(tx *badger.Txn) error { return tx.Delete(decisionKey(txnID)) })
+// Forget implements DecisionStore. A batch too big for one Badger transaction is split.
+func (s *BadgerDecisionStore) Forget(txnIDs ...uint64) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, id := range txnIDs {
+		if err := wb.Delete(decisionKey(id)); err != nil {
+			return fmt.Errorf("txn: forget decision %d: %w", id, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("txn: forget %d decisions: %w", len(txnIDs), err)
+	}
+	return nil
 }
 
 // Load implements DecisionStore.
@@ -196,10 +207,12 @@ func (s *MemDecisionStore) Record(_ context.Context, d Decision) error {
 }
 
 // Forget implements DecisionStore.
-func (s *MemDecisionStore) Forget(txnID uint64) error {
+func (s *MemDecisionStore) Forget(txnIDs ...uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.decisions, txnID)
+	for _, id := range txnIDs {
+		delete(s.decisions, id)
+	}
 	return nil
 }
 

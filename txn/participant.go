@@ -107,6 +107,13 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return p.prepare(ctx, m)
 	case *wire.CommitRequest:
 		return p.commit(ctx, m)
+	case *wire.CommitBatchRequest:
+		for i := range m.Commits {
+			if _, err := p.commit(ctx, &m.Commits[i]); err != nil {
+				return nil, err // the master sends the whole batch again: Commit is idempotent
+			}
+		}
+		return &wire.Ack{}, nil
 	case *wire.AbortRequest:
 		return p.abort(ctx, m)
 	case *wire.StatusRequest:

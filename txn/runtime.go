@@ -2,6 +2,7 @@ package txn
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/kvtx/kvtx/wire"
@@ -63,4 +64,22 @@ func (RealRuntime) Wait(ctx context.Context, done <-chan struct{}, d time.Durati
 	case <-ctx.Done():
 	}
 	return false
+}
+
+// fanOut runs f(0), ..., f(n-1) concurrently through rt and returns when every call has
+// returned. The last call runs on the calling goroutine, which would only wait otherwise: one
+// goroutine hand-off fewer on the commit path.
+func fanOut(rt Runtime, n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n - 1 {
+		wg.Add(1)
+		rt.Go(func() {
+			defer wg.Done()
+			f(i)
+		})
+	}
+	if n > 0 {
+		f(n - 1)
+	}
+	wg.Wait()
 }

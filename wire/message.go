@@ -37,6 +37,7 @@ const (
 	MsgStatus       MsgType = 17 // body *StatusRequest
 	MsgStatusReply  MsgType = 18 // body *StatusReply
 	MsgSync         MsgType = 19 // body *SyncRequest; reply *Ack
+	MsgCommitBatch  MsgType = 20 // body *CommitBatchRequest; reply *Ack
 )
 
 var msgTypeNames = [...]string{
@@ -59,6 +60,7 @@ var msgTypeNames = [...]string{
 	MsgStatus:       "status",
 	MsgStatusReply:  "status_reply",
 	MsgSync:         "sync",
+	MsgCommitBatch:  "commit_batch",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -73,14 +75,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgSync }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgCommitBatch }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch:
 		return true
 	}
 	return false
@@ -136,6 +138,8 @@ func NewMessage(t MsgType) Message {
 		return &StatusRequest{}
 	case MsgStatusReply:
 		return &StatusReply{}
+	case MsgCommitBatch:
+		return &CommitBatchRequest{}
 	case MsgSync:
 		return &SyncRequest{}
 	}
@@ -491,6 +495,16 @@ type OutcomeReply struct {
 
 // MsgType returns MsgOutcomeReply.
 func (OutcomeReply) MsgType() MsgType { return MsgOutcomeReply }
+
+// CommitBatchRequest is the second phase of several committed transactions at once
+// (MsgCommitBatch), answered by MsgAck once every one of them is applied as by CommitRequest.
+// The master sends one when commits for a node queue up behind a request in flight.
+type CommitBatchRequest struct {
+	Commits []CommitRequest `codec:",omitempty"`
+}
+
+// MsgType returns MsgCommitBatch.
+func (CommitBatchRequest) MsgType() MsgType { return MsgCommitBatch }
 
 // SyncRequest asks a node to make the listed commits durable (MsgSync): it applies any of them
 // that it holds prepared again (a restart lost them before they were synced), then waits for a
