@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 // ErrNotSent is wrapped by a Call error when the connection was already broken
@@ -271,7 +269,7 @@ func (c *Conn) forget(id uint64, cl *call) bool {
 // connection breaks.
 func (c *Conn) readLoop(br *bufio.Reader) {
 	defer close(c.readerDone)
-	d := codec.NewDecoderBytes(emptyBody, handle)
+	d := new(decoder)
 	var buf []byte // reused body buffer: decoding never aliases it
 	var h header
 	for {
@@ -319,7 +317,7 @@ func (c *Conn) readLoop(br *bufio.Reader) {
 	}
 }
 
-func deliver(d *codec.Decoder, t MsgType, body []byte, cl *call) error {
+func deliver(d *decoder, t MsgType, body []byte, cl *call) error {
 	switch {
 	case t == MsgError:
 		we := &Error{}

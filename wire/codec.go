@@ -72,8 +72,18 @@ func putEncoder(e *encoder) {
 	encPool.Put(e)
 }
 
-// encode replaces e.buf with the msgpack encoding of m.
-func (e *encoder) encode(m Message) (err error) {
+// encode replaces e.buf with the msgpack encoding of m: hand-written for the
+// hot messages (fastMessage), by the reflection codec for the others.
+func (e *encoder) encode(m Message) error {
+	if f, ok := m.(fastMessage); ok {
+		e.buf = f.appendMsgpack(e.buf[:0])
+		return nil
+	}
+	return e.encodeReflect(m)
+}
+
+// encodeReflect replaces e.buf with the reflection codec's encoding of m.
+func (e *encoder) encodeReflect(m Message) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = Errorf(CodeInternal, "encode %s: panic: %v", msgTypeOf(m), r)
@@ -87,17 +97,26 @@ func (e *encoder) encode(m Message) (err error) {
 	return nil
 }
 
-var decPool = sync.Pool{New: func() any {
-	return codec.NewDecoderBytes([]byte{}, handle)
-}}
+// decoder decodes message bodies: the hot messages (fastMessage) by hand, the
+// others, and forms the hand-written decoder leaves to it, with the reflection
+// codec. It is reused from one body to the next, so decoding allocates only
+// the decoded values; it is not safe for concurrent use. The zero value is
+// ready to use.
+type decoder struct {
+	mp  mpDecoder
+	dec *codec.Decoder // created on first use
+}
+
+var decPool = sync.Pool{New: func() any { return new(decoder) }}
 
 var emptyBody = []byte{}
 
 // decodeWith decodes body, which must hold exactly one msgpack value, into m
 // (a non-nil pointer), zeroing *m first. It never panics; every failure is an
 // *Error with CodeBadRequest, except a non-pointer m (CodeInternal). Decoded
-// byte slices never alias body.
-func decodeWith(d *codec.Decoder, body []byte, m Message) (err error) {
+// byte slices never alias body. The result is the reflection codec's for
+// every body, also for the hot messages, which d decodes by hand.
+func decodeWith(d *decoder, body []byte, m Message) (err error) {
 	rv := reflect.ValueOf(m)
 	if m == nil || rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return Errorf(CodeInternal, "decode into %T: need a non-nil pointer", m)
@@ -105,20 +124,43 @@ func decodeWith(d *codec.Decoder, body []byte, m Message) (err error) {
 	t := m.MsgType()
 	defer func() {
 		if r := recover(); r != nil {
+			rv.Elem().SetZero()
 			err = Errorf(CodeBadRequest, "invalid %s body: %v", t, r)
 		}
 	}()
 	rv.Elem().SetZero()
+	if f, ok := m.(fastMessage); ok {
+		d.mp = mpDecoder{b: body, t: t}
+		err := d.mp.decode(f)
+		d.mp.b = nil // drop the reference to body
+		if err != errFallback {
+			if err != nil {
+				rv.Elem().SetZero()
+			}
+			return err
+		}
+		rv.Elem().SetZero()
+	}
+	return d.decodeReflect(body, m)
+}
+
+// decodeReflect decodes body into the zero *m with the reflection codec; see
+// decodeWith.
+func (d *decoder) decodeReflect(body []byte, m Message) error {
+	if d.dec == nil {
+		d.dec = codec.NewDecoderBytes(emptyBody, handle)
+	}
 	if body == nil {
 		body = emptyBody // ResetBytes ignores nil
 	}
-	d.ResetBytes(body)
-	if derr := d.Decode(m); derr != nil {
-		rv.Elem().SetZero()
-		return Errorf(CodeBadRequest, "invalid %s body: %v", t, derr)
+	d.dec.ResetBytes(body)
+	t := m.MsgType()
+	if err := d.dec.Decode(m); err != nil {
+		reflect.ValueOf(m).Elem().SetZero()
+		return Errorf(CodeBadRequest, "invalid %s body: %v", t, err)
 	}
-	if n := d.NumBytesRead(); n != len(body) {
-		rv.Elem().SetZero()
+	if n := d.dec.NumBytesRead(); n != len(body) {
+		reflect.ValueOf(m).Elem().SetZero()
 		return Errorf(CodeBadRequest, "invalid %s body: %d trailing bytes", t, len(body)-n)
 	}
 	return nil
@@ -157,9 +199,11 @@ func Marshal(m Message) ([]byte, error) {
 // bytes, gives an *Error with CodeBadRequest; Unmarshal never panics and
 // never aliases body.
 func Unmarshal(body []byte, m Message) error {
-	d := decPool.Get().(*codec.Decoder)
+	d := decPool.Get().(*decoder)
 	err := decodeWith(d, body, m)
-	d.ResetBytes(emptyBody) // drop the reference to body
+	if d.dec != nil {
+		d.dec.ResetBytes(emptyBody) // drop the reference to body
+	}
 	decPool.Put(d)
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -126,4 +128,71 @@ func runFuzzServer(t *testing.T, data []byte) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("server connection did not finish after close")
 	}
+}
+
+// FuzzFastDecode decodes arbitrary bodies as a hot message type (chosen by
+// typ) with the hand-written decoder and with the reflection codec. The fast
+// decoder must not panic; what it accepts the codec must accept as the same
+// value, which re-encodes to the codec's bytes and does not alias the body;
+// what it rejects (other than with errFallback) the codec must reject; and
+// Unmarshal must agree with the codec.
+func FuzzFastDecode(f *testing.F) {
+	index := map[MsgType]byte{}
+	for i, mt := range hotTypes {
+		index[mt] = byte(i)
+	}
+	g := newGen(4)
+	for _, m := range sampleMessages() {
+		if i, ok := index[m.MsgType()]; ok {
+			body, _ := Marshal(m)
+			variant, _ := g.rewrite(body)
+			f.Add(i, body)
+			f.Add(i, variant)
+		}
+	}
+	for _, c := range fastDecodeCases {
+		f.Add(index[c.mt], []byte(c.body))
+	}
+	f.Fuzz(func(t *testing.T, typ byte, body []byte) {
+		mt := hotTypes[int(typ)%len(hotTypes)]
+		ref, rerr := reflectUnmarshal(mt, body)
+		scratch := append([]byte(nil), body...)
+		fast, ferr := fastUnmarshal(mt, scratch)
+		for i := range scratch {
+			scratch[i] = 0xa5 // the decoded value must not change
+		}
+		switch {
+		case ferr == nil:
+			if rerr != nil {
+				t.Fatalf("fast decoder accepts %x as %#v, the codec rejects it: %v", body, fast, rerr)
+			}
+			if !reflect.DeepEqual(fast, ref) {
+				t.Fatalf("%x decodes differently:\nfast  %#v\ncodec %#v", body, fast, ref)
+			}
+			if enc, want := string(mustMarshal(t, fast)), string(reflectMarshal(t, fast)); enc != want {
+				t.Fatalf("%#v encodes differently:\nfast  %x\ncodec %x", fast, enc, want)
+			}
+		case ferr != errFallback:
+			var we *Error
+			if !errors.As(ferr, &we) || we.Code != CodeBadRequest || !strings.HasPrefix(we.Message, "invalid "+mt.String()+" body: ") {
+				t.Fatalf("fast decoder error %v is not a bad_request *Error", ferr)
+			}
+			if rerr == nil {
+				t.Fatalf("fast decoder rejects %x (%v), the codec accepts it as %#v", body, ferr, ref)
+			}
+		}
+		m := NewMessage(mt)
+		if err := Unmarshal(body, m); (err == nil) != (rerr == nil) || err == nil && !reflect.DeepEqual(m, ref) {
+			t.Fatalf("Unmarshal %x = %v, %#v; the codec gives %v, %#v", body, err, m, rerr, ref)
+		}
+	})
+}
+
+func mustMarshal(t *testing.T, m Message) []byte {
+	t.Helper()
+	b, err := Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -13,8 +13,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -336,7 +334,7 @@ type serverConn struct {
 	nc     net.Conn
 	remote string
 	br     *bufio.Reader
-	dec    *codec.Decoder
+	dec    *decoder
 	rbuf   []byte
 	out    chan outMsg // replies for the writer; closed by serve once nothing else sends
 	ctx    context.Context
@@ -359,7 +357,7 @@ func newServerConn(s *Server, nc net.Conn) *serverConn {
 		nc:         nc,
 		remote:     nc.RemoteAddr().String(),
 		br:         bufio.NewReaderSize(nc, connBufSize),
-		dec:        codec.NewDecoderBytes(emptyBody, handle),
+		dec:        new(decoder),
 		out:        make(chan outMsg, s.cfg.MaxInFlight+4),
 		sem:        make(chan struct{}, s.cfg.MaxInFlight),
 		writerDone: make(chan struct{}),
