@@ -151,6 +151,20 @@ func TestGroupSyncerFsyncsEveryWALAndForgetsFlushedOnes(t *testing.T) {
 	if err := g.Sync(context.Background()); err != nil {
 		t.Fatalf("sync round after a WAL vanished: %v", err)
 	}
+	if g.wals[filepath.Base(extra)] != nil {
+		t.Fatalf("the vanished WAL is still open")
+	}
+	// A WAL created after earlier rounds (a memtable rotation) is found by the next one.
+	later := filepath.Join(dir, "99999"+memFileExt)
+	if err := os.WriteFile(later, []byte("wal"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Sync(context.Background()); err != nil {
+		t.Fatalf("sync round after a new WAL: %v", err)
+	}
+	if g.wals[filepath.Base(later)] == nil {
+		t.Fatalf("a round after %s appeared did not fsync it (open WALs: %v)", later, g.wals)
+	}
 }
 
 func TestGroupSyncerSyncsTheValueLogOnlyAfterABigValue(t *testing.T) {
