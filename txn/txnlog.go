@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,15 @@ type TxnLog struct {
 	dirty bool
 	stop  chan struct{}
 	done  chan struct{}
+	// second caches the formatted date and time of the current second: formatting a full
+	// timestamp per line was 2.6% of a loaded master's CPU.
+	second atomic.Pointer[formattedSecond]
+}
+
+// formattedSecond is "2006-01-02T15:04:05." for the Unix second unix.
+type formattedSecond struct {
+	unix   int64
+	prefix string
 }
 
 // TxnLogFlushInterval is how often buffered transaction-log lines reach the file.
@@ -70,7 +80,7 @@ func (l *TxnLog) Event(txnID uint64, event string, shards []string, details ...s
 		return
 	}
 	var arr [256]byte
-	b := time.Now().UTC().AppendFormat(arr[:0], "2006-01-02T15:04:05.000000Z")
+	b := l.appendTime(arr[:0], time.Now())
 	b = append(b, " txn="...)
 	b = strconv.AppendUint(b, txnID, 10)
 	b = append(b, " event="...)
@@ -92,6 +102,22 @@ func (l *TxnLog) Event(txnID uint64, event string, shards []string, details ...s
 	l.w.Write(b)
 	l.dirty = true
 	l.mu.Unlock()
+}
+
+// appendTime appends t in UTC as 2006-01-02T15:04:05.000000Z.
+func (l *TxnLog) appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	sec := l.second.Load()
+	if sec == nil || sec.unix != t.Unix() {
+		sec = &formattedSecond{unix: t.Unix(), prefix: t.Format("2006-01-02T15:04:05.")}
+		l.second.Store(sec)
+	}
+	b = append(b, sec.prefix...)
+	us := t.Nanosecond() / 1000
+	for div := 100000; div > 0; div /= 10 {
+		b = append(b, byte('0'+us/div%10))
+	}
+	return append(b, 'Z')
 }
 
 // Close flushes and closes the log.
