@@ -60,10 +60,13 @@ func assertQuiescent(t testing.TB, s *Store) {
 		t.Errorf("store not quiescent: %d locks held, %d prepared (%+v)", st.LocksHeld, st.Prepared, s.Prepared())
 	}
 	s.mu.Lock()
-	n := len(s.mu.prepared)
+	n, queued, prepWaiting := len(s.mu.prepared), len(s.mu.queues), len(s.mu.prepWaiting)
 	s.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d transactions still in the prepared map", n)
+	}
+	if queued != 0 || prepWaiting != 0 {
+		t.Errorf("lock queues not empty: Applies queued on %d keys, Prepares waiting on %d", queued, prepWaiting)
 	}
 	if recs := livePrepareRecords(t, s); len(recs) != 0 {
 		t.Errorf("live prepare records left on disk for transactions %v", recs)

@@ -78,7 +78,8 @@ func (s *Store) acquireLocked(keys []string, o *lockOwner) {
 	}
 }
 
-// releaseLocked frees o's keys and wakes everyone waiting for them.
+// releaseLocked frees o's keys, wakes everyone waiting for o and hands the
+// keys to the Applies queued for them, oldest first.
 func (s *Store) releaseLocked(keys []string, o *lockOwner) {
 	for _, k := range keys {
 		if s.mu.locks[k] == o {
@@ -89,6 +90,149 @@ func (s *Store) releaseLocked(keys []string, o *lockOwner) {
 		close(o.wake)
 		o.wake = nil
 	}
+	s.grantLocked(keys)
+}
+
+// applyWaiter is an Apply queued for its keys. Queued Applies get their keys
+// in arrival order: the lock table hands a released key to the oldest Apply
+// waiting for it, and a new Apply queues behind any Apply already waiting for
+// one of its keys. Without the queue every release woke all waiters to race
+// for the key, and on a hot key a writer could lose the race for seconds
+// (kvctl bench -w put -c 32 --keys 4 --txn-keys 1: p50 2.5 ms, max 173 ms).
+// Waiters hold nothing and the oldest one is first in line for every one of
+// its keys, so the queue cannot deadlock.
+type applyWaiter struct {
+	keys    []string
+	owner   *lockOwner
+	ready   chan struct{} // closed when granted
+	granted bool          // the keys are locked for owner
+}
+
+// queuedLocked reports whether an Apply is queued for any of keys.
+func (s *Store) queuedLocked(keys []string) bool {
+	if len(s.mu.queues) == 0 {
+		return false
+	}
+	for _, k := range keys {
+		if len(s.mu.queues[k]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueueLocked queues w behind every Apply already waiting for its keys.
+func (s *Store) enqueueLocked(w *applyWaiter) {
+	for _, k := range w.keys {
+		s.mu.queues[k] = append(s.mu.queues[k], w)
+	}
+}
+
+// dequeueLocked takes w, which gave up, out of its queues, and grants what
+// its leaving makes grantable.
+func (s *Store) dequeueLocked(w *applyWaiter) {
+	for _, k := range w.keys {
+		q := slices.DeleteFunc(s.mu.queues[k], func(x *applyWaiter) bool { return x == w })
+		if len(q) == 0 {
+			delete(s.mu.queues, k)
+		} else {
+			s.mu.queues[k] = q
+		}
+	}
+	s.grantLocked(w.keys)
+}
+
+// grantLocked locks keys for the first Apply queued for each of them if that
+// Apply is first in line for all of its keys and they are all free. The
+// owner's readFrom is noWait until the Apply picks its commit timestamp, as
+// for a Prepare still writing: a read that gets ahead raises maxTS, which the
+// commit timestamp is then chosen above.
+func (s *Store) grantLocked(keys []string) {
+	if len(s.mu.queues) == 0 {
+		return
+	}
+	for _, k := range keys {
+		q := s.mu.queues[k]
+		if len(q) == 0 || s.mu.prepWaiting[k] > 0 {
+			continue
+		}
+		w := q[0]
+		if !s.grantableLocked(w) {
+			continue
+		}
+		for _, wk := range w.keys {
+			if q := s.mu.queues[wk][1:]; len(q) == 0 {
+				delete(s.mu.queues, wk)
+			} else {
+				s.mu.queues[wk] = q
+			}
+		}
+		w.owner.readFrom = noWait
+		s.acquireLocked(w.keys, w.owner)
+		w.granted = true
+		close(w.ready)
+	}
+}
+
+// grantableLocked reports whether w is first in line for all its keys and
+// they are free, with no Prepare waiting for them.
+func (s *Store) grantableLocked(w *applyWaiter) bool {
+	for _, k := range w.keys {
+		if s.mu.locks[k] != nil || s.mu.prepWaiting[k] > 0 {
+			return false
+		}
+		if q := s.mu.queues[k]; len(q) == 0 || q[0] != w {
+			return false
+		}
+	}
+	return true
+}
+
+// queueForLocked queues an Apply for keys and waits (s.mu held on entry and
+// on return) until they are granted to o, up to LockWait, ctx or Close. If
+// it gives up it leaves the queue; a grant that raced with giving up wins.
+func (s *Store) queueForLocked(ctx context.Context, keys []string, o *lockOwner) error {
+	w := &applyWaiter{keys: keys, owner: o, ready: make(chan struct{})}
+	s.enqueueLocked(w)
+	s.mu.Unlock()
+	timer := time.NewTimer(s.lockWait)
+	var err error
+	select {
+	case <-w.ready:
+	case <-timer.C:
+		err = errLockWait
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.closing:
+		err = ErrClosed
+	}
+	timer.Stop()
+	s.mu.Lock()
+	if w.granted {
+		return nil
+	}
+	s.dequeueLocked(w)
+	switch {
+	case err == errLockWait:
+		k, holder := s.holderLocked(keys)
+		if holder == nil { // free, but an older Apply is first in line
+			k = keys[0]
+			for _, kk := range keys {
+				if q := s.mu.queues[kk]; len(q) > 0 {
+					k, holder = kk, q[0].owner
+					break
+				}
+			}
+		}
+		var id uint64
+		if holder != nil {
+			id = holder.txnID
+		}
+		return &ConflictError{Key: []byte(k), TxnID: id}
+	case err == ErrClosed:
+		return err
+	}
+	return fmt.Errorf("kv: waiting for the locks of transaction %d: %w", o.txnID, err)
 }
 
 // release is releaseLocked for callers not holding s.mu.
@@ -273,12 +417,23 @@ func (r *recentSet) add(id uint64) {
 	r.set[id] = struct{}{}
 }
 
-// waitForHolder waits (s.mu held on entry, released) for holder to release key k, as
-// waitLocked does; giving up after LockWait is a *ConflictError naming k and its holder. On
-// error the timer is stopped.
+// waitForHolder is how a Prepare waits for the Apply holding key k, as
+// waitLocked does, with s.mu held on entry and, unless it fails, on return.
+// While it waits, a release of k does not hand k to a queued Apply: the
+// Prepare, which waits for no one once it holds its locks, gets a chance at
+// it first; the Prepare grants what it held back whenever it leaves without
+// the key (see Prepare). Giving up after LockWait is a *ConflictError naming
+// k and its holder; on error the timer is stopped and s.mu released.
 func (s *Store) waitForHolder(ctx context.Context, k string, holder *lockOwner, timer *time.Timer) (*time.Timer, error) {
+	s.mu.prepWaiting[k]++
 	timer, err := s.waitLocked(ctx, holder, timer)
+	s.mu.Lock()
+	if s.mu.prepWaiting[k]--; s.mu.prepWaiting[k] == 0 {
+		delete(s.mu.prepWaiting, k)
+	}
 	if err != nil {
+		s.grantLocked([]string{k})
+		s.mu.Unlock()
 		stopTimer(timer)
 		if err == errLockWait {
 			return nil, &ConflictError{Key: []byte(k), TxnID: holder.txnID}

@@ -121,9 +121,12 @@ type Store struct {
 
 	mu struct {
 		sync.Mutex
-		locks    map[string]*lockOwner
-		prepared map[uint64]*preparedTxn
-		finished *recentSet
+		locks  map[string]*lockOwner
+		queues map[string][]*applyWaiter // Applies waiting for a key, oldest first
+		// prepWaiting counts the Prepares waiting for an Apply to release a key.
+		prepWaiting map[string]int
+		prepared    map[uint64]*preparedTxn
+		finished    *recentSet
 		// maxTS is the highest timestamp read at or committed at (or chosen
 		// as a commit timestamp by a running Apply).
 		maxTS uint64
@@ -163,6 +166,8 @@ func Open(opts Options) (*Store, error) {
 		s.tsBatch = defaultMaxTSBatch
 	}
 	s.mu.locks = make(map[string]*lockOwner)
+	s.mu.queues = make(map[string][]*applyWaiter)
+	s.mu.prepWaiting = make(map[string]int)
 	s.mu.prepared = make(map[uint64]*preparedTxn)
 	s.mu.finished = newRecentSet(finishedMemory)
 
@@ -557,10 +562,11 @@ func (s *Store) writeOps(txn *badger.Txn, ops []Op) error {
 }
 
 // Apply is the one-phase fast path. It locks every key of ops and cmps at
-// once, all or nothing: if any is held it takes none, waits for that lock's
-// release (up to Options.LockWait and ctx) and retries; it never holds some
-// locks while waiting for others, so it cannot deadlock. Giving up returns
-// *ConflictError. Under the locks it checks cmps against the latest
+// once, all or nothing: if any is held, or another Apply is already queued
+// for one of them, it takes none and queues for them all (up to
+// Options.LockWait and ctx); queued Applies get their keys in arrival order,
+// so a hot key's writers take turns. It never holds some locks while waiting
+// for others, so it cannot deadlock. Giving up returns *ConflictError. Under the locks it checks cmps against the latest
 // committed versions (the first failure returns *CompareFailedError and
 // nothing is written), writes all ops at commitTS = max(ts, maxTS+1) in one
 // Badger transaction, waits for a group sync, raises maxTS to commitTS,
@@ -587,20 +593,16 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 		return 0, err
 	}
 	defer s.exit()
-	var timer *time.Timer
-	for {
-		k, holder := s.holderLocked(keys)
-		if holder == nil {
-			break
-		}
-		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
-			return 0, err
-		}
-		s.mu.Lock()
-	}
-	if s.mu.maxTS >= math.MaxUint64-1 {
+	if _, holder := s.holderLocked(keys); holder == nil && !s.queuedLocked(keys) {
+		s.acquireLocked(keys, o)
+	} else if err := s.queueForLocked(ctx, keys, o); err != nil {
 		s.mu.Unlock()
-		stopTimer(timer)
+		return 0, err
+	}
+	// The keys are locked for o.
+	if s.mu.maxTS >= math.MaxUint64-1 {
+		s.releaseLocked(keys, o)
+		s.mu.Unlock()
 		return 0, invalidf("apply transaction %d: timestamps exhausted (maxTS %d)", txnID, s.mu.maxTS)
 	}
 	commitTS = max(ts, s.mu.maxTS+1)
@@ -611,10 +613,8 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 	if len(ops) == 0 {
 		o.readFrom = noWait // writes nothing: no reader needs to wait
 	}
-	s.acquireLocked(keys, o)
 	needMark := len(ops) > 0 && commitTS > s.mu.mark
 	s.mu.Unlock()
-	stopTimer(timer)
 
 	if err := s.applyHeld(ctx, txnID, commitTS, needMark, cmps, ops); err != nil {
 		s.releaseUnlessFailed(keys, o)

@@ -146,15 +146,22 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	}
 	defer s.exit()
 	var timer *time.Timer
+	// leave ends the loop without the locks: it hands any key a wait held
+	// back to the Applies queued for it (waitForHolder).
+	leave := func() {
+		s.grantLocked(p.keys)
+		s.mu.Unlock()
+		stopTimer(timer)
+	}
 	for {
 		if err := s.mu.failed; err != nil {
-			s.mu.Unlock()
-			stopTimer(timer)
+			leave()
 			return 0, err
 		}
 		if q := s.mu.prepared[rec.TxnID]; q != nil {
 			if q.busy != nil {
 				ch := q.busy
+				s.grantLocked(p.keys)
 				s.mu.Unlock()
 				if err := s.waitChan(ctx, ch, fmt.Sprintf("transaction %d", rec.TxnID)); err != nil {
 					stopTimer(timer)
@@ -164,16 +171,14 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 				continue
 			}
 			min, startTS := q.minCommitTS, q.startTS
-			s.mu.Unlock()
-			stopTimer(timer)
+			leave()
 			if startTS != rec.StartTS {
 				return 0, invalidf("prepare transaction %d with start %d: already prepared with start %d", rec.TxnID, rec.StartTS, startTS)
 			}
 			return min, nil
 		}
 		if s.mu.finished.has(rec.TxnID) {
-			s.mu.Unlock()
-			stopTimer(timer)
+			leave()
 			return 0, &AbortedError{TxnID: rec.TxnID, Reason: "already finished here (late duplicate prepare)"}
 		}
 		k, holder := s.holderLocked(p.keys)
@@ -181,14 +186,12 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			break
 		}
 		if holder.prepared {
-			s.mu.Unlock()
-			stopTimer(timer)
+			leave()
 			return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
 		}
 		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
 			return 0, err
 		}
-		s.mu.Lock()
 	}
 	s.acquireLocked(p.keys, &p.owner)
 	s.mu.prepared[rec.TxnID] = p

@@ -1,0 +1,162 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// waitQueued waits until n Applies are queued for key k.
+func waitQueued(t *testing.T, s *Store, k string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.mu.queues[k])
+		s.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Applies queued for %q, want %d", got, k, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Writers of a locked key get it in the order they asked for it, including one that also
+// writes another key, and each commits above the one before: no writer is overtaken.
+func TestApplyWaitersGetTheKeyInArrivalOrder(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	ctx := context.Background()
+	min := mustPrepare(t, s, 1, 10, nil, put("k", "prepared"))
+	var waiters []<-chan result
+	for i := range 6 {
+		ops := []Op{put("k", fmt.Sprint("w", i))}
+		if i == 3 {
+			ops = append(ops, put("other", "x"))
+		}
+		waiters = append(waiters, goApply(s, uint64(100+i), 11, nil, ops...))
+		waitQueued(t, s, "k", i+1)
+	}
+	if err := s.Commit(ctx, 1, min+1); err != nil {
+		t.Fatal(err)
+	}
+	prev := min + 1
+	for i, ch := range waiters {
+		r := await(t, ch, fmt.Sprint("Apply ", i))
+		if r.err != nil {
+			t.Fatalf("Apply %d: %v", i, r.err)
+		}
+		if r.ts <= prev {
+			t.Fatalf("Apply %d committed at %d, not above the one before it (%d): overtaken", i, r.ts, prev)
+		}
+		prev = r.ts
+	}
+	wantValue(t, mustGet(t, s, prev, "k"), "w5", prev)
+	assertQuiescent(t, s)
+}
+
+// A new writer queues behind one already waiting for its key even when the key itself is
+// free (the waiting one is held up by another key), so a stream of writers cannot starve it.
+func TestApplyQueuesBehindAWaiterForAFreeKey(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	ctx := context.Background()
+	min := mustPrepare(t, s, 1, 10, nil, put("busy", "p"))
+	first := goApply(s, 2, 11, nil, put("busy", "a"), put("free", "a"))
+	waitQueued(t, s, "free", 1)
+	second := goApply(s, 3, 11, nil, put("free", "b"))
+	waitQueued(t, s, "free", 2)
+	notYet(t, second, "Apply of a free key with an older Apply queued for it")
+	if err := s.Commit(ctx, 1, min+1); err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := await(t, first, "first Apply"), await(t, second, "second Apply")
+	if r1.err != nil || r2.err != nil {
+		t.Fatalf("Applies: %v, %v", r1.err, r2.err)
+	}
+	if r2.ts <= r1.ts {
+		t.Fatalf("second Apply committed at %d, not after the first at %d", r2.ts, r1.ts)
+	}
+	wantValue(t, mustGet(t, s, r2.ts, "free"), "b", r2.ts)
+	assertQuiescent(t, s)
+}
+
+// A queued writer that gives up (LockWait) leaves the queue with a conflict naming the key
+// and its holder, and the writers behind it still get the key.
+func TestQueuedApplyThatGivesUpLeavesTheQueue(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 300 * time.Millisecond
+	s := openTest(t, opts)
+	min := mustPrepare(t, s, 7, 10, nil, put("k", "p"))
+	first := goApply(s, 8, 11, nil, put("k", "a"))
+	waitQueued(t, s, "k", 1)
+	time.Sleep(150 * time.Millisecond)
+	second := goApply(s, 9, 11, nil, put("k", "b"))
+	r1 := await(t, first, "first Apply")
+	var ce *ConflictError
+	if !errors.As(r1.err, &ce) || string(ce.Key) != "k" || ce.TxnID != 7 {
+		t.Fatalf("first Apply: %v, want a conflict on \"k\" with 7", r1.err)
+	}
+	waitQueued(t, s, "k", 1) // only the second is left
+	if err := s.Commit(context.Background(), 7, min+1); err != nil {
+		t.Fatal(err)
+	}
+	if r2 := await(t, second, "second Apply"); r2.err != nil {
+		t.Fatalf("second Apply after the first gave up: %v", r2.err)
+	}
+	assertQuiescent(t, s)
+}
+
+// A Prepare waiting for a one-phase Apply's lock gets the key when that Apply finishes, before
+// the Applies queued for it (a Prepare then holds its locks without waiting for anyone, and a
+// stream of one-phase writers cannot starve a cross-shard transaction); they follow it.
+func TestPrepareWaitingForAnApplyGoesBeforeQueuedApplies(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	ctx := context.Background()
+	keys := joinKeys([][]byte{[]byte("k")})
+	apply := &lockOwner{txnID: 99, readFrom: 50} // an Apply between its write and its sync
+	s.mu.Lock()
+	s.acquireLocked(keys, apply)
+	s.mu.Unlock()
+	prep := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, PrepareRecord{TxnID: 1, StartTS: 10, Ops: []Op{put("k", "p")}}, nil)
+		prep <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := s.mu.prepWaiting["k"]
+		s.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Prepare did not start waiting")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	queued := goApply(s, 2, 11, nil, put("k", "a"))
+	waitQueued(t, s, "k", 1)
+	s.release(keys, apply)
+	select {
+	case err := <-prep:
+		if err != nil {
+			t.Fatalf("Prepare: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Prepare did not get the key")
+	}
+	notYet(t, queued, "Apply queued behind a prepared transaction")
+	if err := s.Commit(ctx, 1, 60); err != nil {
+		t.Fatal(err)
+	}
+	r := await(t, queued, "queued Apply")
+	if r.err != nil || r.ts <= 60 {
+		t.Fatalf("queued Apply: committed at %d, %v; want above 60", r.ts, r.err)
+	}
+	assertQuiescent(t, s)
+}
