@@ -63,8 +63,12 @@ type ConflictError struct {
 	TxnID uint64
 }
 
-// Error returns `kv: key "k" is locked by transaction 123`.
+// Error returns `kv: key "k" is locked by transaction 123`, or without the
+// transaction when TxnID is 0 (unknown).
 func (e *ConflictError) Error() string {
+	if e.TxnID == 0 {
+		return "kv: key " + quoteKey(e.Key) + " is locked"
+	}
 	return "kv: key " + quoteKey(e.Key) + " is locked by transaction " + strconv.FormatUint(e.TxnID, 10)
 }
 

@@ -232,7 +232,7 @@ func (s *Store) queueForLocked(ctx context.Context, keys []string, o *lockOwner)
 	case err == ErrClosed:
 		return err
 	}
-	return fmt.Errorf("kv: waiting for the locks of transaction %d: %w", o.txnID, err)
+	return fmt.Errorf("kv: transaction %d waiting for its locks: %w", o.txnID, err)
 }
 
 // release is releaseLocked for callers not holding s.mu.

@@ -126,19 +126,7 @@ func TestPrepareWaitingForAnApplyGoesBeforeQueuedApplies(t *testing.T) {
 		_, err := s.Prepare(ctx, PrepareRecord{TxnID: 1, StartTS: 10, Ops: []Op{put("k", "p")}}, nil)
 		prep <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		n := s.mu.prepWaiting["k"]
-		s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the Prepare did not start waiting")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitPrepWaiting(t, s, "k")
 	queued := goApply(s, 2, 11, nil, put("k", "a"))
 	waitQueued(t, s, "k", 1)
 	s.release(keys, apply)
@@ -159,4 +147,58 @@ func TestPrepareWaitingForAnApplyGoesBeforeQueuedApplies(t *testing.T) {
 		t.Fatalf("queued Apply: committed at %d, %v; want above 60", r.ts, r.err)
 	}
 	assertQuiescent(t, s)
+}
+
+// A Prepare that the release of one key left waiting for another hands the first key on to
+// the Apply queued for it, instead of keeping it idle while it waits.
+func TestPrepareWaitingForASecondKeyDoesNotHoldTheFirstBack(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 5 * time.Second
+	s := openTest(t, opts)
+	ctx := context.Background()
+	k, k2 := joinKeys([][]byte{[]byte("k")}), joinKeys([][]byte{[]byte("k2")})
+	a, b := &lockOwner{txnID: 98, readFrom: 50}, &lockOwner{txnID: 99, readFrom: 50}
+	s.mu.Lock()
+	s.acquireLocked(k, a)
+	s.acquireLocked(k2, b)
+	s.mu.Unlock()
+	prep := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, PrepareRecord{TxnID: 1, StartTS: 10, Ops: []Op{put("k", "p"), put("k2", "p")}}, nil)
+		prep <- err
+	}()
+	waitPrepWaiting(t, s, "k")
+	queued := goApply(s, 2, 11, nil, put("k", "a"))
+	waitQueued(t, s, "k", 1)
+	s.release(k, a) // the Prepare wakes, finds k2 held and waits for it
+	r := await(t, queued, "Apply queued for k")
+	if r.err != nil {
+		t.Fatalf("Apply queued for k while the Prepare waits for k2: %v", r.err)
+	}
+	s.release(k2, b)
+	if err := <-prep; err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if err := s.Abort(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	assertQuiescent(t, s)
+}
+
+// waitPrepWaiting waits until a Prepare waits for key k.
+func waitPrepWaiting(t *testing.T, s *Store, k string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := s.mu.prepWaiting[k]
+		s.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Prepare waits for %q", k)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

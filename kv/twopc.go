@@ -189,6 +189,8 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			leave()
 			return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
 		}
+		// Hand on any key an earlier wait held back: this Prepare is not taking it now.
+		s.grantLocked(p.keys)
 		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
 			return 0, err
 		}
