@@ -108,13 +108,14 @@ type applyWaiter struct {
 	granted bool          // the keys are locked for owner
 }
 
-// queuedLocked reports whether an Apply is queued for any of keys.
+// queuedLocked reports whether an Apply is queued for any of keys, or a
+// Prepare waits for one: a new Apply must then queue too.
 func (s *Store) queuedLocked(keys []string) bool {
-	if len(s.mu.queues) == 0 {
+	if len(s.mu.queues) == 0 && len(s.mu.prepWaiting) == 0 {
 		return false
 	}
 	for _, k := range keys {
-		if len(s.mu.queues[k]) > 0 {
+		if len(s.mu.queues[k]) > 0 || s.mu.prepWaiting[k] > 0 {
 			return true
 		}
 	}

@@ -202,3 +202,23 @@ func waitPrepWaiting(t *testing.T, s *Store, k string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A new Apply does not take a free key that a release left to a waiting Prepare: it queues,
+// and gets the key once the Prepare has had its turn.
+func TestNewApplyDoesNotTakeAKeyLeftToAPrepare(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	s.mu.Lock()
+	s.mu.prepWaiting["k"] = 1 // as between an Apply's release of k and the waiting Prepare's wake-up
+	s.mu.Unlock()
+	ch := goApply(s, 2, 11, nil, put("k", "a"))
+	waitQueued(t, s, "k", 1)
+	notYet(t, ch, "Apply of a key left to a waiting Prepare")
+	s.mu.Lock()
+	delete(s.mu.prepWaiting, "k") // the Prepare went on without k
+	s.grantLocked([]string{"k"})
+	s.mu.Unlock()
+	if r := await(t, ch, "Apply"); r.err != nil {
+		t.Fatalf("Apply after the Prepare's turn: %v", r.err)
+	}
+	assertQuiescent(t, s)
+}
