@@ -49,6 +49,44 @@ func parseVmHWM(f *os.File, pid int) (int64, error) {
 	return 0, fmt.Errorf("bench: peak RSS of process %d: no VmHWM line", pid)
 }
 
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat: 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+// CPUTime returns the CPU time (user plus system) that process pid has used so far, from
+// /proc/PID/stat (Linux only), with a resolution of 10 ms.
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("bench: CPU time of process %d: %w", pid, err)
+	}
+	ticks, err := parseStatCPU(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("bench: CPU time of process %d: %w", pid, err)
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// parseStatCPU returns utime+stime from the contents of /proc/PID/stat. The command name, in
+// parentheses, may itself contain spaces and parentheses, so fields are counted after the last
+// ')': utime and stime are fields 14 and 15 of the line, the 12th and 13th after it.
+func parseStatCPU(stat string) (int64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no command name in %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return utime + stime, nil
+}
+
 // EtcdServer runs a single-member etcd as a child process, so that the suite can restart it.
 // It is not safe for concurrent use.
 type EtcdServer struct {

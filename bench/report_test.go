@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,45 @@ func TestParseClientCounts(t *testing.T) {
 		if _, err := ParseClientCounts(bad); err == nil {
 			t.Errorf("ParseClientCounts(%q) accepted", bad)
 		}
+	}
+}
+
+func TestSuiteReportPrintsServerCPUPerOperation(t *testing.T) {
+	k, b, e := sampleResult("kvtx", WorkloadTxn, 64, 9000, 5000), sampleResult("badger", WorkloadTxn, 64, 40000, 1000), sampleResult("etcd", WorkloadTxn, 64, 7000, 9000)
+	k.ServerCPU, k.ServerCPUOf = 150, "master+node1+node2"
+	b.ServerCPU, b.ServerCPUOf = 40, "store and load generator"
+	e.ServerCPU, e.ServerCPUOf = 100, "etcd"
+	rep := &SuiteReport{Targets: []string{"kvtx", "badger", "etcd"}, Results: []*Result{k, b, e}}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "server CPU per operation (kvtx: master+node1+node2; badger: store and load generator; etcd: etcd)") {
+		t.Errorf("no CPU table heading:\n%s", out)
+	}
+	var row []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 6 && f[0] == "txn" && strings.HasSuffix(f[2], "µs") {
+			row = f
+		}
+	}
+	if row == nil || row[2] != "150µs" || row[3] != "40µs" || row[4] != "100µs" || row[5] != "1.50x" {
+		t.Errorf("CPU row = %q, want txn 64 150µs 40µs 100µs 1.50x:\n%s", row, out)
+	}
+}
+
+func TestParseStatCPUCountsFieldsAfterTheCommandName(t *testing.T) {
+	// A command name with a space and a parenthesis, as /proc/PID/stat allows.
+	stat := "4242 (kv node) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 1234 567 0 0 20 0 9 0 100 0 0\n"
+	got, err := parseStatCPU(stat)
+	if err != nil || got != 1234+567 {
+		t.Fatalf("parseStatCPU = %d, %v; want 1801", got, err)
+	}
+	if _, err := parseStatCPU("4242 (short) S 1 2"); err == nil {
+		t.Fatal("a truncated line parsed")
+	}
+	if d, err := CPUTime(os.Getpid()); err != nil || d < 0 {
+		t.Fatalf("CPUTime of this process = %v, %v", d, err)
 	}
 }

@@ -40,6 +40,11 @@ type Result struct {
 	Errors map[string]int64 `json:"errors"`
 	// ErrorSamples holds one message per abort, unknown or error reason, to say what happened.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	// ServerCPU is, in a suite, the CPU time the target's processes spent per successful
+	// operation, in µs: their CPU time over the whole run (warm-up included) divided by its
+	// wall time, over Throughput. ServerCPUOf says which processes were counted.
+	ServerCPU   float64 `json:"server_cpu_us_per_op,omitempty"`
+	ServerCPUOf string  `json:"server_cpu_of,omitempty"`
 }
 
 // Params are the parameters of a run that shape its load.

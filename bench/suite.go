@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -143,9 +144,15 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 			cfg := base
 			cfg.Workload, cfg.Clients, cfg.Preload, cfg.Distribution = run.Workload, run.Clients, false, ""
 			cfg.Label = fmt.Sprintf("%-6s %-6s %2d clients", t.Name(), run.Workload, run.Clients)
+			pids, of := sc.serverPIDs(t.Name())
+			cpu0, start := cpuOf(pids), time.Now()
 			r, err := Run(ctx, t, cfg)
 			if err != nil {
 				return nil, err
+			}
+			if cpu1 := cpuOf(pids); cpu0 >= 0 && cpu1 >= 0 && r.Throughput > 0 {
+				cores := (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
+				r.ServerCPU, r.ServerCPUOf = cores/r.Throughput*1e6, of
 			}
 			rep.Results = append(rep.Results, r)
 			sc.logf("%-6s %-6s %2d clients: %9s ops/s  p50 %-8s p99 %-8s aborts %d  unknown %d  errors %d",
@@ -163,6 +170,49 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 		rep.PeakRSS[name] = rss
 	}
 	return rep, nil
+}
+
+// serverPIDs returns the processes that serve target and a description of them: for kvtx the
+// watched processes (Processes), for etcd the etcd server the suite runs, for badger this
+// process, which also runs the load generator.
+func (sc *SuiteConfig) serverPIDs(target string) ([]int, string) {
+	switch target {
+	case TargetKvtx:
+		names := make([]string, 0, len(sc.Processes))
+		for n := range sc.Processes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		pids := make([]int, len(names))
+		for i, n := range names {
+			pids[i] = sc.Processes[n]
+		}
+		return pids, strings.Join(names, "+")
+	case TargetEtcd:
+		if sc.Etcd != nil && sc.Etcd.PID() != 0 {
+			return []int{sc.Etcd.PID()}, "etcd"
+		}
+	case TargetBadger:
+		return []int{os.Getpid()}, "store and load generator"
+	}
+	return nil, ""
+}
+
+// cpuOf is the CPU time used so far by pids together, or -1 if there are none or one cannot
+// be read.
+func cpuOf(pids []int) time.Duration {
+	if len(pids) == 0 {
+		return -1
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		d, err := CPUTime(pid)
+		if err != nil {
+			return -1
+		}
+		total += d
+	}
+	return total
 }
 
 // preloadAll writes the key spaces of every read workload on every target, then restarts etcd
@@ -234,6 +284,9 @@ func (rep *SuiteReport) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	if err := rep.writeRatios(w); err != nil {
+		return err
+	}
+	if err := rep.writeCPU(w); err != nil {
 		return err
 	}
 	if len(rep.PeakRSS) > 0 {
@@ -331,6 +384,68 @@ func (rep *SuiteReport) writeRatios(w io.Writer) error {
 	}
 	return nil
 }
+
+// writeCPU writes the server CPU time per operation of each target, and kvtx's ratio to
+// etcd's, when the suite measured it. It is steadier than throughput on a shared machine.
+func (rep *SuiteReport) writeCPU(w io.Writer) error {
+	of := map[string]string{}
+	for _, r := range rep.Results {
+		if r.ServerCPU > 0 {
+			of[r.Target] = r.ServerCPUOf
+		}
+	}
+	if len(of) == 0 {
+		return nil
+	}
+	var notes []string
+	for _, t := range rep.Targets {
+		if of[t] != "" {
+			notes = append(notes, t+": "+of[t])
+		}
+	}
+	fmt.Fprintf(w, "\nserver CPU per operation (%s)\n", strings.Join(notes, "; "))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	head := []string{"WORKLOAD", "CLIENTS"}
+	for _, t := range rep.Targets {
+		head = append(head, strings.ToUpper(t)+" CPU/OP")
+	}
+	_, withEtcd := of[TargetEtcd]
+	_, withKvtx := of[TargetKvtx]
+	if withEtcd && withKvtx {
+		head = append(head, "CPU KVTX/ETCD")
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	seen := map[SuiteRun]bool{}
+	for _, r := range rep.Results {
+		run := SuiteRun{r.Workload, r.Clients}
+		if seen[run] {
+			continue
+		}
+		seen[run] = true
+		row := []string{string(run.Workload), fmt.Sprint(run.Clients)}
+		for _, t := range rep.Targets {
+			if x := rep.result(run.Workload, run.Clients, t); x != nil && x.ServerCPU > 0 {
+				row = append(row, formatRate(x.ServerCPU)+"µs")
+			} else {
+				row = append(row, "-")
+			}
+		}
+		if withEtcd && withKvtx {
+			k, e := rep.result(run.Workload, run.Clients, TargetKvtx), rep.result(run.Workload, run.Clients, TargetEtcd)
+			row = append(row, ratio(cpu(k), cpu(e), k != nil && e != nil && k.ServerCPU > 0 && e.ServerCPU > 0))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if withEtcd && withKvtx {
+		fmt.Fprintln(w, "CPU KVTX/ETCD: kvtx's server CPU per operation over etcd's (above 1: kvtx spends more)")
+	}
+	return nil
+}
+
+func cpu(r *Result) float64 { return r.ServerCPU }
 
 func tp(r *Result) float64 {
 	if r == nil {
