@@ -701,13 +701,57 @@ func (c *Coordinator) drainCommits(node string, cm *committer) {
 			}
 			req = &wire.CommitBatchRequest{Commits: commits}
 		}
-		if !c.retry(node, req, 0) {
+		if !c.sendCommits(node, req, batch) {
 			return
 		}
+	}
+}
+
+// sendCommits sends req, the commits of batch, to node until it is acknowledged, and records
+// the acknowledgements. If node refuses it (an error other than a connection failure, which
+// only a bug causes), each commit is retried on its own, in the background, so that the refused
+// one does not hold up the others or those queued behind them. It reports false only when the
+// coordinator closes.
+func (c *Coordinator) sendCommits(node string, req wire.Message, batch []*txnState) bool {
+	acked, err := c.retryUnless(node, req, 0, refused)
+	switch {
+	case acked:
 		for _, st := range batch {
 			c.commitAcked(st)
 		}
+	case err != nil:
+		c.log.Warn("commit refused: retrying each commit alone", "node", node, "commits", len(batch), "err", err)
+		for _, st := range batch {
+			c.wg.Add(1)
+			c.cfg.Runtime.Go(func() {
+				defer c.wg.Done()
+				if c.retry(node, &wire.CommitRequest{TxnID: st.id, CommitTS: st.commitTS}, 0) {
+					c.commitAcked(st)
+				}
+			})
+		}
+	default:
+		return false // closing
 	}
+	return true
+}
+
+// refused reports whether err is a node's refusal of a request, rather than a sign that it
+// could not serve it now (unreachable, timed out, shutting down), after which a retry may
+// succeed.
+func refused(err error) bool {
+	var werr *wire.Error
+	return errors.As(err, &werr) && !transientCode(werr.Code)
+}
+
+// transientCode reports whether a node's error code says it could not serve the request now
+// (a retry may succeed) rather than that it refuses it.
+func transientCode(code wire.Code) bool {
+	switch code {
+	case wire.CodeUnavailable, wire.CodeTimeout, wire.CodeShuttingDown:
+		return true
+	}
+	return false
 }
 
 // commitAcked records one participant's acknowledgement of st's commit; after the last one
@@ -790,23 +834,33 @@ func (c *Coordinator) forgetApplied() {
 // retry sends req to node until it is acknowledged, the coordinator closes, or (with
 // attempts > 0) the attempts run out. It reports whether node acknowledged.
 func (c *Coordinator) retry(node string, req wire.Message, attempts int) bool {
+	acked, _ := c.retryUnless(node, req, attempts, nil)
+	return acked
+}
+
+// retryUnless is retry that also stops at an error for which stop (if not nil) is true,
+// returning it.
+func (c *Coordinator) retryUnless(node string, req wire.Message, attempts int, stop func(error) bool) (bool, error) {
 	backoff := 5 * time.Millisecond
 	for i := 0; attempts == 0 || i < attempts; i++ {
 		var ack wire.Ack
 		err := c.call(c.ctx, node, req, &ack)
 		if err == nil {
-			return true
+			return true, nil
 		}
 		if c.ctx.Err() != nil {
-			return false
+			return false, nil
+		}
+		if stop != nil && stop(err) {
+			return false, err
 		}
 		c.log.Debug("phase 2 retry", "node", node, "msg", req.MsgType(), "err", err)
 		if c.cfg.Runtime.Sleep(c.ctx, backoff) != nil {
-			return false
+			return false, nil
 		}
 		backoff = min(backoff*2, time.Second)
 	}
-	return false
+	return false, nil
 }
 
 // call sends one request to a node, bounded by the request timeout.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand"
 	"strings"
 	"sync"
@@ -684,4 +685,76 @@ func TestBackToBackWritesDoNotConflictWithTheirOwnPhase2(t *testing.T) {
 	}
 	c.waitAcked()
 	c.resolveAll()
+}
+
+// refusingNode is a participant that refuses every commit of one transaction, as a node with a
+// bug would, and serves everything else.
+type refusingNode struct {
+	*Participant
+	txn atomic.Uint64
+}
+
+func (r *refusingNode) Handle(ctx context.Context, req wire.Message) (wire.Message, error) {
+	bad := r.txn.Load()
+	switch m := req.(type) {
+	case *wire.CommitRequest:
+		if m.TxnID == bad {
+			return nil, wire.Errorf(wire.CodeInternal, "refusing transaction %d", bad)
+		}
+	case *wire.CommitBatchRequest:
+		for _, cr := range m.Commits {
+			if cr.TxnID == bad {
+				return nil, wire.Errorf(wire.CodeInternal, "refusing transaction %d", bad)
+			}
+		}
+	}
+	return r.Participant.Handle(ctx, req)
+}
+
+// A commit that a node refuses holds up only its own transaction: the commits decided after it
+// reach the node, and their transactions are applied.
+func TestARefusedCommitDoesNotHoldUpTheOthers(t *testing.T) {
+	c := newTestCluster(t, 2)
+	ref := &refusingNode{Participant: c.nodes["node1"].part}
+	ref.txn.Store(math.MaxUint64)
+	c.tr.Register("node1", ref)
+	bad := c.keys("bad")
+	// The refused transaction's number is its start timestamp, which is known only once it
+	// runs: refuse whichever transaction is prepared first.
+	var first atomic.Bool
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		if p, ok := req.(*wire.PrepareRequest); ok && to == "node1" && first.CompareAndSwap(false, true) {
+			ref.txn.Store(p.TxnID)
+		}
+		return Deliver
+	})
+	if _, err := c.txn(nil, put(bad[0], "x"), put(bad[1], "x")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		k := c.keys(fmt.Sprint("ok", i))
+		rep, err := c.txn(nil, put(k[0], "v"), put(k[1], "v"))
+		if err != nil {
+			t.Fatalf("transaction %d after the refused one: %v", i, err)
+		}
+		for _, v := range c.read(k...) { // waits for node1's prepare lock until its commit lands
+			if v.Version != rep.CommitTS {
+				t.Fatalf("transaction %d: %+v not committed at %d", i, v, rep.CommitTS)
+			}
+		}
+	}
+	// Every acknowledgement but the refused transaction's arrives.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		c.coord.mu.Lock()
+		n := len(c.coord.mu.unacked)
+		c.coord.mu.Unlock()
+		if n == len(bad) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys waiting for phase 2, want only the refused transaction's %d", n, len(bad))
+		}
+	}
+	ref.txn.Store(math.MaxUint64) // the bug is fixed: the refused commit goes through
+	c.waitAcked()
 }
