@@ -60,8 +60,11 @@ func assertQuiescent(t testing.TB, s *Store) {
 		t.Errorf("store not quiescent: %d locks held, %d prepared (%+v)", st.LocksHeld, st.Prepared, s.Prepared())
 	}
 	s.mu.Lock()
-	n, queued, prepWaiting := len(s.mu.prepared), len(s.mu.queues), len(s.mu.prepWaiting)
+	n, queued, prepWaiting, pending := len(s.mu.prepared), len(s.mu.queues), len(s.mu.prepWaiting), len(s.mu.pending)
 	s.mu.Unlock()
+	if pending != 0 {
+		t.Errorf("writes of %d keys still waiting for their sync round", pending)
+	}
 	if n != 0 {
 		t.Errorf("%d transactions still in the prepared map", n)
 	}

@@ -57,15 +57,21 @@ func (s *Store) holderLocked(keys []string) (string, *lockOwner) {
 	return "", nil
 }
 
-// readBlockerLocked returns the first key whose lock a read at ts must wait
-// for, and its owner, or (nil, nil).
+// readBlockerLocked returns the first key whose lock, or whose write not yet
+// durable (Store.mu.pending), a read at ts must wait for, and its owner, or
+// (nil, nil).
 func (s *Store) readBlockerLocked(keys [][]byte, ts uint64) ([]byte, *lockOwner) {
-	if len(s.mu.locks) == 0 {
+	if len(s.mu.locks) == 0 && len(s.mu.pending) == 0 {
 		return nil, nil
 	}
 	for _, k := range keys {
 		if o := s.mu.locks[string(k)]; o != nil && ts >= o.readFrom {
 			return k, o
+		}
+		for _, o := range s.mu.pending[string(k)] {
+			if ts >= o.readFrom {
+				return k, o
+			}
 		}
 	}
 	return nil, nil

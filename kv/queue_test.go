@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -221,4 +223,62 @@ func TestNewApplyDoesNotTakeAKeyLeftToAPrepare(t *testing.T) {
 		t.Fatalf("Apply after the Prepare's turn: %v", r.err)
 	}
 	assertQuiescent(t, s)
+}
+
+// The writers of one key share sync rounds: the next one applies while the previous one waits
+// for its round. A read at or above a write not yet durable waits for it, and sees both writes
+// once their rounds are done; a read below them does not wait.
+func TestWritersOfAKeyShareARoundAndReadersWaitForDurability(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 10 * time.Second
+	var hold atomic.Bool
+	release := make(chan struct{})
+	opts.OnSync = func(time.Duration) {
+		if hold.Load() {
+			<-release // the round's fsync is done but its waiters are not released yet
+		}
+	}
+	s := openTest(t, opts)
+	var once sync.Once
+	unhold := func() { once.Do(func() { hold.Store(false); close(release) }) }
+	t.Cleanup(unhold) // runs before the store closes, also when the test fails early
+	base := mustApply(t, s, 5, nil, put("k", "0"))
+	hold.Store(true)
+	first := goApply(s, 2, 10, nil, put("k", "1"))
+	waitPending(t, s, "k", 1)
+	second := goApply(s, 3, 11, []Compare{{Kind: CmpValueEqual, Key: []byte("k"), Value: []byte("1")}}, put("k", "2"))
+	waitPending(t, s, "k", 2) // applied, and compared against the first's write, while its round is held
+	read := goGet(s, 1000, "k")
+	notYet(t, read, "read of writes not yet durable")
+	if v := mustGet(t, s, base, "k"); string(v.Value) != "0" {
+		t.Fatalf("read below the pending writes: %q, want the durable \"0\"", v.Value)
+	}
+	unhold()
+	r1, r2 := await(t, first, "first Apply"), await(t, second, "second Apply")
+	if r1.err != nil || r2.err != nil || r2.ts <= r1.ts {
+		t.Fatalf("Applies: %d %v, %d %v", r1.ts, r1.err, r2.ts, r2.err)
+	}
+	r := await(t, read, "read")
+	if r.err != nil || string(r.vals[0].Value) != "2" || r.vals[0].Version != r2.ts {
+		t.Fatalf("read after the rounds: %+v, %v; want \"2\" at %d", r.vals, r.err, r2.ts)
+	}
+	assertQuiescent(t, s)
+}
+
+// waitPending waits until n Applies' writes of key k wait for their sync round.
+func waitPending(t *testing.T, s *Store, k string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.mu.pending[k])
+		s.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes of %q wait for their round, want %d", got, k, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,8 +126,11 @@ type Store struct {
 		queues map[string][]*applyWaiter // Applies waiting for a key, oldest first
 		// prepWaiting counts the Prepares waiting for an Apply to release a key.
 		prepWaiting map[string]int
-		prepared    map[uint64]*preparedTxn
-		finished    *recentSet
+		// pending lists, per key, the Applies whose writes of it are in Badger but whose
+		// sync round has not finished: reads at or above their commit timestamps wait.
+		pending  map[string][]*lockOwner
+		prepared map[uint64]*preparedTxn
+		finished *recentSet
 		// maxTS is the highest timestamp read at or committed at (or chosen
 		// as a commit timestamp by a running Apply).
 		maxTS uint64
@@ -168,6 +172,7 @@ func Open(opts Options) (*Store, error) {
 	s.mu.locks = make(map[string]*lockOwner)
 	s.mu.queues = make(map[string][]*applyWaiter)
 	s.mu.prepWaiting = make(map[string]int)
+	s.mu.pending = make(map[string][]*lockOwner)
 	s.mu.prepared = make(map[uint64]*preparedTxn)
 	s.mu.finished = newRecentSet(finishedMemory)
 
@@ -624,12 +629,55 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 	if commitTS > s.mu.maxTS {
 		s.mu.maxTS = commitTS
 	}
+	if len(ops) == 0 {
+		s.releaseLocked(keys, o)
+		s.mu.Unlock()
+		return commitTS, nil
+	}
+	// The writes are in Badger but not yet durable. The next writer of these keys may go
+	// ahead (its own sync round covers these writes too, being later in the same log), so a
+	// hot key's writers share rounds; readers at or above commitTS wait until this Apply's
+	// round is done (readBlockerLocked), so no read sees a write that a crash could take back.
+	written := writtenKeys(ops)
+	for _, k := range written {
+		s.mu.pending[k] = append(s.mu.pending[k], o)
+	}
 	s.releaseLocked(keys, o)
 	s.mu.Unlock()
+
+	err = s.waitSync()
+	s.mu.Lock()
+	if err == nil { // after a failed sync the store has failed: readers keep waiting
+		for _, k := range written {
+			q := slices.DeleteFunc(s.mu.pending[k], func(x *lockOwner) bool { return x == o })
+			if len(q) == 0 {
+				delete(s.mu.pending, k)
+			} else {
+				s.mu.pending[k] = q
+			}
+		}
+		if o.wake != nil {
+			close(o.wake)
+			o.wake = nil
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
 	return commitTS, nil
 }
 
-// applyHeld does Apply's work once the locks are held.
+// writtenKeys returns the keys of ops (dedupeOps has already removed duplicates).
+func writtenKeys(ops []Op) []string {
+	keys := make([]string, len(ops))
+	for i, op := range ops {
+		keys[i] = string(op.Key)
+	}
+	return keys
+}
+
+// applyHeld does Apply's work once the locks are held, short of the sync.
 func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark bool, cmps []Compare, ops []Op) error {
 	if needMark {
 		if err := s.ensureMark(commitTS); err != nil {
@@ -653,7 +701,7 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: apply transaction %d at %d: %w", txnID, commitTS, err)
 	}
-	return s.waitSync()
+	return nil
 }
 
 // releaseUnlessFailed releases o's locks after an error, unless the store
