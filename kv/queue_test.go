@@ -10,24 +10,6 @@ import (
 	"time"
 )
 
-// waitQueued waits until n Applies are queued for key k.
-func waitQueued(t *testing.T, s *Store, k string, n int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		got := len(s.mu.queues[k])
-		s.mu.Unlock()
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d Applies queued for %q, want %d", got, k, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // Writers of a locked key get it in the order they asked for it, including one that also
 // writes another key, and each commits above the one before: no writer is overtaken.
 func TestApplyWaitersGetTheKeyInArrivalOrder(t *testing.T) {
@@ -187,24 +169,6 @@ func TestPrepareWaitingForASecondKeyDoesNotHoldTheFirstBack(t *testing.T) {
 	assertQuiescent(t, s)
 }
 
-// waitPrepWaiting waits until a Prepare waits for key k.
-func waitPrepWaiting(t *testing.T, s *Store, k string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		n := s.mu.prepWaiting[k]
-		s.mu.Unlock()
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no Prepare waits for %q", k)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // A new Apply does not take a free key that a release left to a waiting Prepare: it queues,
 // and gets the key once the Prepare has had its turn.
 func TestNewApplyDoesNotTakeAKeyLeftToAPrepare(t *testing.T) {
@@ -265,20 +229,38 @@ func TestWritersOfAKeyShareARoundAndReadersWaitForDurability(t *testing.T) {
 	assertQuiescent(t, s)
 }
 
-// waitPending waits until n Applies' writes of key k wait for their sync round.
-func waitPending(t *testing.T, s *Store, k string, n int) {
+// waitState polls, with s.mu held, until count returns n.
+func waitState(t *testing.T, s *Store, what string, n int, count func() int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.mu.Lock()
-		got := len(s.mu.pending[k])
+		got := count()
 		s.mu.Unlock()
 		if got == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d writes of %q wait for their round, want %d", got, k, n)
+			t.Fatalf("%s: %d, want %d", what, got, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// waitQueued waits until n Applies are queued for key k.
+func waitQueued(t *testing.T, s *Store, k string, n int) {
+	t.Helper()
+	waitState(t, s, "Applies queued for "+k, n, func() int { return len(s.mu.queues[k]) })
+}
+
+// waitPrepWaiting waits until a Prepare waits for key k.
+func waitPrepWaiting(t *testing.T, s *Store, k string) {
+	t.Helper()
+	waitState(t, s, "Prepares waiting for "+k, 1, func() int { return s.mu.prepWaiting[k] })
+}
+
+// waitPending waits until n Applies' writes of key k wait for their sync round.
+func waitPending(t *testing.T, s *Store, k string, n int) {
+	t.Helper()
+	waitState(t, s, "writes of "+k+" waiting for their round", n, func() int { return len(s.mu.pending[k]) })
 }
