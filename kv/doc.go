@@ -33,8 +33,10 @@
 // stay true until the writes commit. Apply takes all of its locks at once
 // or none and waits only with nothing held, so it cannot deadlock; Prepare
 // never waits for another prepared transaction (it fails with ErrConflict
-// at once), only briefly for an Apply, which depends on nobody. Locks are
-// released by closing a per-owner channel that wakes every waiter.
+// at once), only briefly for an Apply, which depends on nobody. Applies
+// waiting for a key get it in arrival order; a Prepare waiting for an
+// Apply's key goes before them. Locks are released by closing a per-owner
+// channel that wakes every waiter.
 //
 // # Durability
 //
@@ -72,13 +74,17 @@
 //   - Abort: the deletion of the prepare record.
 //   - Get: the maxTS mark covering its ts.
 //
-// Each of these calls waits for the sync while still holding its locks, so
-// no reader can observe a write before it is durable. Once the Badger write
-// is done the call waits for the sync even if its context ends. If a sync
-// fails, the store stops: the failing call and every later one return the
-// error, and the locks of the writes whose durability is unknown stay
-// held, so readers cannot see them; reopening recovers from what is on
-// disk. Writes that returned an error before their Badger write (lock
+// No reader observes a write before it is durable. Prepare, Commit and
+// Abort wait for the sync while still holding their locks. Apply hands its
+// locks to the next writer of its keys once its Badger write is done, so a
+// hot key's writers share sync rounds (a later writer's round covers the
+// earlier writes, which precede it in the log), but its writes stay pending
+// until its own round is done, and a read at or above their commit
+// timestamp waits for that. Once the Badger write is done the call waits
+// for the sync even if its context ends. If a sync fails, the store stops:
+// the failing call and every later one return the error, and the locks (or
+// pending writes) whose durability is unknown stay, so readers cannot see
+// them; reopening recovers from what is on disk. Writes that returned an error before their Badger write (lock
 // conflicts, failed compares, cancelled contexts) changed nothing.
 //
 // The high-water mark: when a timestamp above the durable mark is about to
