@@ -435,15 +435,7 @@ func (m *SyncRequest) appendMsgpack(b []byte) []byte {
 	return appendList(b, m.Commits)
 }
 
-func (m *SyncRequest) decodeMsgpack(d *mpDecoder) error {
-	return d.readStruct(func(key []byte) (err error) {
-		if string(key) != "Commits" {
-			return errUnknownField
-		}
-		m.Commits, err = readStructs[CommitRequest](d)
-		return err
-	})
-}
+func (m *SyncRequest) decodeMsgpack(d *mpDecoder) error { return decodeCommits(d, &m.Commits) }
 
 func (m *CommitBatchRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
@@ -456,12 +448,16 @@ func (m *CommitBatchRequest) appendMsgpack(b []byte) []byte {
 	return b
 }
 
-func (m *CommitBatchRequest) decodeMsgpack(d *mpDecoder) error {
+func (m *CommitBatchRequest) decodeMsgpack(d *mpDecoder) error { return decodeCommits(d, &m.Commits) }
+
+// decodeCommits decodes a body whose only field is Commits, a list of CommitRequest
+// (SyncRequest, CommitBatchRequest).
+func decodeCommits(d *mpDecoder, commits *[]CommitRequest) error {
 	return d.readStruct(func(key []byte) (err error) {
 		if string(key) != "Commits" {
 			return errUnknownField
 		}
-		m.Commits, err = readStructs[CommitRequest](d)
+		*commits, err = readStructs[CommitRequest](d)
 		return err
 	})
 }
