@@ -98,8 +98,9 @@
 // aborted is refused with ErrAborted, from an in-memory set of the last
 // 100,000 finished ids and, for transactions that were prepared here, from
 // the tombstone their prepare record leaves in Badger, which survives
-// restarts. A Commit or Abort for a transaction that is not prepared here
-// is a no-op, so both may be retried freely.
+// restarts. A Commit or Abort for a transaction already finished here is a
+// no-op, so both may be retried freely; a Commit for one never prepared here
+// fails with ErrNotPrepared, an Abort of it only remembers the id.
 //
 // # Badger layout
 //

@@ -37,6 +37,13 @@ var (
 	// an unknown OpKind or CompareKind, a zero or maximal timestamp, or a
 	// commit timestamp below what Prepare demanded. Nothing was changed.
 	ErrInvalidArgument = errors.New("kv: invalid argument")
+
+	// ErrNotPrepared is returned by Commit and CommitNoSync for a transaction
+	// this store never prepared: no prepare record of it was ever written
+	// here (a committed or aborted one leaves a tombstone, for which Commit
+	// returns nil). It means the store lost a prepare record, for example a
+	// wiped data directory, or a coordinator bug; nothing was written.
+	ErrNotPrepared = errors.New("kv: transaction not prepared here")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID

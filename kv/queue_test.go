@@ -264,3 +264,57 @@ func waitPending(t *testing.T, s *Store, k string, n int) {
 	t.Helper()
 	waitState(t, s, "writes of "+k+" waiting for their round", n, func() int { return len(s.mu.pending[k]) })
 }
+
+// A reply that depends on what compares read must not reach the client before that state is
+// durable: a failed compare (its verdict and the value it reports), a compare-only success and
+// a Prepare's no vote all wait for the sync round of the write they read, which a crash before
+// that round would take back.
+func TestRepliesThatReadUndurableWritesWaitForTheirRound(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 10 * time.Second
+	var hold atomic.Bool
+	release := make(chan struct{})
+	opts.OnSync = func(time.Duration) {
+		if hold.Load() {
+			<-release
+		}
+	}
+	s := openTest(t, opts)
+	var once sync.Once
+	unhold := func() { once.Do(func() { hold.Store(false); close(release) }) }
+	t.Cleanup(unhold)
+	mustApply(t, s, 5, nil, put("k", "0"))
+	hold.Store(true)
+	first := goApply(s, 2, 10, nil, put("k", "1"))
+	waitPending(t, s, "k", 1)
+
+	equals := func(v string) []Compare {
+		return []Compare{{Kind: CmpValueEqual, Key: []byte("k"), Value: []byte(v)}}
+	}
+	compareOnly := goApply(s, 3, 11, equals("1"))
+	failed := goApply(s, 4, 12, equals("0"), put("other", "x"))
+	noVote := make(chan result, 1)
+	go func() {
+		_, err := s.Prepare(context.Background(), PrepareRecord{TxnID: 5, StartTS: 13, Ops: []Op{put("k", "p")}}, equals("0"))
+		noVote <- result{err: err}
+	}()
+	notYet(t, compareOnly, "compare-only success that read a write not yet durable")
+	notYet(t, failed, "failed compare that read a write not yet durable")
+	notYet(t, noVote, "no vote from a compare that read a write not yet durable")
+
+	unhold()
+	if r := await(t, first, "first Apply"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r := await(t, compareOnly, "compare-only Apply"); r.err != nil {
+		t.Fatalf("compare-only Apply: %v", r.err)
+	}
+	for what, ch := range map[string]<-chan result{"Apply": failed, "Prepare": noVote} {
+		r := await(t, ch, what)
+		var cf *CompareFailedError
+		if !errors.As(r.err, &cf) || string(cf.Actual.Value) != "1" {
+			t.Fatalf("%s with a failing compare: %v, want a compare failure reporting \"1\"", what, r.err)
+		}
+	}
+	assertQuiescent(t, s)
+}

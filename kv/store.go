@@ -556,7 +556,6 @@ func (s *Store) writeOps(txn *badger.Txn, ops []Op) error {
 		if ops[i].Kind == OpDelete {
 			err = txn.Delete(dkey)
 		} else {
-			s.syncer.NoteValue(len(ops[i].Value))
 			err = txn.Set(dkey, ops[i].Value)
 		}
 		if err != nil {
@@ -622,7 +621,18 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 	s.mu.Unlock()
 
 	if err := s.applyHeld(ctx, txnID, commitTS, needMark, cmps, ops); err != nil {
-		s.releaseUnlessFailed(keys, o)
+		var cf *CompareFailedError
+		s.mu.Lock()
+		readPending := errors.As(err, &cf) && s.pendingLocked(cmps)
+		if s.mu.failed == nil {
+			s.releaseLocked(keys, o)
+		} // else keep the locks: see releaseUnlessFailed
+		s.mu.Unlock()
+		if readPending {
+			if err := s.waitSync(); err != nil {
+				return 0, err
+			}
+		}
 		return 0, err
 	}
 	s.mu.Lock()
@@ -630,8 +640,14 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 		s.mu.maxTS = commitTS
 	}
 	if len(ops) == 0 {
+		readPending := s.pendingLocked(cmps)
 		s.releaseLocked(keys, o)
 		s.mu.Unlock()
+		if readPending {
+			if err := s.waitSync(); err != nil {
+				return 0, err
+			}
+		}
 		return commitTS, nil
 	}
 	// The writes are in Badger but not yet durable. The next writer of these keys may go
@@ -668,6 +684,24 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 	return commitTS, nil
 }
 
+// pendingLocked reports whether a key of cmps has a write in Badger that is not yet durable
+// (an Apply waiting for its sync round). A reply that depends on what the compares read (a
+// failed compare's verdict and reported value, a compare-only success, a no vote) must then
+// wait for a sync round before it is sent, or a crash could take back the state the client
+// was told about. The caller holds the compare keys' locks, so these are all the undurable
+// writes the compares could have read.
+func (s *Store) pendingLocked(cmps []Compare) bool {
+	if len(s.mu.pending) == 0 {
+		return false
+	}
+	for i := range cmps {
+		if len(s.mu.pending[string(cmps[i].Key)]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // writtenKeys returns the keys of ops (dedupeOps has already removed duplicates).
 func writtenKeys(ops []Op) []string {
 	keys := make([]string, len(ops))
@@ -701,7 +735,18 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: apply transaction %d at %d: %w", txnID, commitTS, err)
 	}
+	s.noteValues(ops)
 	return nil
+}
+
+// noteValues tells the syncer about the values of ops once they are written (see
+// GroupSyncer.NoteValue).
+func (s *Store) noteValues(ops []Op) {
+	for i := range ops {
+		if ops[i].Kind == OpPut {
+			s.syncer.NoteValue(len(ops[i].Value))
+		}
+	}
 }
 
 // releaseUnlessFailed releases o's locks after an error, unless the store

@@ -19,6 +19,9 @@ import (
 // memFileExt is the suffix of Badger's memtable write-ahead-log files.
 const memFileExt = ".mem"
 
+// vlogFileExt is the suffix of Badger's value-log files.
+const vlogFileExt = ".vlog"
+
 // GroupSyncer batches fsyncs of one Badger DB across concurrent writers.
 //
 // Writers commit their Badger transactions with SyncWrites=false and then
@@ -55,7 +58,7 @@ type GroupSyncer struct {
 	done chan struct{} // closed when the loop goroutine has exited
 
 	vlogDirty atomic.Bool         // a value-log write happened since the last round began
-	wals      map[string]*os.File // open memtable WAL files, owned by the loop goroutine
+	files     map[string]*os.File // open WAL and value-log files, owned by the loop goroutine
 	dirf      *os.File            // the directory, kept open and re-read from its start each round
 
 	mu struct {
@@ -83,7 +86,7 @@ func NewGroupSyncer(db *badger.DB, dir string, observe func(time.Duration)) *Gro
 		dir:     dir,
 		observe: observe,
 		kick:    make(chan struct{}, 1),
-		wals:    map[string]*os.File{},
+		files:   map[string]*os.File{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -143,7 +146,7 @@ func (g *GroupSyncer) Close() {
 func (g *GroupSyncer) loop() {
 	defer close(g.done)
 	defer func() {
-		for _, f := range g.wals {
+		for _, f := range g.files {
 			_ = f.Close()
 		}
 		if g.dirf != nil {
@@ -201,43 +204,41 @@ func (g *GroupSyncer) round(r *syncRound) {
 // memtable that held a write when the round began still has its WAL file then, unless Badger
 // has already flushed it to an SST, which it syncs when it creates it. The active memtable's
 // WAL is written through a shared mapping; fsync on the file writes those pages back as well.
-// This replaces DB.Sync, which msyncs the active WAL and also the value log, except after a
-// value big enough for the value log was written (NoteValue): then DB.Sync runs too.
+// After a value big enough for the value log was written (NoteValue) it also fsyncs every
+// value-log file (*.vlog), not only the active one that DB.Sync covers: a write may have
+// landed in a file that Badger has since rotated out, and Badger never syncs a rotated file
+// when SyncWrites is off. Badger syncs the directory itself when it creates a file.
 func (g *GroupSyncer) syncOnce() error {
-	if g.vlogDirty.Swap(false) {
-		if err := g.db.Sync(); err != nil {
-			return fmt.Errorf("badger sync: %w", err)
-		}
-	}
+	vlog := g.vlogDirty.Swap(false)
 	names, err := g.listDir()
 	if err != nil {
 		return err
 	}
 	live := make(map[string]bool, 4)
 	for _, name := range names {
-		if !strings.HasSuffix(name, memFileExt) {
+		if !strings.HasSuffix(name, memFileExt) && !(vlog && strings.HasSuffix(name, vlogFileExt)) {
 			continue
 		}
 		live[name] = true
-		f := g.wals[name]
+		f := g.files[name]
 		if f == nil {
 			f, err = os.OpenFile(filepath.Join(g.dir, name), os.O_RDWR, 0)
 			if errors.Is(err, fs.ErrNotExist) {
-				continue // flushed to a synced SST since the listing
+				continue // a WAL flushed to a synced SST since the listing
 			}
 			if err != nil {
-				return fmt.Errorf("open WAL %s: %w", name, err)
+				return fmt.Errorf("open %s: %w", name, err)
 			}
-			g.wals[name] = f
+			g.files[name] = f
 		}
 		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync WAL %s: %w", name, err)
+			return fmt.Errorf("fsync %s: %w", name, err)
 		}
 	}
-	for name, f := range g.wals {
+	for name, f := range g.files {
 		if !live[name] {
-			_ = f.Close() // flushed and deleted by Badger
-			delete(g.wals, name)
+			_ = f.Close() // a WAL flushed and deleted by Badger, or a value-log file this round skipped
+			delete(g.files, name)
 		}
 	}
 	return nil
@@ -263,8 +264,10 @@ func (g *GroupSyncer) listDir() ([]string, error) {
 	return names, nil
 }
 
-// NoteValue tells the syncer that a value of n bytes is being written: one large enough for
-// Badger's value log makes the next round sync the value log too. Call it before the write.
+// NoteValue tells the syncer that a value of n bytes was written: one large enough for
+// Badger's value log makes the next round sync the value log too. Call it after the Badger
+// write has returned and before Sync: a round that began before the write, and so cannot
+// cover it, must not be the one that consumes the note.
 func (g *GroupSyncer) NoteValue(n int) {
 	if n >= valueThreshold {
 		g.vlogDirty.Store(true)

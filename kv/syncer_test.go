@@ -151,7 +151,7 @@ func TestGroupSyncerFsyncsEveryWALAndForgetsFlushedOnes(t *testing.T) {
 	if err := g.Sync(context.Background()); err != nil {
 		t.Fatalf("sync round after a WAL vanished: %v", err)
 	}
-	if g.wals[filepath.Base(extra)] != nil {
+	if g.files[filepath.Base(extra)] != nil {
 		t.Fatalf("the vanished WAL is still open")
 	}
 	// A WAL created after earlier rounds (a memtable rotation) is found by the next one.
@@ -162,8 +162,8 @@ func TestGroupSyncerFsyncsEveryWALAndForgetsFlushedOnes(t *testing.T) {
 	if err := g.Sync(context.Background()); err != nil {
 		t.Fatalf("sync round after a new WAL: %v", err)
 	}
-	if g.wals[filepath.Base(later)] == nil {
-		t.Fatalf("a round after %s appeared did not fsync it (open WALs: %v)", later, g.wals)
+	if g.files[filepath.Base(later)] == nil {
+		t.Fatalf("a round after %s appeared did not fsync it (open files: %v)", later, g.files)
 	}
 }
 

@@ -3,6 +3,7 @@ package kv
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -202,7 +203,9 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 
 	if err := s.writePrepare(ctx, p, cmps); err != nil {
 		_, late := err.(*AbortedError)
+		var cf *CompareFailedError
 		s.mu.Lock()
+		readPending := errors.As(err, &cf) && s.pendingLocked(cmps)
 		s.releaseLocked(p.keys, &p.owner)
 		delete(s.mu.prepared, rec.TxnID)
 		if late {
@@ -211,6 +214,11 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 		close(p.busy)
 		p.busy = nil
 		s.mu.Unlock()
+		if readPending {
+			if err := s.waitSync(); err != nil {
+				return 0, err
+			}
+		}
 		return 0, err
 	}
 	err = s.waitSync()
@@ -239,13 +247,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 	defer txn.Discard()
 	pkey := prepareKey(id)
 
-	// Any version of the record, even a deletion marker, means this store
-	// prepared the transaction before and has since finished it.
-	it := txn.NewKeyIterator(pkey, badger.IteratorOptions{})
-	it.Rewind()
-	seen := it.Valid()
-	it.Close()
-	if seen {
+	if everPrepared(txn, id) {
 		return &AbortedError{TxnID: id, Reason: "its prepare record was already removed here (late duplicate prepare)"}
 	}
 	if err := checkCompares(txn, cmps); err != nil {
@@ -265,13 +267,13 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 		ReadKeys:     p.readKeys,
 		Participants: p.participants,
 	})
-	s.syncer.NoteValue(len(val))
 	if err := txn.Set(pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
 	if err := txn.CommitAt(p.startTS, nil); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
+	s.syncer.NoteValue(len(val))
 	return nil
 }
 
@@ -347,9 +349,10 @@ func (s *Store) finishLocked(p *preparedTxn) {
 // restart: above StartTS); otherwise nothing happens and the error wraps
 // ErrInvalidArgument.
 //
-// Commit is idempotent: for a transaction not prepared here (never seen,
-// or already committed or aborted) it returns nil and remembers the id as
-// finished. A Commit arriving while this transaction's Prepare, Commit or
+// Commit is idempotent: for a transaction already committed or aborted here
+// it returns nil. For one this store never prepared it returns an error
+// wrapping ErrNotPrepared (the store lost a prepare record, or the caller
+// has a bug) and writes nothing. A Commit arriving while this transaction's Prepare, Commit or
 // Abort is still writing waits for it (bounded by ctx). Errors other than
 // ErrInvalidArgument leave the transaction prepared; retrying is safe.
 //
@@ -403,7 +406,7 @@ func (s *Store) commit(ctx context.Context, txnID, commitTS uint64, sync bool) e
 	}
 	if p == nil {
 		s.mu.Unlock()
-		return nil
+		return s.checkFinished(txnID)
 	}
 	if min := p.owner.readFrom; commitTS < min {
 		close(p.busy)
@@ -432,6 +435,27 @@ func (s *Store) commit(ctx context.Context, txnID, commitTS uint64, sync bool) e
 	return nil
 }
 
+// everPrepared reports whether txn sees any version of id's prepare record, even a deletion
+// marker: a record, once committed or aborted, leaves that tombstone, so a store that finds
+// one prepared the transaction before.
+func everPrepared(txn *badger.Txn, id uint64) bool {
+	it := txn.NewKeyIterator(prepareKey(id), badger.IteratorOptions{})
+	defer it.Close()
+	it.Rewind()
+	return it.Valid()
+}
+
+// checkFinished tells a Commit of a transaction that is not prepared here whether it was
+// finished here (nil: the Commit is a repeat) or never prepared here (ErrNotPrepared).
+func (s *Store) checkFinished(txnID uint64) error {
+	txn := s.db.NewTransactionAt(math.MaxUint64, false)
+	defer txn.Discard()
+	if !everPrepared(txn, txnID) {
+		return fmt.Errorf("kv: commit transaction %d: no prepare record of it was ever written here: %w", txnID, ErrNotPrepared)
+	}
+	return nil
+}
+
 func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool) error {
 	if needMark {
 		if err := s.ensureMark(commitTS); err != nil {
@@ -450,6 +474,7 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
 	}
+	s.noteValues(p.ops)
 	if !sync {
 		return nil
 	}

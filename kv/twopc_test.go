@@ -127,10 +127,9 @@ func TestLateDuplicatePrepareRefused(t *testing.T) {
 func TestCommitAbortIdempotent(t *testing.T) {
 	s := openTest(t, testOpts(t, t.TempDir()))
 	ctx := context.Background()
-	for _, err := range []error{s.Commit(ctx, 404, 10), s.Abort(ctx, 405)} {
-		if err != nil {
-			t.Fatalf("Commit/Abort of an unknown transaction: %v", err)
-		}
+	// (A Commit of an unknown transaction fails: TestCommitOfATransactionNeverPreparedHereFails.)
+	if err := s.Abort(ctx, 405); err != nil {
+		t.Fatalf("Abort of an unknown transaction: %v", err)
 	}
 	min := mustPrepare(t, s, 1, 10, nil, put("k", "v"))
 	for i := range 3 {
@@ -298,4 +297,42 @@ func TestCommitNoSyncIsVisibleAtOnceAndSyncMakesItDurable(t *testing.T) {
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A Commit for a transaction this store never prepared is an error, not a silent success: the
+// store has lost a prepare record (a wiped data directory) or the coordinator has a bug. A
+// repeated Commit, or one after an Abort, finds the record's tombstone and succeeds.
+func TestCommitOfATransactionNeverPreparedHereFails(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, testOpts(t, dir))
+	ctx := context.Background()
+	if err := s.Commit(ctx, 7, 20); !errors.Is(err, ErrNotPrepared) {
+		t.Fatalf("Commit of a transaction never prepared: %v, want ErrNotPrepared", err)
+	}
+	if err := s.CommitNoSync(ctx, 7, 20); !errors.Is(err, ErrNotPrepared) {
+		t.Fatalf("CommitNoSync of a transaction never prepared: %v, want ErrNotPrepared", err)
+	}
+	min := mustPrepare(t, s, 8, 10, nil, put("a", "1"))
+	for range 2 {
+		if err := s.Commit(ctx, 8, min); err != nil {
+			t.Fatalf("Commit of a prepared transaction, and its repeat: %v", err)
+		}
+	}
+	mustPrepare(t, s, 9, 10, nil, put("b", "1"))
+	if err := s.Abort(ctx, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, testOpts(t, dir))
+	for _, id := range []uint64{8, 9} {
+		if err := s.Commit(ctx, id, min+1); err != nil {
+			t.Fatalf("Commit of %d, finished here before a restart: %v", id, err)
+		}
+	}
+	if err := s.Commit(ctx, 7, min+1); !errors.Is(err, ErrNotPrepared) {
+		t.Fatalf("Commit of a transaction never prepared, after a restart: %v", err)
+	}
+	assertQuiescent(t, s)
 }

@@ -725,7 +725,15 @@ func (c *Coordinator) sendCommits(node string, req wire.Message, batch []*txnSta
 			c.wg.Add(1)
 			c.cfg.Runtime.Go(func() {
 				defer c.wg.Done()
-				if c.retry(node, &wire.CommitRequest{TxnID: st.id, CommitTS: st.commitTS}, 0) {
+				acked, err := c.retryUnless(node, &wire.CommitRequest{TxnID: st.id, CommitTS: st.commitTS}, 0, notPrepared)
+				if err != nil {
+					// Retrying cannot help: the node has no record of the transaction to commit.
+					c.log.Error("commit refused: the node never prepared this transaction; its shard misses the transaction's writes",
+						"node", node, "txn", st.id, "commit_ts", st.commitTS, "err", err)
+					c.cfg.Metrics.commitNotPrepared(node)
+					acked = true
+				}
+				if acked {
 					c.commitAcked(st)
 				}
 			})
@@ -742,6 +750,13 @@ func (c *Coordinator) sendCommits(node string, req wire.Message, batch []*txnSta
 func refused(err error) bool {
 	var werr *wire.Error
 	return errors.As(err, &werr) && !transientCode(werr.Code)
+}
+
+// notPrepared reports whether err is a node's answer that it never prepared the transaction
+// it was asked to commit.
+func notPrepared(err error) bool {
+	var werr *wire.Error
+	return errors.As(err, &werr) && werr.Code == wire.CodeNotFound
 }
 
 // transientCode reports whether a node's error code says it could not serve the request now

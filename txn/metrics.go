@@ -81,6 +81,7 @@ type MasterMetrics struct {
 	phaseDur *prometheus.HistogramVec
 	fsync    prometheus.Histogram
 	recovery *prometheus.CounterVec
+	lost     *prometheus.CounterVec
 	state    atomic.Pointer[func() (inFlight, unacked int)]
 }
 
@@ -98,6 +99,10 @@ func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
 		}, []string{"phase"}),
 		fsync:    newFsyncHistogram(),
 		recovery: newRecoveryCounter(),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kvtx_commit_not_prepared_total",
+			Help: "Commits a node refused because it never prepared the transaction: it lost a prepare record (a wiped data directory), so that shard misses a committed transaction's writes.",
+		}, []string{"node"}),
 	}
 	read := func(unacked bool) float64 {
 		f := m.state.Load()
@@ -110,7 +115,7 @@ func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
 		}
 		return float64(i)
 	}
-	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery,
+	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery, m.lost,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
 		}, func() float64 { return read(false) }),
@@ -144,6 +149,12 @@ func (m *MasterMetrics) phase(phase string, d time.Duration) {
 func (m *MasterMetrics) recovered(kind string) {
 	if m != nil {
 		m.recovery.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *MasterMetrics) commitNotPrepared(node string) {
+	if m != nil {
+		m.lost.WithLabelValues(node).Inc()
 	}
 }
 

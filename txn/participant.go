@@ -232,10 +232,13 @@ func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wir
 }
 
 // sync makes the listed commits durable: a commit this node applied without syncing and then
-// lost in a crash left the transaction prepared again, so it is applied again first.
+// lost in a crash left the transaction prepared again, so it is applied again first. One this
+// node never prepared (the master has already counted it when its Commit was refused) has
+// nothing to apply.
 func (p *Participant) sync(ctx context.Context, req *wire.SyncRequest) (*wire.Ack, error) {
 	for _, c := range req.Commits {
-		if err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), c.TxnID, c.CommitTS); err != nil {
+		err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), c.TxnID, c.CommitTS)
+		if err != nil && !errors.Is(err, kv.ErrNotPrepared) {
 			return nil, storeError(err)
 		}
 	}
@@ -279,6 +282,8 @@ func storeError(err error) error {
 		return &wire.Error{Code: wire.CodeConflict, Message: err.Error()}
 	case errors.Is(err, kv.ErrAborted):
 		return &wire.Error{Code: wire.CodeAborted, Message: err.Error()}
+	case errors.Is(err, kv.ErrNotPrepared):
+		return &wire.Error{Code: wire.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, kv.ErrInvalidArgument):
 		return &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
 	case errors.Is(err, kv.ErrClosed):

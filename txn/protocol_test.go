@@ -16,6 +16,8 @@ import (
 
 	"github.com/kvtx/kvtx/kv"
 	"github.com/kvtx/kvtx/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // testCluster runs a coordinator and participants over an InmemTransport, each participant on
@@ -28,6 +30,7 @@ type testCluster struct {
 	decisions *hookedDecisions
 	timeouts  Timeouts
 	coord     *Coordinator
+	metrics   *MasterMetrics // nil unless a test sets it before startMaster
 	nodes     map[string]*testNode
 }
 
@@ -92,6 +95,7 @@ func (c *testCluster) startMaster() {
 	c.t.Helper()
 	coord, err := NewCoordinator(context.Background(), CoordinatorConfig{
 		Shards: c.shards, Transport: c.tr.From(MasterName), Decisions: c.decisions, Timeouts: c.timeouts, Logger: quiet,
+		Metrics: c.metrics,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -757,4 +761,42 @@ func TestARefusedCommitDoesNotHoldUpTheOthers(t *testing.T) {
 	}
 	ref.txn.Store(math.MaxUint64) // the bug is fixed: the refused commit goes through
 	c.waitAcked()
+}
+
+// A node that lost a prepare record (its data directory was wiped) answers the master's Commit
+// with "not prepared here" rather than a silent success. The master counts and logs it, and
+// does not retry it forever: the other participant's writes are applied and the transaction is
+// acknowledged.
+func TestACommitToANodeThatLostItsPrepareRecordIsCountedNotRetried(t *testing.T) {
+	c := newTestCluster(t, 2)
+	c.crashMaster()
+	c.metrics = NewMasterMetrics(prometheus.NewRegistry())
+	c.startMaster()
+	k := c.keys("lost")
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		switch req.(type) {
+		case *wire.CommitRequest, *wire.CommitBatchRequest:
+			return DropRequest
+		}
+		return Deliver
+	})
+	rep, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.crashNode("node2")
+	c.nodes["node2"].dir = t.TempDir() // the disk is replaced: the prepare record is gone
+	c.startNode("node2")
+	c.tr.SetFault(nil)
+	c.waitAcked()
+	var m dto.Metric
+	if err := c.metrics.lost.WithLabelValues("node2").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetCounter().GetValue(); n != 1 {
+		t.Fatalf("kvtx_commit_not_prepared_total{node=\"node2\"} = %v, want 1", n)
+	}
+	if v := c.read(k[0])[0]; v.Version != rep.CommitTS {
+		t.Fatalf("node1's share %+v not committed at %d", v, rep.CommitTS)
+	}
 }
