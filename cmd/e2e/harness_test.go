@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,7 +292,14 @@ func (c *cluster) kvctl(args ...string) (string, string, int) {
 
 func runKvctl(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return runKvctlWithInput(t, nil, args...)
+}
+
+// runKvctlWithInput is runKvctl with stdin as the CLI's standard input.
+func runKvctlWithInput(t *testing.T, stdin io.Reader, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "kvctl"), args...)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,7 +77,7 @@ func TestKvctlPutGetDelete(t *testing.T) {
 	if _, e, code := c.kvctl("del", "never-existed"); code != 0 {
 		t.Fatalf("deleting a missing key succeeds, as in etcd: %d %s", code, e)
 	}
-	_, errOut, code = c.kvctl("put", "only-key")
+	_, errOut, code = c.kvctl("put", "key", "value", "extra")
 	if code != 4 || !strings.Contains(errOut, "put needs KEY and VALUE") {
 		t.Fatalf("usage error: code %d stderr %q", code, errOut)
 	}
@@ -88,6 +90,25 @@ func TestKvctlPutGetDelete(t *testing.T) {
 // TestCrossShardTxnIsAtomic proves that a transaction over keys of every shard is applied as
 // a whole, that a failed compare writes nothing on any shard, and that version compares give
 // read-modify-write.
+// A value too large for one command-line argument (128 KiB on Linux) goes in on standard
+// input, byte for byte, as with etcdctl.
+func TestKvctlPutReadsTheValueFromStandardInput(t *testing.T) {
+	c := newCluster(t, 2)
+	value := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB
+	value = append(value, '\n')
+	if out, errOut, code := runKvctlWithInput(t, bytes.NewReader(value), "--endpoint", c.cfg.Master.Listen, "put", "big"); code != 0 || out != "OK\n" {
+		t.Fatalf("put from standard input: code %d out %q err %q", code, out, errOut)
+	}
+	kv, err := c.client().Get(context.Background(), []byte("big"))
+	if err != nil || !bytes.Equal(kv.Value, value) {
+		t.Fatalf("get after a put from standard input: %d bytes, %v; want the %d bytes sent", len(kv.Value), err, len(value))
+	}
+	_, errOut, code := runKvctlWithInput(t, bytes.NewReader(make([]byte, 2<<20)), "--endpoint", c.cfg.Master.Listen, "put", "huge")
+	if code == 0 || !strings.Contains(errOut, "limit") {
+		t.Fatalf("put of 2 MiB from standard input: code %d err %q, want the value limit named", code, errOut)
+	}
+}
+
 func TestCrossShardTxnIsAtomic(t *testing.T) {
 	c := newCluster(t, 2)
 	cl := c.client()

@@ -45,12 +45,24 @@ func main() {
 		CustomAppHelpTemplate: cli.AppHelpTemplate + exitHelp + "\n",
 		Commands: append([]*cli.Command{
 			{
-				Name: "put", Usage: "set KEY to VALUE", ArgsUsage: "KEY VALUE", Flags: commonFlags(),
+				Name: "put", Usage: "set KEY to VALUE (with no VALUE, the value is read from standard input)",
+				ArgsUsage: "KEY [VALUE]", Flags: commonFlags(),
+				Description: "Example: kvctl put config < config.json\n" +
+					"A value from standard input is taken byte for byte, a trailing newline included, as etcdctl does.",
 				Action: func(c *cli.Context) error {
-					if c.NArg() != 2 {
-						return usage("put needs KEY and VALUE")
+					var value []byte
+					switch c.NArg() {
+					case 2:
+						value = []byte(c.Args().Get(1))
+					case 1:
+						var err error
+						if value, err = readValue(c.App.Reader); err != nil {
+							return err
+						}
+					default:
+						return usage("put needs KEY and VALUE (or KEY, with the value on standard input)")
 					}
-					return runTxn(c, nil, []client.Op{client.Put([]byte(c.Args().Get(0)), []byte(c.Args().Get(1)))})
+					return runTxn(c, nil, []client.Op{client.Put([]byte(c.Args().Get(0)), value)})
 				},
 			},
 			{
@@ -518,4 +530,17 @@ func runTxnList(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// readValue reads a put's value from r, refusing one larger than a frame (the cluster's value
+// limit, at most that, is enforced by the master with a clear error) before it is all read.
+func readValue(r io.Reader) ([]byte, error) {
+	value, err := io.ReadAll(io.LimitReader(r, wire.DefaultMaxFrame+1))
+	if err != nil {
+		return nil, fmt.Errorf("kvctl: read the value from standard input: %w", err)
+	}
+	if len(value) > wire.DefaultMaxFrame {
+		return nil, usage("put: the value on standard input is over %d bytes, the frame limit", wire.DefaultMaxFrame)
+	}
+	return value, nil
 }
