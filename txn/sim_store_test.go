@@ -3,6 +3,7 @@ package txn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -11,10 +12,19 @@ import (
 )
 
 // simStore is the simulator's shard: an in-memory Storage with the same contract as kv.Store,
-// split into what a crash keeps (versions, prepare records, the maxTS mark: every call makes
-// its writes durable before it returns, as kv.Store does) and what a crash loses (locks,
-// maxTS, minimum commit timestamps). The simulator may crash the node before or after any
-// write, by panicking with simCrash.
+// split into what a crash keeps (versions, prepare records, the maxTS mark) and what a crash
+// loses (locks, maxTS, minimum commit timestamps, and every write not yet synced). As in
+// kv.Store, Prepare, Commit and Abort sync before they return, while an Apply writes, releases
+// its locks and only then waits for its sync round: its writes are pending meanwhile, visible
+// to later writers and compares but taken back by a crash, and other calls may run before
+// the round (syncPoint). A reply that depends on a pending write (a read at or above it, a
+// failed compare that read it, a compare-only success) waits for a round too. The simulator
+// may crash the node before or after any write and at any sync point, by panicking with
+// simCrash.
+//
+// The model has no page cache, so every crash is a power loss: a restart drops everything not
+// yet synced. (A process crash, kill -9, would keep Badger's unsynced writes in the kernel's
+// page cache; power loss is the harsher case, and covers it.)
 type simStore struct {
 	sim  *sim
 	name string
@@ -24,11 +34,11 @@ type simStore struct {
 	records  map[uint64]kv.PrepareRecord
 	cmpKeys  map[uint64][]string // compare keys of each prepare record
 	finished map[uint64]bool     // tombstones of prepare records
-	mark     uint64              // persisted maxTS
-	// undo reverts the commits applied by CommitNoSync since the last sync: a crash before the
-	// next sync loses them, as a machine crash would lose writes not yet synced. Any call that
-	// syncs makes them durable, since a sync round covers every earlier write.
-	undo []func()
+	mark     uint64              // persisted maxTS (kv.Store syncs a new mark before serving above it)
+	// pending lists the writes applied since the last sync, oldest first: the Applies waiting
+	// for their sync round and the commits of CommitNoSync. A crash before the next sync takes
+	// them back; any sync makes them durable, since a sync round covers every earlier write.
+	pending []simPending
 
 	// Volatile: rebuilt by restart.
 	maxTS     uint64
@@ -43,6 +53,32 @@ type simVersion struct {
 	deleted bool
 }
 
+// simPending is one call's writes that are applied and visible but not yet durable.
+type simPending struct {
+	// apply marks a one-phase Apply's writes: until they are durable, reads at or above ts
+	// wait, and a reply that depends on a compare that read them waits for a sync. A
+	// CommitNoSync's writes need neither: its decision is durable, and a crash only makes the
+	// transaction prepared again, to be committed again at the same timestamp.
+	apply bool
+	keys  []string
+	ts    uint64
+	undo  func()
+}
+
+// simObservation is a key's state that a shard replied on: what a Get returned at at, or the
+// latest state a compare was checked against while the shard's maxTS was at (no later write
+// of the key can land at or below at). The final durable history must hold exactly that
+// state at at.
+type simObservation struct {
+	node   string
+	what   string // "get", "apply" or "prepare"
+	txnID  uint64
+	key    string
+	at     uint64
+	got    kv.Value
+	failed *kv.CompareFailedError // the reply of a failed compare, else nil
+}
+
 var _ Storage = (*simStore)(nil)
 
 func newSimStore(s *sim, name string) *simStore {
@@ -52,12 +88,18 @@ func newSimStore(s *sim, name string) *simStore {
 	return st
 }
 
-// restart drops everything volatile and rebuilds it from the durable state, as kv.Open does.
+// restart drops everything volatile and rebuilds it from the durable state, as kv.Open does
+// after a power loss: the pending writes are taken back, newest first, each call's all at once.
 func (st *simStore) restart() {
-	for i := len(st.undo) - 1; i >= 0; i-- {
-		st.undo[i]()
+	for i := len(st.pending) - 1; i >= 0; i-- {
+		p := st.pending[i]
+		if p.apply {
+			st.sim.stats.applyLost++
+			st.sim.logf("%s: power loss takes back the pending apply at %d of %v", st.name, p.ts, p.keys)
+		}
+		p.undo()
 	}
-	st.undo = nil
+	st.pending = nil
 	st.maxTS = st.mark
 	st.locks = map[string]uint64{}
 	st.minTS = map[uint64]uint64{}
@@ -84,7 +126,65 @@ func (st *simStore) crashPoint(what string) {
 }
 
 // synced marks the point where a call's write becomes durable, with every earlier one.
-func (st *simStore) synced() { st.undo = nil }
+func (st *simStore) synced() { st.pending = nil }
+
+// gen is the incarnation of the node that is running the current call.
+func (st *simStore) gen() int { return st.sim.nodes[st.name].gen }
+
+// syncPoint is where a call waits for a sync round that covers its writes and every earlier
+// one. The round takes a while and holds no locks, so other calls may run meanwhile (virtual
+// time passes, with every event that falls due), and the power may fail during it; a crash
+// before the round completes loses every pending write, and the call never replies.
+func (st *simStore) syncPoint(what string, gen int) {
+	s := st.sim
+	if s.chance(30) {
+		d := time.Duration(1+s.rng.Intn(500)) * time.Millisecond
+		s.logf("%s: %s waits %v for its sync round", st.name, what, d)
+		s.stats.syncWaits++
+		if s.chance(15) {
+			s.schedule(time.Duration(s.rng.Int63n(int64(d))), "power loss "+st.name, func() {
+				if n := s.nodes[st.name]; s.faults && n.up && n.gen == gen {
+					s.logf("power loss of %s during a sync round", st.name)
+					s.crash(st.name)
+				}
+			})
+		}
+		s.advance(d)
+		s.checkAlive(st.name, gen) // crashed meanwhile: the call ends without a reply
+	}
+	st.crashPoint(what + ".before-sync")
+	st.synced()
+}
+
+// pendingApply reports whether one of keys has a pending Apply's write at or below ts.
+func (st *simStore) pendingApply(keys []string, ts uint64) bool {
+	for _, p := range st.pending {
+		if !p.apply || p.ts > ts {
+			continue
+		}
+		for _, k := range p.keys {
+			for _, want := range keys {
+				if k == want {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// observe records states the store is about to reply on, for the final check.
+func (st *simStore) observe(what string, txnID, at uint64, vals []kv.Value, failed error) {
+	var cf *kv.CompareFailedError
+	errors.As(failed, &cf)
+	for i, v := range vals {
+		o := simObservation{node: st.name, what: what, txnID: txnID, key: string(v.Key), at: at, got: v}
+		if cf != nil && i == len(vals)-1 {
+			o.failed = cf
+		}
+		st.sim.observations = append(st.sim.observations, o)
+	}
+}
 
 func (st *simStore) raise(ts uint64) {
 	st.maxTS = max(st.maxTS, ts)
@@ -111,40 +211,69 @@ func (st *simStore) value(key string, ts uint64) kv.Value {
 }
 
 func (st *simStore) Get(_ context.Context, keys [][]byte, ts uint64) ([]kv.Value, error) {
+	gen := st.gen()
 	st.raise(ts)
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = string(k)
+	}
+	for {
+		for _, k := range keys {
+			if id, ok := st.locks[string(k)]; ok && st.minTS[id] <= ts {
+				return nil, &kv.LockedError{Key: k, TxnID: id}
+			}
+		}
+		// A pending Apply's write that this read would see: wait for its sync round. (Writes
+		// applied meanwhile land above ts, since maxTS is already at ts.)
+		if !st.pendingApply(names, ts) {
+			break
+		}
+		st.sim.stats.readWaits++
+		st.syncPoint("get", gen)
+	}
 	out := make([]kv.Value, len(keys))
 	for i, k := range keys {
-		if id, ok := st.locks[string(k)]; ok && st.minTS[id] <= ts {
-			return nil, &kv.LockedError{Key: k, TxnID: id}
-		}
 		out[i] = st.value(string(k), ts)
 	}
+	st.observe("get", 0, ts, out, nil)
 	return out, nil
 }
 
-func (st *simStore) check(cmps []kv.Compare) error {
+// simCompareHolds evaluates c against a, the latest state of its key, as kv.Store does.
+func simCompareHolds(c kv.Compare, a kv.Value) bool {
+	switch c.Kind {
+	case kv.CmpValueEqual:
+		return a.Found && bytes.Equal(a.Value, c.Value)
+	case kv.CmpVersionEqual:
+		return a.Version == c.Version
+	case kv.CmpVersionLess:
+		return a.Version < c.Version
+	case kv.CmpVersionGreater:
+		return a.Version > c.Version
+	case kv.CmpExists:
+		return a.Found
+	case kv.CmpMissing:
+		return !a.Found
+	}
+	return false
+}
+
+// check evaluates cmps against the latest versions and returns the states it read (up to the
+// first failing compare) and whether any of them is a pending Apply's write.
+func (st *simStore) check(cmps []kv.Compare) (read []kv.Value, readPending bool, err error) {
 	for i, c := range cmps {
 		a := st.value(string(c.Key), ^uint64(0))
-		var ok bool
-		switch c.Kind {
-		case kv.CmpValueEqual:
-			ok = a.Found && bytes.Equal(a.Value, c.Value)
-		case kv.CmpVersionEqual:
-			ok = a.Version == c.Version
-		case kv.CmpVersionLess:
-			ok = a.Version < c.Version
-		case kv.CmpVersionGreater:
-			ok = a.Version > c.Version
-		case kv.CmpExists:
-			ok = a.Found
-		case kv.CmpMissing:
-			ok = !a.Found
-		}
-		if !ok {
-			return &kv.CompareFailedError{Index: i, Compare: c, Actual: a}
+		read = append(read, a)
+		readPending = readPending || st.pendingApply([]string{string(c.Key)}, ^uint64(0))
+		if !simCompareHolds(c, a) {
+			err = &kv.CompareFailedError{Index: i, Compare: c, Actual: a}
+			break
 		}
 	}
-	return nil
+	if readPending {
+		st.sim.stats.comparesReadPending++
+	}
+	return read, readPending, err
 }
 
 func (st *simStore) lockedByOther(id uint64, keys []string) error {
@@ -164,7 +293,13 @@ func (st *simStore) write(ops []kv.Op, ts uint64) {
 	}
 }
 
+// Apply models kv.Store.Apply: under the locks it checks the compares and writes at a fresh
+// commit timestamp, then releases the locks and waits for its sync round, during which the
+// writes are pending. A crash before the round takes them back, and the caller gets no reply.
+// A reply that depends on a pending write the compares read (a failed compare, a
+// compare-only success) waits for a sync round first.
 func (st *simStore) Apply(_ context.Context, txnID, ts uint64, cmps []kv.Compare, ops []kv.Op) (uint64, error) {
+	gen := st.gen()
 	var keys []string
 	for _, op := range ops {
 		keys = append(keys, string(op.Key))
@@ -175,19 +310,57 @@ func (st *simStore) Apply(_ context.Context, txnID, ts uint64, cmps []kv.Compare
 	if err := st.lockedByOther(0, keys); err != nil {
 		return 0, err
 	}
-	if err := st.check(cmps); err != nil {
+	at := st.maxTS
+	read, readPending, err := st.check(cmps)
+	if err != nil {
+		if readPending {
+			st.syncPoint("apply.compare-failed", gen)
+		}
+		st.observe("apply", txnID, at, read, err)
 		return 0, err
 	}
 	st.crashPoint("apply.before-write")
 	commitTS := max(ts, st.maxTS+1)
-	st.write(ops, commitTS)
 	st.raise(commitTS)
-	st.synced()
-	st.crashPoint("apply.after-write")
+	if len(ops) == 0 {
+		if readPending {
+			st.syncPoint("apply.compares-only", gen)
+		}
+		st.observe("apply", txnID, at, read, nil)
+		return commitTS, nil
+	}
+	st.write(ops, commitTS)
+	written := make([]string, len(ops))
+	for i, op := range ops {
+		written[i] = string(op.Key)
+	}
+	st.pending = append(st.pending, simPending{apply: true, keys: written, ts: commitTS, undo: func() { st.unwrite(written, commitTS) }})
+	// The locks are released here: later calls may write these keys, compare them and read
+	// below commitTS before this Apply's round is done.
+	st.syncPoint("apply", gen)
+	st.crashPoint("apply.after-sync")
+	st.observe("apply", txnID, at, read, nil)
 	return commitTS, nil
 }
 
+// unwrite removes the versions at ts of keys.
+func (st *simStore) unwrite(keys []string, ts uint64) {
+	for _, k := range keys {
+		vs := st.versions[k]
+		for i := len(vs) - 1; i >= 0; i-- {
+			if vs[i].ts == ts {
+				st.versions[k] = append(vs[:i:i], vs[i+1:]...)
+				break
+			}
+		}
+		if len(st.versions[k]) == 0 {
+			delete(st.versions, k)
+		}
+	}
+}
+
 func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.Compare) (uint64, error) {
+	gen := st.gen()
 	if _, ok := st.records[rec.TxnID]; ok {
 		return st.minTS[rec.TxnID], nil
 	}
@@ -203,7 +376,14 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 	if err := st.lockedByOther(rec.TxnID, keys); err != nil {
 		return 0, err
 	}
-	if err := st.check(cmps); err != nil {
+	at := st.maxTS
+	read, readPending, err := st.check(cmps)
+	if err != nil {
+		// A no vote on a pending write: wait for a round (a yes vote's record sync covers it).
+		if readPending {
+			st.syncPoint("prepare.compare-failed", gen)
+		}
+		st.observe("prepare", rec.TxnID, at, read, err)
 		return 0, err
 	}
 	st.crashPoint("prepare.before-record")
@@ -216,6 +396,7 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 	st.minTS[rec.TxnID] = min
 	st.synced()
 	st.crashPoint("prepare.after-record")
+	st.observe("prepare", rec.TxnID, at, read, nil)
 	return min, nil
 }
 
@@ -259,21 +440,16 @@ func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 	if sync {
 		st.synced()
 	} else {
-		st.undo = append(st.undo, func() {
-			for _, op := range rec.Ops {
-				k := string(op.Key)
-				vs := st.versions[k]
-				for i := len(vs) - 1; i >= 0; i-- {
-					if vs[i].ts == commitTS {
-						st.versions[k] = append(vs[:i:i], vs[i+1:]...)
-						break
-					}
-				}
-			}
+		var written []string
+		for _, op := range rec.Ops {
+			written = append(written, string(op.Key))
+		}
+		st.pending = append(st.pending, simPending{keys: written, ts: commitTS, undo: func() {
+			st.unwrite(written, commitTS)
 			st.records[txnID] = rec
 			st.cmpKeys[txnID] = cmpKeys
 			delete(st.finished, txnID)
-		})
+		}})
 	}
 	st.crashPoint(fmt.Sprintf("commit(sync=%v).after-apply", sync))
 	return nil

@@ -12,20 +12,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/kv"
 	"github.com/kvtx/kvtx/wire"
 )
 
 // The deterministic simulation runs the real Coordinator and Participants in one goroutine
 // over a simulated network and crashable shards (simStore), on a virtual clock, with a seeded
 // random schedule of message loss, duplication, late replies, and crashes of the master or any
-// node before or after any send or durable write, followed by restarts. Everything runs inline
+// node before or after any send or durable write and while a call waits for its sync round
+// (a node's crash is a power loss: it takes back every write not yet synced, such as a
+// one-phase Apply's writes before its round), followed by restarts. Everything runs inline
 // (simRuntime), so one seed is one schedule: a failing seed replays exactly and prints its
-// trace. After each schedule it heals every fault, lets recovery finish and checks:
+// trace. The workload has writes with and without compares, and compare-only transactions on
+// one shard and across shards. After each schedule it heals every fault, lets recovery finish,
+// takes one more power loss on every node, and checks against the final durable history:
 //   - every transaction is all or nothing on every shard, at one commit timestamp;
-//   - what the client was told holds (committed is visible at its commit timestamp, a definite
-//     abort left nothing), and unknown outcomes resolved one way or the other;
+//   - what the client was told holds (committed is visible at its commit timestamp, its
+//     compares held just below it; a definite abort left nothing), and unknown outcomes
+//     resolved one way or the other;
 //   - every snapshot read returned exactly what the final history holds at its timestamp: no
 //     half transaction, and no write landed later at or below a timestamp already read;
+//   - every state a shard replied on (a Get's values, the state a compare read, and so the
+//     value and version a failed compare reports) is the final history's at that point: no
+//     reply rests on a write that a power loss took back; every compare failure the client
+//     was told of is one of these;
 //   - nothing is left prepared or locked, and the master holds nothing in flight.
 //
 // KVTX_SIM_SEEDS sets the number of seeds (default 300, make test runs more without the race
@@ -59,9 +69,12 @@ const (
 type simWrite struct {
 	id       int
 	ops      []wire.Op
+	cmps     []wire.Compare
+	shards   int // shards the transaction touches
 	outcome  simOutcome
 	commitTS uint64
 	told     string
+	failed   *wire.Error // the reply, when a compare failed
 }
 
 type simRead struct {
@@ -89,10 +102,21 @@ type sim struct {
 	masterGen int
 	nodes     map[string]*simNode
 
-	writes     []*simWrite
-	reads      []simRead
-	violations []string
-	depth      int // client operations running, nested in delays
+	writes       []*simWrite
+	reads        []simRead
+	observations []simObservation // states the shards replied on
+	violations   []string
+	depth        int // client operations running, nested in delays
+	stats        simStats
+}
+
+// simStats counts how often a schedule reached the situations the checks are about.
+type simStats struct {
+	syncWaits           int // sync points where other calls ran meanwhile
+	readWaits           int // reads that waited for a pending Apply's round
+	comparesReadPending int // compare checks that read a pending Apply's write
+	applyLost           int // pending Applies taken back by a power loss
+	compareFailedSeen   int // compare failures the client was told of, matched and checked
 }
 
 func newSim(seed int64, nodes int) *sim {
@@ -395,29 +419,44 @@ func briefMsg(m wire.Message) string {
 	return ""
 }
 
-// clientWrite runs one transaction of the workload and records what the client was told.
+// clientWrite runs one transaction of the workload and records what the client was told: a
+// write of one to three keys, a third of them with a compare, or (one in six) a compare-only
+// transaction of one or two keys, on one shard or across shards.
 func (s *sim) clientWrite(id int) {
 	perm := s.rng.Perm(len(s.keys))
-	n := 1 + s.rng.Intn(3)
 	w := &simWrite{id: id, outcome: simUnknown}
 	req := &wire.TxnRequest{}
-	for _, i := range perm[:n] {
-		op := wire.Op{Kind: wire.OpPut, Key: s.keys[i], Value: []byte(fmt.Sprintf("w%d", id))}
-		if s.rng.Intn(6) == 0 {
-			op = wire.Op{Kind: wire.OpDelete, Key: s.keys[i]}
+	if s.rng.Intn(6) == 0 {
+		for _, i := range perm[:1+s.rng.Intn(2)] {
+			req.Compares = append(req.Compares, s.randomCompare(s.keys[i]))
 		}
-		req.Ops = append(req.Ops, op)
+	} else {
+		n := 1 + s.rng.Intn(3)
+		for _, i := range perm[:n] {
+			op := wire.Op{Kind: wire.OpPut, Key: s.keys[i], Value: []byte(fmt.Sprintf("w%d", id))}
+			if s.rng.Intn(6) == 0 {
+				op = wire.Op{Kind: wire.OpDelete, Key: s.keys[i]}
+			}
+			req.Ops = append(req.Ops, op)
+		}
+		if s.rng.Intn(3) == 0 {
+			req.Compares = append(req.Compares, s.randomCompare(s.keys[perm[n%len(perm)]]))
+		}
 	}
-	if s.rng.Intn(4) == 0 {
-		k := s.keys[perm[n%len(perm)]]
-		kinds := []wire.CompareKind{wire.CmpExists, wire.CmpMissing, wire.CmpVersionGreater}
-		req.Compares = append(req.Compares, wire.Compare{Kind: kinds[s.rng.Intn(len(kinds))], Key: k})
+	w.ops, w.cmps = req.Ops, req.Compares
+	shards := map[string]bool{}
+	for _, op := range req.Ops {
+		shards[s.shards.Owner(op.Key)] = true
 	}
-	w.ops = req.Ops
+	for _, c := range req.Compares {
+		shards[s.shards.Owner(c.Key)] = true
+	}
+	w.shards = len(shards)
 	s.writes = append(s.writes, w)
 	s.logf("client: write %d: %s", id, describeOps(req))
 	crashed := s.asProcess(MasterName, func() {
 		rep, err := s.master.Txn(context.Background(), req)
+		var werr *wire.Error
 		switch {
 		case err == nil:
 			w.outcome, w.commitTS, w.told = simCommitted, rep.CommitTS, fmt.Sprintf("committed at %d (%s)", rep.CommitTS, rep.Path)
@@ -425,6 +464,10 @@ func (s *sim) clientWrite(id int) {
 			w.told = "unknown: " + err.Error()
 		default:
 			w.outcome, w.told = simAborted, "aborted: "+err.Error()
+			if errors.As(err, &werr) && werr.Code == wire.CodeCompareFailed {
+				cp := *werr
+				w.failed = &cp
+			}
 		}
 	})
 	if crashed {
@@ -433,10 +476,57 @@ func (s *sim) clientWrite(id int) {
 	s.logf("client: write %d: %s", id, w.told)
 }
 
+// randomCompare returns a compare of key or, half the time, of a key a recent write writes
+// (the latest one still in flight, likely pending on its shard, else the latest one), of any
+// kind; the version and value compares use what the last snapshot read saw of the key, so
+// they hold about as often as they fail.
+func (s *sim) randomCompare(key []byte) wire.Compare {
+	if n := len(s.writes); n > 0 && s.rng.Intn(2) == 0 {
+		hot := s.writes[n-1]
+		for i := n - 1; i >= 0; i-- {
+			if s.writes[i].told == "" && len(s.writes[i].ops) > 0 {
+				hot = s.writes[i]
+				break
+			}
+		}
+		if len(hot.ops) > 0 {
+			key = hot.ops[s.rng.Intn(len(hot.ops))].Key
+		}
+	}
+	var seen wire.KeyValue
+	if len(s.reads) > 0 {
+		r := s.reads[len(s.reads)-1]
+		for i, k := range r.keys {
+			if string(k) == string(key) {
+				seen = r.values[i]
+			}
+		}
+	}
+	c := wire.Compare{Key: key}
+	switch s.rng.Intn(6) {
+	case 0:
+		c.Kind = wire.CmpExists
+	case 1:
+		c.Kind = wire.CmpMissing
+	case 2:
+		c.Kind = wire.CmpVersionGreater // version 0: exists
+	case 3:
+		c.Kind, c.Version = wire.CmpVersionEqual, seen.Version
+	case 4:
+		c.Kind, c.Version = wire.CmpVersionLess, seen.Version+1
+	default:
+		c.Kind, c.Value = wire.CmpValueEqual, seen.Value
+		if !seen.Found {
+			c.Value = []byte(fmt.Sprintf("w%d", s.rng.Intn(len(s.writes)+1)))
+		}
+	}
+	return c
+}
+
 func describeOps(req *wire.TxnRequest) string {
 	var parts []string
 	for _, c := range req.Compares {
-		parts = append(parts, fmt.Sprintf("if(%d %s)", c.Kind, c.Key))
+		parts = append(parts, fmt.Sprintf("if(%d %s v=%d %q)", c.Kind, c.Key, c.Version, c.Value))
 	}
 	for _, op := range req.Ops {
 		if op.Kind == wire.OpDelete {
@@ -466,22 +556,33 @@ func (s *sim) clientRead() {
 }
 
 // run plays the schedule: client operations at random virtual times (an operation can start
-// while another is waiting on a delayed message), with faults, then healing.
+// while another is waiting on a delayed message or a sync round), with faults, among them a
+// few power losses of a node at random instants (so also while its calls wait for a sync
+// round), then healing.
 func (s *sim) run(ops int) {
 	window := time.Duration(ops) * 150 * time.Millisecond
 	for i := 0; i < ops; i++ {
 		s.schedule(time.Duration(s.rng.Int63n(int64(window))), fmt.Sprintf("client op %d", i), s.clientOp(i))
 	}
+	for i := 0; i < 3; i++ {
+		name := s.names[s.rng.Intn(len(s.names))]
+		s.schedule(time.Duration(s.rng.Int63n(int64(window))), "power loss "+name, func() {
+			if s.faults && s.nodes[name].up {
+				s.logf("power loss of %s", name)
+				s.crash(name) // its calls on the stack end at their next step
+			}
+		})
+	}
 	s.advance(window + time.Second)
 	s.heal()
 }
 
-// clientOp is one client operation; it runs at most two deep inside other operations'
+// clientOp is one client operation; it runs at most three deep inside other operations'
 // delays, and waits otherwise.
 func (s *sim) clientOp(i int) func() {
 	var op func()
 	op = func() {
-		if s.depth >= 2 {
+		if s.depth >= 3 {
 			s.schedule(50*time.Millisecond, fmt.Sprintf("client op %d (deferred)", i), op)
 			return
 		}
@@ -530,8 +631,46 @@ func (s *sim) quiet() bool {
 	return len(s.master.mu.txns) == 0 // every decision forgotten, after the participants synced
 }
 
+// stateAt returns what the history vs of key holds at ts: its latest version at or below ts,
+// or missing (version 0).
+func stateAt(key []byte, vs []simVersion, ts uint64) kv.Value {
+	for j := len(vs) - 1; j >= 0; j-- {
+		if vs[j].ts <= ts {
+			if vs[j].deleted {
+				break
+			}
+			return kv.Value{Key: key, Value: vs[j].value, Version: vs[j].ts, Found: true}
+		}
+	}
+	return kv.Value{Key: key}
+}
+
+func sameState(a, b kv.Value) bool {
+	return a.Found == b.Found && a.Version == b.Version && string(a.Value) == string(b.Value)
+}
+
+func describeState(v kv.Value) string {
+	if !v.Found {
+		return fmt.Sprintf("missing (version %d)", v.Version)
+	}
+	return fmt.Sprintf("%q@%d", v.Value, v.Version)
+}
+
 // check verifies the invariants against the final durable state of every shard.
 func (s *sim) check() {
+	// One more power loss on every node: the final history is what survives it. After a quiet
+	// cluster nothing should be pending, and nothing may become prepared again.
+	for _, n := range s.names {
+		st := s.nodes[n].store
+		if len(st.pending) > 0 {
+			s.logf("final power loss on %s takes back %d pending writes", n, len(st.pending))
+		}
+		st.restart()
+		if stats := st.Stats(); stats.Prepared != 0 || stats.LocksHeld != 0 {
+			s.violation("after a final power loss %s holds %d prepared transactions and %d locks again: a commit the master forgot was not durable",
+				n, stats.Prepared, stats.LocksHeld)
+		}
+	}
 	// The final history of each key.
 	history := func(key []byte) []simVersion {
 		return s.nodes[s.shards.Owner(key)].store.versions[string(key)]
@@ -591,19 +730,43 @@ func (s *sim) check() {
 				s.violation("write %d was told %s but is visible at %d", w.id, w.told, ts)
 			}
 		}
+		// A committed transaction's compares held on the state just below its commit
+		// timestamp: its compare keys were locked from the check until the commit, which
+		// raised each shard's maxTS to it. That is also what a compare-only success promises.
+		at := ts
+		if w.outcome == simCommitted {
+			at = w.commitTS
+		}
+		if at != 0 {
+			for i, c := range kvCompares(w.cmps) {
+				if state := stateAt(c.Key, history(c.Key), at-1); !simCompareHolds(c, state) {
+					s.violation("write %d committed at %d (told %s), but its compare %d on %s does not hold on the final history there: %s",
+						w.id, at, w.told, i, c.Key, describeState(state))
+				}
+			}
+		}
+		if w.failed != nil {
+			s.checkCompareFailed(w, history)
+		}
+	}
+	// Every state a shard replied on is the final history's at that point.
+	for _, o := range s.observations {
+		want := stateAt([]byte(o.key), history([]byte(o.key)), o.at)
+		if sameState(o.got, want) {
+			continue
+		}
+		what := fmt.Sprintf("transaction %d's %s compare read", o.txnID, o.what)
+		switch {
+		case o.what == "get":
+			what = "a get returned"
+		case o.failed != nil:
+			what = fmt.Sprintf("transaction %d's failed %s compare (%s) read", o.txnID, o.what, o.failed.Detail())
+		}
+		s.violation("%s: %s %s=%s at %d, but the final history holds %s there", o.node, what, o.key, describeState(o.got), o.at, describeState(want))
 	}
 	for _, r := range s.reads {
 		for i, key := range r.keys {
-			var want wire.KeyValue
-			vs := history(key)
-			for j := len(vs) - 1; j >= 0; j-- {
-				if vs[j].ts <= r.ts {
-					if !vs[j].deleted {
-						want = wire.KeyValue{Key: key, Value: vs[j].value, Version: vs[j].ts, Found: true}
-					}
-					break
-				}
-			}
+			want := stateAt(key, history(key), r.ts)
 			got := r.values[i]
 			if got.Found != want.Found || string(got.Value) != string(want.Value) || got.Version != want.Version {
 				s.violation("read at %d saw %s=%q@%d (found %v), but the history holds %q@%d (found %v) there",
@@ -611,6 +774,35 @@ func (s *sim) check() {
 			}
 		}
 	}
+}
+
+// checkCompareFailed checks that the compare failure w's client was told of is one a shard
+// replied with (same transaction, key, kind and reported state), that the reported value and
+// version are what the final history holds where the compare read them, and that they do fail
+// the compare.
+func (s *sim) checkCompareFailed(w *simWrite, history func([]byte) []simVersion) {
+	f := w.failed
+	if f.Index < 0 || f.Index >= len(w.cmps) {
+		s.violation("write %d was told %s, naming compare %d of %d", w.id, w.told, f.Index, len(w.cmps))
+		return
+	}
+	c := kvCompares(w.cmps[f.Index : f.Index+1])[0]
+	for _, o := range s.observations {
+		if o.failed == nil || o.txnID != f.TxnID || o.key != string(c.Key) || o.failed.Compare.Kind != c.Kind ||
+			!strings.Contains(f.Message, o.failed.Detail()) {
+			continue
+		}
+		if simCompareHolds(c, o.got) {
+			s.violation("write %d was told %s, but the state reported, %s, satisfies the compare", w.id, w.told, describeState(o.got))
+		}
+		if want := stateAt(c.Key, history(c.Key), o.at); !sameState(o.got, want) {
+			s.violation("write %d was told %s, but the final history holds %s=%s where the compare read it (at %d)",
+				w.id, w.told, c.Key, describeState(want), o.at)
+		}
+		s.stats.compareFailedSeen++
+		return
+	}
+	s.violation("write %d was told %s, but no shard replied with that compare failure", w.id, w.told)
 }
 
 func simSeeds(t *testing.T) (first int64, count int) {
@@ -649,6 +841,8 @@ func runSim(seed int64) (s *sim, failure string) {
 func TestSimulation(t *testing.T) {
 	first, count := simSeeds(t)
 	var writes, committed, aborted, unknown, reads int
+	var cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted int
+	var total simStats
 	for seed := first; seed < first+int64(count); seed++ {
 		s, failure := runSim(seed)
 		if failure != "" || count == 1 {
@@ -668,12 +862,39 @@ func TestSimulation(t *testing.T) {
 			default:
 				unknown++
 			}
+			if len(w.ops) == 0 {
+				cmpOnly++
+				if w.shards > 1 {
+					cmpOnlyCross++
+				}
+				if w.outcome == simCommitted {
+					cmpOnlyCommitted++
+					if w.shards > 1 {
+						cmpOnlyCrossCommitted++
+					}
+				}
+			}
 		}
+		st := s.stats
+		total.syncWaits += st.syncWaits
+		total.readWaits += st.readWaits
+		total.comparesReadPending += st.comparesReadPending
+		total.applyLost += st.applyLost
+		total.compareFailedSeen += st.compareFailedSeen
 	}
 	t.Logf("%d seeds: %d writes (%d committed, %d aborted, %d unknown), %d snapshot reads, all invariants held",
 		count, writes, committed, aborted, unknown, reads)
+	t.Logf("compare-only: %d (%d across shards), %d committed (%d across shards); %d compare failures told and checked",
+		cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted, total.compareFailedSeen)
+	t.Logf("sync rounds: %d waits with other calls running, %d reads waited for a pending apply, %d compares read one, %d pending applies lost to power loss",
+		total.syncWaits, total.readWaits, total.comparesReadPending, total.applyLost)
 	if committed == 0 || aborted == 0 || reads == 0 {
 		t.Fatalf("the schedules exercised too little: %d committed, %d aborted, %d reads", committed, aborted, reads)
+	}
+	if count >= 300 && (cmpOnlyCommitted == 0 || cmpOnlyCrossCommitted == 0 || total.compareFailedSeen == 0 ||
+		total.readWaits == 0 || total.comparesReadPending == 0 || total.applyLost == 0) {
+		t.Fatalf("the schedules never reached a case the checks are about: %+v, %d compare-only committed (%d across shards)",
+			total, cmpOnlyCommitted, cmpOnlyCrossCommitted)
 	}
 }
 
