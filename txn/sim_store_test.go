@@ -426,6 +426,11 @@ func (st *simStore) CommitNoSync(_ context.Context, txnID, commitTS uint64) erro
 func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 	rec, ok := st.records[txnID]
 	if !ok {
+		if !st.finished[txnID] {
+			// The master commits only where a yes vote came from, after its record was durable.
+			st.sim.violation("%s: commit of %d, which this node never prepared", st.name, txnID)
+			return fmt.Errorf("sim: commit of %d: %w", txnID, kv.ErrNotPrepared)
+		}
 		return nil
 	}
 	if commitTS < st.minTS[txnID] {
