@@ -26,6 +26,12 @@ const valueThreshold = 1 << 20
 // Cost: opening replays the memtable WALs and maps roughly 100 MiB of
 // memtable arena; it takes tens of milliseconds on an empty directory.
 func OpenBadger(dir string, managed bool) (*badger.DB, error) {
+	return openBadger(dir, managed, 0, 0)
+}
+
+// openBadger is OpenBadger with the memtable and value-log file sizes set (0 keeps
+// Badger's defaults, 64 MiB and 1 GiB).
+func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64) (*badger.DB, error) {
 	if dir == "" {
 		return nil, invalidf("open badger: empty directory")
 	}
@@ -34,6 +40,12 @@ func OpenBadger(dir string, managed bool) (*badger.DB, error) {
 		WithDetectConflicts(false).
 		WithValueThreshold(valueThreshold).
 		WithLogger(quietLogger{})
+	if memTableSize > 0 {
+		opts = opts.WithMemTableSize(memTableSize)
+	}
+	if valueLogFileSize > 0 {
+		opts = opts.WithValueLogFileSize(valueLogFileSize)
+	}
 	var (
 		db  *badger.DB
 		err error

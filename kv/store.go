@@ -89,6 +89,13 @@ type Options struct {
 	// persisted maxTS high-water mark is set, so that one durable write
 	// covers that many timestamps; 0 means 1,000,000.
 	MaxTSBatch uint64
+	// MemTableSize is the size of each Badger memtable; 0 means Badger's 64 MiB. It must
+	// be at least 7 MiB, since Badger caps a write batch at 15% of it and a value of 1 MiB
+	// must fit. Smaller memtables rotate and flush more often.
+	MemTableSize int64
+	// ValueLogFileSize is the size at which Badger starts a new value-log file (values of
+	// 1 MiB or more live there); 0 means Badger's 1 GiB.
+	ValueLogFileSize int64
 }
 
 const (
@@ -176,7 +183,7 @@ func Open(opts Options) (*Store, error) {
 	s.mu.prepared = make(map[uint64]*preparedTxn)
 	s.mu.finished = newRecentSet(finishedMemory)
 
-	db, err := OpenBadger(opts.Dir, true)
+	db, err := openBadger(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize)
 	if err != nil {
 		return nil, err
 	}
