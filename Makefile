@@ -9,9 +9,9 @@ RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/...
 
 all: build
 
-## build: put kvmaster, kvnode and kvctl in ./bin
+## build: put kvmaster, kvnode, kvctl and lossyfs in ./bin
 build:
-	$(GO) build -o $(BIN)/ ./cmd/kvmaster ./cmd/kvnode ./cmd/kvctl
+	$(GO) build -o $(BIN)/ ./cmd/kvmaster ./cmd/kvnode ./cmd/kvctl ./cmd/lossyfs
 
 ## run: start a local master and two nodes on the built-in defaults (data under ./data); Ctrl-C stops all three
 run: build
@@ -56,6 +56,11 @@ sim:
 
 e2e:
 	$(GO) test -count=1 -timeout 15m ./cmd/e2e/ ./cmd/kvctl/
+
+## lossyfs-test: the power-loss file system's own tests (real FUSE mounts: needs root and /dev/fuse)
+.PHONY: lossyfs-test
+lossyfs-test:
+	$(GO) test -count=1 -timeout 5m ./cmd/lossyfs/...
 
 ## chaos-short: every fault kind for a few seconds against real processes, with history checks (part of make test)
 chaos-short:
