@@ -346,10 +346,19 @@ func TestDirectoriesFollowTheirParentsListings(t *testing.T) {
 	if err := os.Remove(fx.path("a/b/c")); err != nil {
 		t.Fatal(err)
 	}
-	// A durable directory removed with its parent synced.
+	// A durable directory removed with its parent synced; syncing it once removed records
+	// nothing and does not fail.
+	gone, err := os.Open(fx.path("gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Remove(fx.path("gone")); err != nil {
 		t.Fatal(err)
 	}
+	if err := gone.Sync(); err != nil {
+		t.Errorf("fsync of a removed directory: %v", err)
+	}
+	gone.Close()
 	syncDir(t, fx.mp)
 	// A durable directory renamed over a durable empty one, not synced: both come back.
 	// (os.Rename refuses to replace a directory.)

@@ -63,7 +63,9 @@ func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbe
 	return &node{LoopbackNode: ops.(*fs.LoopbackNode), g: n.g, log: n.log}
 }
 
-func (n *node) path() string { return filepath.Join(n.RootData.Path, n.Path(nil)) }
+// path is the node's backing path. A node no longer in the tree (a removed directory still open)
+// gets a path that does not exist, as the loopback's own operations do, never a wrong one.
+func (n *node) path() string { return filepath.Join(n.RootData.Path, n.Path(n.Root())) }
 
 func (n *node) isRoot() bool { return n.IsRoot() }
 
@@ -393,7 +395,14 @@ func (n *node) syncDir() syscall.Errno {
 		return 0
 	}
 	defer n.g.gate.RUnlock()
-	if err := n.g.syncDir(n.path(), n.ino()); err != nil {
+	if _, parent := n.Parent(); parent == nil && !n.isRoot() {
+		return 0 // removed: nothing left to record
+	}
+	err := n.g.syncDir(n.path(), n.ino())
+	if errors.Is(err, os.ErrNotExist) {
+		return 0 // removed meanwhile
+	}
+	if err != nil {
 		return n.fail("fsync directory", err)
 	}
 	return 0
