@@ -24,6 +24,7 @@ type Summary struct {
 	BytesUndone int64
 }
 
+// String is the one-line summary `lossyfs crash` prints.
 func (s Summary) String() string {
 	return fmt.Sprintf("restored %d files, dropped %d entries, brought back %d entries, undid %d bytes",
 		s.FilesRestored, s.EntriesDropped, s.EntriesRestored, s.BytesUndone)
