@@ -195,14 +195,17 @@ func (g *generation) setListingLocked(dir string, ino uint64, l listing) error {
 	return nil
 }
 
-// syncDir makes the current listing of directory ino (at backing path dir) durable.
+// syncDir makes the current listing of directory ino (at backing path dir) durable. The
+// listing is read under g.mu, so that of two concurrent syncs of one directory the later
+// listing is the one that stays: read outside it, an older listing could overwrite a newer
+// one and take back entries an earlier fsync had made durable.
 func (g *generation) syncDir(dir string, ino uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	l, err := g.readListing(dir, ino)
 	if err != nil {
 		return err
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	return g.setListingLocked(dir, ino, l)
 }
 
