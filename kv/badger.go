@@ -2,8 +2,12 @@ package kv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -35,6 +39,12 @@ func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64) 
 	if dir == "" {
 		return nil, invalidf("open badger: empty directory")
 	}
+	if err := MakeDurableDir(dir); err != nil {
+		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
+	}
+	if err := removeEmptyLogs(dir); err != nil {
+		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
+	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(false).
 		WithDetectConflicts(false).
@@ -58,7 +68,74 @@ func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64) 
 	if err != nil {
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
+	if err := syncFiles(dir); err != nil {
+		_ = db.Close() // the sync error is the one worth reporting
+		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
+	}
 	return db, nil
+}
+
+// Badger creates a memtable WAL (*.mem) or value-log file (*.vlog) by creating the file,
+// setting its size and syncing the directory, and with SyncWrites off it syncs the file only
+// when it is written and synced (the value log: never, in this package). A power cut before
+// that leaves the name durable and the file empty, and Badger then refuses to open the
+// directory ("Create a new file"). It makes such files at every open (a new value-log file)
+// and at every memtable rotation. So openBadger removes empty ones before opening (an empty
+// file holds no durable entry) and syncs every file after opening.
+
+// removeEmptyLogs removes the empty memtable WAL and value-log files of dir.
+func removeEmptyLogs(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, memFileExt) && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		if fi, err := e.Info(); err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+		slog.Default().Warn("kv: removed an empty Badger log file that a power cut left", "dir", dir, "file", name)
+		removed = true
+	}
+	if removed {
+		return syncDir(dir)
+	}
+	return nil
+}
+
+// syncFiles fsyncs every regular file in dir, then dir itself.
+func syncFiles(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed by Badger meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", e.Name(), err)
+		}
+	}
+	return syncDir(dir)
 }
 
 // quietLogger implements badger.Logger: it discards debug and info messages
@@ -79,4 +156,67 @@ func (quietLogger) Debugf(string, ...any) {}
 
 func badgerMsg(format string, args []any) string {
 	return strings.TrimRight(fmt.Sprintf(format, args...), "\n")
+}
+
+// MakeDurableDir creates dir and any missing parents, and fsyncs the parent of each directory
+// it creates: a new directory's entry is durable only once its parent is synced, and without
+// that a power cut soon after the first start could take the whole data directory, and every
+// write acknowledged in it, away. An existing dir is left as it is.
+func MakeDurableDir(dir string) error {
+	dir = filepath.Clean(dir)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MakeDurableDir(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// syncDir fsyncs a directory, making the entries created or removed in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFileDurably writes data to path so that after a crash path holds either its old
+// contents or all of data: it writes a temporary file beside it, fsyncs it, renames it over
+// path and fsyncs the directory.
+func WriteFileDurably(path string, data []byte, perm fs.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }

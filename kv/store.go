@@ -192,7 +192,7 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close() // the recovery error is the one worth reporting
 		return nil, err
 	}
-	s.syncer = NewGroupSyncer(db, opts.Dir, opts.OnSync)
+	s.syncer = NewGroupSyncer(opts.Dir, opts.OnSync)
 	return s, nil
 }
 
@@ -216,7 +216,7 @@ func (s *Store) recover() error {
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		key := item.KeyCopy(nil)
-		val, err := item.ValueCopy(nil)
+		val, err := valueOf(s.db, item)
 		if err != nil {
 			return fmt.Errorf("kv: open %s: read prepare record %x: %w", s.dir, key, err)
 		}
@@ -437,7 +437,7 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, err
 	out := make([]Value, len(keys))
 	var scratch [64]byte
 	for i, k := range keys {
-		v, err := readLatest(txn, append(append(scratch[:0], tagData), k...), true)
+		v, err := s.readLatest(txn, append(append(scratch[:0], tagData), k...))
 		if err != nil {
 			return nil, fmt.Errorf("kv: get %s at %d: %w", quoteKey(k), ts, err)
 		}
@@ -447,9 +447,8 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, err
 	return out, nil
 }
 
-// readLatest reads dkey (a data key) in txn. The value is copied only if
-// withValue is set.
-func readLatest(txn *badger.Txn, dkey []byte, withValue bool) (Value, error) {
+// readLatest reads dkey (a data key) in txn, with a copy of its value.
+func (s *Store) readLatest(txn *badger.Txn, dkey []byte) (Value, error) {
 	item, err := txn.Get(dkey)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Value{}, nil
@@ -458,13 +457,11 @@ func readLatest(txn *badger.Txn, dkey []byte, withValue bool) (Value, error) {
 		return Value{}, err
 	}
 	v := Value{Version: item.Version(), Found: true}
-	if withValue {
-		if v.Value, err = item.ValueCopy(nil); err != nil {
-			return Value{}, err
-		}
-		if v.Value == nil {
-			v.Value = []byte{}
-		}
+	if v.Value, err = valueOf(s.db, item); err != nil {
+		return Value{}, err
+	}
+	if v.Value == nil {
+		v.Value = []byte{}
 	}
 	return v, nil
 }
@@ -472,60 +469,36 @@ func readLatest(txn *badger.Txn, dkey []byte, withValue bool) (Value, error) {
 // checkCompares evaluates cmps in txn (which reads at math.MaxUint64, so
 // against the latest committed versions). The first failing one is
 // returned as a *CompareFailedError.
-func checkCompares(txn *badger.Txn, cmps []Compare) error {
+func (s *Store) checkCompares(txn *badger.Txn, cmps []Compare) error {
 	if len(cmps) == 0 {
 		return nil
 	}
 	var scratch [64]byte
 	for i := range cmps {
 		c := &cmps[i]
-		dkey := append(append(scratch[:0], tagData), c.Key...)
-		item, err := txn.Get(dkey)
-		found := true
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			found = false
-		} else if err != nil {
+		actual, err := s.readLatest(txn, append(append(scratch[:0], tagData), c.Key...))
+		if err != nil {
 			return fmt.Errorf("kv: compare %d: read %s: %w", i, quoteKey(c.Key), err)
-		}
-		var version uint64
-		if found {
-			version = item.Version()
 		}
 		var ok bool
 		switch c.Kind {
 		case CmpValueEqual:
-			if found {
-				err = item.Value(func(v []byte) error {
-					ok = bytes.Equal(v, c.Value)
-					return nil
-				})
-				if err != nil {
-					return fmt.Errorf("kv: compare %d: read %s: %w", i, quoteKey(c.Key), err)
-				}
-			}
+			ok = actual.Found && bytes.Equal(actual.Value, c.Value)
 		case CmpVersionEqual:
-			ok = version == c.Version
+			ok = actual.Version == c.Version
 		case CmpVersionLess:
-			ok = version < c.Version
+			ok = actual.Version < c.Version
 		case CmpVersionGreater:
-			ok = version > c.Version
+			ok = actual.Version > c.Version
 		case CmpExists:
-			ok = found
+			ok = actual.Found
 		case CmpMissing:
-			ok = !found
+			ok = !actual.Found
 		}
 		if ok {
 			continue
 		}
-		actual := Value{Key: c.Key, Version: version, Found: found}
-		if found {
-			if actual.Value, err = item.ValueCopy(nil); err != nil {
-				return fmt.Errorf("kv: compare %d: read %s: %w", i, quoteKey(c.Key), err)
-			}
-			if actual.Value == nil {
-				actual.Value = []byte{}
-			}
-		}
+		actual.Key = c.Key
 		return &CompareFailedError{Index: i, Compare: *c, Actual: actual}
 	}
 	return nil
@@ -563,7 +536,7 @@ func (s *Store) writeOps(txn *badger.Txn, ops []Op) error {
 		if ops[i].Kind == OpDelete {
 			err = txn.Delete(dkey)
 		} else {
-			err = txn.Set(dkey, ops[i].Value)
+			err = setValue(txn, dkey, ops[i].Value)
 		}
 		if err != nil {
 			return fmt.Errorf("op %d on %s: %w", i, quoteKey(ops[i].Key), err)
@@ -730,7 +703,7 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	}
 	txn := s.db.NewTransactionAt(math.MaxUint64, true)
 	defer txn.Discard()
-	if err := checkCompares(txn, cmps); err != nil {
+	if err := s.checkCompares(txn, cmps); err != nil {
 		return err
 	}
 	if len(ops) == 0 {
@@ -742,18 +715,7 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: apply transaction %d at %d: %w", txnID, commitTS, err)
 	}
-	s.noteValues(ops)
 	return nil
-}
-
-// noteValues tells the syncer about the values of ops once they are written (see
-// GroupSyncer.NoteValue).
-func (s *Store) noteValues(ops []Op) {
-	for i := range ops {
-		if ops[i].Kind == OpPut {
-			s.syncer.NoteValue(len(ops[i].Value))
-		}
-	}
 }
 
 // releaseUnlessFailed releases o's locks after an error, unless the store

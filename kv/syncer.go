@@ -10,17 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	badger "github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 )
 
 // memFileExt is the suffix of Badger's memtable write-ahead-log files.
 const memFileExt = ".mem"
-
-// vlogFileExt is the suffix of Badger's value-log files.
-const vlogFileExt = ".vlog"
 
 // GroupSyncer batches fsyncs of one Badger DB across concurrent writers.
 //
@@ -32,34 +28,31 @@ const vlogFileExt = ".vlog"
 // instead of paying one each.
 //
 // A round makes durable every write that Badger had applied when the round
-// began: it calls DB.Sync (the active memtable's WAL and the value log) and
-// then fsyncs every memtable WAL file (*.mem) present in the directory but
-// the newest, because DB.Sync does not cover memtables that were rotated out
-// but not yet flushed. A WAL file that disappears meanwhile was flushed to an
-// SST, which Badger syncs when it creates it, so it is skipped.
+// began, by fsyncing every memtable WAL file (*.mem) in the directory (see
+// syncOnce for why that is enough).
 //
 // Failure is sticky: after a round fails, that round's waiters and every
 // later Sync get the error, since a failed fsync may have dropped dirty pages
 // and a later successful one would not bring them back.
 //
-// Cost per round: one DB.Sync (an msync of the active WAL and one of the
-// value log), one directory listing (a rewind and a read of a handle kept
-// open), and an open, fsync and close per older memtable WAL still awaiting
-// its flush (usually none). Each Sync call costs one
-// channel handshake; a round allocates one small object shared by all its
-// waiters. The syncer does not own the DB: Close it before closing the DB.
+// Cost per round: one directory listing (a rewind and a read of a handle kept
+// open) and one fsync per memtable WAL: the active one, and any older one still
+// awaiting its flush (usually none; its file is opened once and kept). Each Sync
+// call costs one channel handshake; a round allocates one small object shared by
+// all its waiters. The syncer does not own the DB: Close it before closing the DB.
 type GroupSyncer struct {
-	db      *badger.DB
 	dir     string
 	observe func(time.Duration)
 
-	kick chan struct{} // capacity 1: "there may be waiters"
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when the loop goroutine has exited
+	kick    chan struct{} // capacity 1: "there may be waiters"
+	created chan struct{} // capacity 1: "a file was created in dir" (from watchCreations)
+	stop    chan struct{} // closed by Close
+	done    chan struct{} // closed when the loop goroutine has exited
+	watch   *os.File      // the inotify instance watching dir, or nil
 
-	vlogDirty atomic.Bool         // a value-log write happened since the last round began
-	files     map[string]*os.File // open WAL and value-log files, owned by the loop goroutine
-	dirf      *os.File            // the directory, kept open and re-read from its start each round
+	wals  map[string]*os.File // open memtable WAL files, owned by the loop goroutine
+	dirf  *os.File            // the directory, kept open and re-read from its start each round
+	names map[string]bool     // the directory's names at its last fsync, owned by the loop
 
 	mu struct {
 		sync.Mutex
@@ -76,22 +69,65 @@ type syncRound struct {
 	err  error
 }
 
-// NewGroupSyncer starts a syncer for db, whose files live in dir (Badger's
-// Dir and ValueDir must both be dir, as OpenBadger arranges). observe, if not
+// NewGroupSyncer starts a syncer for the Badger DB whose files live in dir
+// (Badger's Dir and ValueDir must both be dir, as OpenBadger arranges), opened
+// through this package so that nothing is kept in its value log. observe, if not
 // nil, is called from the syncer goroutine with the duration of every round
 // (for an fsync-latency histogram); it must not block.
-func NewGroupSyncer(db *badger.DB, dir string, observe func(time.Duration)) *GroupSyncer {
+func NewGroupSyncer(dir string, observe func(time.Duration)) *GroupSyncer {
 	g := &GroupSyncer{
-		db:      db,
 		dir:     dir,
 		observe: observe,
 		kick:    make(chan struct{}, 1),
-		files:   map[string]*os.File{},
+		created: make(chan struct{}, 1),
+		wals:    map[string]*os.File{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	g.watch = g.watchCreations()
 	go g.loop()
 	return g
+}
+
+// Badger creates memtable WALs and SSTs without syncing the directory (ristretto's mmap-file
+// helper syncs it only for a file created empty), and records a flushed memtable's SST in its
+// MANIFEST, which it does sync, and then deletes the WAL. On a file system that makes a new
+// name durable only with its directory (POSIX's rule, which lossyfs tests), a power cut after
+// that leaves a MANIFEST naming a table the directory does not hold, and Badger refuses to open
+// (seen under lossyfs: "file does not exist for table N"). ext4 and XFS commit the name with
+// the MANIFEST's fsync, but nothing promises it. So the syncer syncs the directory itself: as
+// soon as inotify reports a file created in it, and in every round whose listing shows a name
+// that was not there at the last directory sync, before it syncs the WALs, so that a WAL's
+// truncation (Badger truncates one before deleting it) is never made durable before the SST
+// that holds its data. What remains is the time between a file's creation and the directory
+// sync it triggers, far shorter than Badger takes to write, sync and record a table.
+
+// watchCreations starts an inotify watch of dir that signals g.created on every file created
+// in it. It returns the inotify instance (closed by the loop), or nil if inotify is not to be
+// had, in which case only the rounds sync the directory.
+func (g *GroupSyncer) watchCreations() *os.File {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, g.dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "inotify:"+g.dir)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return // closed by the loop, at Close
+			}
+			select {
+			case g.created <- struct{}{}:
+			default: // a directory sync is already due
+			}
+		}
+	}()
+	return f
 }
 
 // Sync returns nil once a sync round that began after this call has
@@ -146,16 +182,28 @@ func (g *GroupSyncer) Close() {
 func (g *GroupSyncer) loop() {
 	defer close(g.done)
 	defer func() {
-		for _, f := range g.files {
+		for _, f := range g.wals {
 			_ = f.Close()
 		}
 		if g.dirf != nil {
 			_ = g.dirf.Close()
 		}
+		if g.watch != nil {
+			_ = g.watch.Close()
+		}
 	}()
 	for {
 		select {
 		case <-g.kick:
+		case <-g.created:
+			names, err := g.listDir()
+			if err == nil {
+				err = g.syncDirOf(names)
+			}
+			if err != nil {
+				g.failWith(err)
+			}
+			continue
 		case <-g.stop:
 		}
 		for {
@@ -186,16 +234,47 @@ func (g *GroupSyncer) round(r *syncRound) {
 			g.observe(time.Since(start))
 		}
 		if err != nil {
-			err = fmt.Errorf("kv: group sync of %s: %w", g.dir, err)
-			g.mu.Lock()
-			if g.mu.err == nil {
-				g.mu.err = err
-			}
-			g.mu.Unlock()
+			err = g.failWith(err)
 		}
 	}
 	r.err = err
 	close(r.done)
+}
+
+// failWith makes err the syncer's sticky failure (unless it already has one) and returns the
+// failure every waiter will see.
+func (g *GroupSyncer) failWith(err error) error {
+	err = fmt.Errorf("kv: group sync of %s: %w", g.dir, err)
+	g.mu.Lock()
+	if g.mu.err == nil {
+		g.mu.err = err
+	}
+	err = g.mu.err
+	g.mu.Unlock()
+	return err
+}
+
+// syncDirOf fsyncs the directory if names, a fresh listing of it, holds a name it did not hold
+// at its last fsync here, making those files' entries durable.
+func (g *GroupSyncer) syncDirOf(names []string) error {
+	fresh := false
+	for _, name := range names {
+		if !g.names[name] {
+			fresh = true
+			break
+		}
+	}
+	if !fresh {
+		return nil
+	}
+	if err := g.dirf.Sync(); err != nil { // listDir opened it
+		return fmt.Errorf("fsync directory: %w", err)
+	}
+	g.names = make(map[string]bool, len(names))
+	for _, name := range names {
+		g.names[name] = true
+	}
+	return nil
 }
 
 // syncOnce makes durable everything Badger had applied before it was called.
@@ -204,41 +283,41 @@ func (g *GroupSyncer) round(r *syncRound) {
 // memtable that held a write when the round began still has its WAL file then, unless Badger
 // has already flushed it to an SST, which it syncs when it creates it. The active memtable's
 // WAL is written through a shared mapping; fsync on the file writes those pages back as well.
-// After a value big enough for the value log was written (NoteValue) it also fsyncs every
-// value-log file (*.vlog), not only the active one that DB.Sync covers: a write may have
-// landed in a file that Badger has since rotated out, and Badger never syncs a rotated file
-// when SyncWrites is off. Badger syncs the directory itself when it creates a file.
+// This replaces DB.Sync, which msyncs the active WAL and the value log: this package keeps
+// nothing in the value log (see setValue). Badger syncs the directory when it creates a file.
 func (g *GroupSyncer) syncOnce() error {
-	vlog := g.vlogDirty.Swap(false)
 	names, err := g.listDir()
 	if err != nil {
 		return err
 	}
+	if err := g.syncDirOf(names); err != nil {
+		return err
+	}
 	live := make(map[string]bool, 4)
 	for _, name := range names {
-		if !strings.HasSuffix(name, memFileExt) && !(vlog && strings.HasSuffix(name, vlogFileExt)) {
+		if !strings.HasSuffix(name, memFileExt) {
 			continue
 		}
 		live[name] = true
-		f := g.files[name]
+		f := g.wals[name]
 		if f == nil {
 			f, err = os.OpenFile(filepath.Join(g.dir, name), os.O_RDWR, 0)
 			if errors.Is(err, fs.ErrNotExist) {
-				continue // a WAL flushed to a synced SST since the listing
+				continue // flushed to a synced SST since the listing
 			}
 			if err != nil {
-				return fmt.Errorf("open %s: %w", name, err)
+				return fmt.Errorf("open WAL %s: %w", name, err)
 			}
-			g.files[name] = f
+			g.wals[name] = f
 		}
 		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", name, err)
+			return fmt.Errorf("fsync WAL %s: %w", name, err)
 		}
 	}
-	for name, f := range g.files {
+	for name, f := range g.wals {
 		if !live[name] {
-			_ = f.Close() // a WAL flushed and deleted by Badger, or a value-log file this round skipped
-			delete(g.files, name)
+			_ = f.Close() // flushed and deleted by Badger
+			delete(g.wals, name)
 		}
 	}
 	return nil
@@ -262,14 +341,4 @@ func (g *GroupSyncer) listDir() ([]string, error) {
 		return nil, fmt.Errorf("list directory: %w", err)
 	}
 	return names, nil
-}
-
-// NoteValue tells the syncer that a value of n bytes was written: one large enough for
-// Badger's value log makes the next round sync the value log too. Call it after the Badger
-// write has returned and before Sync: a round that began before the write, and so cannot
-// cover it, must not be the one that consumes the note.
-func (g *GroupSyncer) NoteValue(n int) {
-	if n >= valueThreshold {
-		g.vlogDirty.Store(true)
-	}
 }

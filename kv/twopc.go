@@ -250,7 +250,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 	if everPrepared(txn, id) {
 		return &AbortedError{TxnID: id, Reason: "its prepare record was already removed here (late duplicate prepare)"}
 	}
-	if err := checkCompares(txn, cmps); err != nil {
+	if err := s.checkCompares(txn, cmps); err != nil {
 		return err
 	}
 	if err := s.checkCommitFits(p); err != nil {
@@ -267,13 +267,12 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 		ReadKeys:     p.readKeys,
 		Participants: p.participants,
 	})
-	if err := txn.Set(pkey, val); err != nil {
+	if err := setValue(txn, pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
 	if err := txn.CommitAt(p.startTS, nil); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
-	s.syncer.NoteValue(len(val))
 	return nil
 }
 
@@ -474,7 +473,6 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
 	}
-	s.noteValues(p.ops)
 	if !sync {
 		return nil
 	}

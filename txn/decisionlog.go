@@ -55,7 +55,7 @@ func OpenDecisionStore(dir string, observe func(time.Duration)) (*BadgerDecision
 	if err != nil {
 		return nil, fmt.Errorf("txn: open decision log: %w", err)
 	}
-	return &BadgerDecisionStore{db: db, syncer: kv.NewGroupSyncer(db, dir, observe)}, nil
+	return &BadgerDecisionStore{db: db, syncer: kv.NewGroupSyncer(dir, observe)}, nil
 }
 
 // Close closes the DB.
