@@ -15,19 +15,20 @@ import (
 	"github.com/kvtx/kvtx/txn/client"
 )
 
-// TestCrashPoints kills a process with SIGKILL at every named point of the protocol during a
-// transaction over both shards, restarts it without the crash point, and checks that every
-// key of the transaction shows the same outcome on every shard, that the outcome is the one
-// the protocol promises for that point (and agrees with what the client was told), and that
-// no lock or prepare record is left.
-func TestCrashPoints(t *testing.T) {
-	cases := []struct {
-		point     string
-		victim    string
-		committed bool  // the transaction's outcome after recovery
-		told      error // what the client hears: nil is "committed"
-		orTold    error // another acceptable answer, where the crash races the reply
-	}{
+// crashPointCase is one named point of the protocol at which a process dies, and what the
+// protocol promises for it.
+type crashPointCase struct {
+	point     string
+	victim    string
+	committed bool  // the transaction's outcome after recovery
+	told      error // what the client hears: nil is "committed"
+	orTold    error // another acceptable answer, where the crash races the reply
+}
+
+// crashPointCases are every crash point with its promise, the same whether the process only
+// dies or its machine also loses power: nothing the protocol relies on may be unsynced.
+func crashPointCases(t *testing.T) []crashPointCase {
+	cases := []crashPointCase{
 		{txn.PointMasterBeforePrepare, "master", false, client.ErrUnknownOutcome, nil},
 		{txn.PointMasterAfterVotes, "master", false, client.ErrUnknownOutcome, nil},
 		{txn.PointMasterAfterDecision, "master", true, client.ErrUnknownOutcome, nil},
@@ -40,86 +41,133 @@ func TestCrashPoints(t *testing.T) {
 	if len(cases) != len(txn.CrashPoints) {
 		t.Fatalf("%d cases for %d crash points", len(cases), len(txn.CrashPoints))
 	}
-	for _, tc := range cases {
-		t.Run(tc.point, func(t *testing.T) {
-			c := prepareCluster(t, 2)
-			for _, n := range c.cfg.Nodes {
-				if n.Name == tc.victim {
-					c.start(n.Name, "KVTX_CRASH_AT="+tc.point)
-				} else {
-					c.start(n.Name)
-				}
-			}
-			if tc.victim == "master" {
-				c.start("master", "KVTX_CRASH_AT="+tc.point)
-			} else {
-				c.start("master")
-			}
-			keys := c.keysOnEveryShard("crash")
-			cl := c.client()
-			// One committed transaction first, so that "old" values are visible too.
-			var ops []client.Op
-			for _, k := range keys {
-				ops = append(ops, client.Put([]byte(k), []byte("old")))
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			// The crash points fire on the first cross-shard transaction: the "old" values
-			// are written one key at a time (one-phase), which passes no 2PC point.
-			for _, op := range ops {
-				if _, err := cl.Put(ctx, op.Key, op.Value); err != nil {
-					t.Fatal(err)
-				}
-			}
-			ops = ops[:0]
-			for _, k := range keys {
-				ops = append(ops, client.Put([]byte(k), []byte("new")))
-			}
-			_, err := cl.Txn(ctx, nil, ops...)
-			matches := func(want error) bool {
-				if want == nil {
-					return err == nil
-				}
-				return errors.Is(err, want)
-			}
-			if !matches(tc.told) && (tc.orTold == nil || !matches(tc.orTold)) {
-				t.Fatalf("client told %v, want %v (or %v)", err, tc.told, tc.orTold)
-			}
-			t.Logf("client was told: %v", err)
+	return cases
+}
 
-			exit := c.waitExit(tc.victim, 10*time.Second)
-			var ee *exec.ExitError
-			if !errors.As(exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("%s should have died of SIGKILL at %s, exited with %v", tc.victim, tc.point, exit)
-			}
-			if tc.point == txn.PointMasterAfterVotes {
-				checkInDoubtListedWithoutMaster(t, c)
-			}
-			c.start(tc.victim)
-			cl = c.client()
-			c.waitQuiet(cl, 15*time.Second)
-			want := "old"
-			if tc.committed {
-				want = "new"
-			}
-			kvs := snapshot(t, cl, keys)
-			for _, kv := range kvs {
-				if string(kv.Value) != want {
-					t.Fatalf("after %s: %q=%q, want %q on every shard (all: %v)", tc.point, kv.Key, kv.Value, want, describeKVs(kvs))
-				}
-			}
-			if tc.committed && kvs[0].Version != kvs[1].Version {
-				t.Fatalf("a committed transaction carries one version on every shard: %v", describeKVs(kvs))
-			}
-			// The cluster keeps working.
-			if _, err := cl.Txn(ctx, nil, client.Put([]byte(keys[0]), []byte("after")), client.Put([]byte(keys[1]), []byte("after"))); err != nil {
-				t.Fatalf("transaction after recovery: %v", err)
-			}
-			logs := c.logs(tc.victim)
-			if !strings.Contains(logs, "serving") {
-				t.Fatalf("restarted %s did not log that it is serving", tc.victim)
-			}
-		})
+// How a crash point's process dies.
+const (
+	dieOnly       = "sigkill"   // the process is SIGKILLed; its machine keeps what it wrote
+	dieAndLose    = "powerloss" // its machine also loses power: what it did not fsync is gone
+	everyoneLoses = "rack"      // every machine loses power at that instant
+)
+
+// TestCrashPoints kills a process with SIGKILL at every named point of the protocol during a
+// transaction over both shards, restarts it without the crash point, and checks that every
+// key of the transaction shows the same outcome on every shard, that the outcome is the one
+// the protocol promises for that point (and agrees with what the client was told), and that
+// no lock or prepare record is left.
+func TestCrashPoints(t *testing.T) {
+	for _, tc := range crashPointCases(t) {
+		t.Run(tc.point, func(t *testing.T) { runCrashPoint(t, tc, dieOnly) })
+	}
+}
+
+// TestCrashPointsWithPowerLoss is TestCrashPoints where the dying process's machine also loses
+// power at that instant, so every write it had not fsynced is gone when it restarts, and then
+// where every machine of the cluster loses power at once: the outcome promised for each point
+// still holds.
+func TestCrashPointsWithPowerLoss(t *testing.T) {
+	for _, mode := range []string{dieAndLose, everyoneLoses} {
+		for _, tc := range crashPointCases(t) {
+			t.Run(mode+"/"+tc.point, func(t *testing.T) { runCrashPoint(t, tc, mode) })
+		}
+	}
+}
+
+// runCrashPoint runs one crash point: the victim dies there (mode says how much is lost with
+// it), restarts, and the transaction's outcome must be the one promised, on every shard.
+func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
+	var c *cluster
+	if mode == dieOnly {
+		c = prepareCluster(t, 2)
+	} else {
+		c = preparePowerLossCluster(t, 2)
+	}
+	for _, n := range c.cfg.Nodes {
+		if n.Name == tc.victim {
+			c.start(n.Name, "KVTX_CRASH_AT="+tc.point)
+		} else {
+			c.start(n.Name)
+		}
+	}
+	if tc.victim == "master" {
+		c.start("master", "KVTX_CRASH_AT="+tc.point)
+	} else {
+		c.start("master")
+	}
+	keys := c.keysOnEveryShard("crash")
+	cl := c.client()
+	// One committed transaction first, so that "old" values are visible too.
+	var ops []client.Op
+	for _, k := range keys {
+		ops = append(ops, client.Put([]byte(k), []byte("old")))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The crash points fire on the first cross-shard transaction: the "old" values
+	// are written one key at a time (one-phase), which passes no 2PC point.
+	for _, op := range ops {
+		if _, err := cl.Put(ctx, op.Key, op.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops = ops[:0]
+	for _, k := range keys {
+		ops = append(ops, client.Put([]byte(k), []byte("new")))
+	}
+	_, err := cl.Txn(ctx, nil, ops...)
+	matches := func(want error) bool {
+		if want == nil {
+			return err == nil
+		}
+		return errors.Is(err, want)
+	}
+	if !matches(tc.told) && (tc.orTold == nil || !matches(tc.orTold)) {
+		t.Fatalf("client told %v, want %v (or %v)", err, tc.told, tc.orTold)
+	}
+	t.Logf("client was told: %v", err)
+
+	exit := c.waitExit(tc.victim, 10*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("%s should have died of SIGKILL at %s, exited with %v", tc.victim, tc.point, exit)
+	}
+	switch mode {
+	case dieAndLose:
+		c.cutPower(tc.victim)
+	case everyoneLoses:
+		c.cutPower("master", "node1", "node2")
+	}
+	if tc.point == txn.PointMasterAfterVotes && mode != everyoneLoses {
+		checkInDoubtListedWithoutMaster(t, c)
+	}
+	if mode == everyoneLoses {
+		c.startAll()
+	} else {
+		c.start(tc.victim)
+	}
+	cl = c.client()
+	c.waitQuiet(cl, 15*time.Second)
+	want := "old"
+	if tc.committed {
+		want = "new"
+	}
+	kvs := snapshot(t, cl, keys)
+	for _, kv := range kvs {
+		if string(kv.Value) != want {
+			t.Fatalf("after %s: %q=%q, want %q on every shard (all: %v)", tc.point, kv.Key, kv.Value, want, describeKVs(kvs))
+		}
+	}
+	if tc.committed && kvs[0].Version != kvs[1].Version {
+		t.Fatalf("a committed transaction carries one version on every shard: %v", describeKVs(kvs))
+	}
+	// The cluster keeps working.
+	if _, err := cl.Txn(ctx, nil, client.Put([]byte(keys[0]), []byte("after")), client.Put([]byte(keys[1]), []byte("after"))); err != nil {
+		t.Fatalf("transaction after recovery: %v", err)
+	}
+	logs := c.logs(tc.victim)
+	if !strings.Contains(logs, "serving") {
+		t.Fatalf("restarted %s did not log that it is serving", tc.victim)
 	}
 }
 

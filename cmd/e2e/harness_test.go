@@ -19,14 +19,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/chaos"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
 )
 
-// binDir holds the binaries built once by TestMain.
-var binDir string
+// binDir holds the binaries built once by TestMain; lossyBin is the lossy file system's.
+var binDir, lossyBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kvtx-e2e-bin-")
@@ -35,6 +36,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	if err := chaos.BuildBinaries(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if lossyBin, err = lossy.Build(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -72,6 +77,9 @@ type cluster struct {
 	mu      sync.Mutex
 	procs   map[string]*proc
 	starts  int
+	// disks holds, for a cluster made by preparePowerLossCluster, each process's lossy file
+	// system, which holds its data directory.
+	disks map[string]*lossy.Process
 }
 
 // newCluster writes a config for a master and n nodes on free ports with short protocol
@@ -87,9 +95,69 @@ func newCluster(t *testing.T, n int) *cluster {
 func prepareCluster(t *testing.T, n int) *cluster {
 	t.Helper()
 	dir := t.TempDir()
+	return prepareClusterIn(t, n, dir, func(name string) string { return filepath.Join(dir, name) })
+}
+
+// preparePowerLossCluster is prepareCluster with each process's data directory on a lossy file
+// system of its own (one machine each), whose power cutPower cuts.
+func preparePowerLossCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	if err := lossy.Available(); err != nil {
+		t.Fatal(err)
+	}
+	disks := map[string]*lossy.Process{}
+	names := []string{"master"}
+	for i := range n {
+		names = append(names, fmt.Sprintf("node%d", i+1))
+	}
+	for _, name := range names {
+		d, err := lossy.Start(lossyBin, t.TempDir(), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { // after the processes using it are killed (cleanups run last first)
+			if err := d.Stop(); err != nil {
+				t.Error(err)
+			}
+		})
+		disks[name] = d
+	}
+	c := prepareClusterIn(t, n, t.TempDir(), func(name string) string { return filepath.Join(disks[name].Mountpoint, "data") })
+	c.disks = disks
+	return c
+}
+
+// cutPower SIGKILLs the named processes (those running) and then cuts the power of their
+// machines at once: their file systems forget every write that was not fsynced.
+func (c *cluster) cutPower(names ...string) {
+	c.t.Helper()
+	for _, name := range names {
+		c.kill(name)
+	}
+	var wg sync.WaitGroup
+	for _, name := range names {
+		wg.Go(func() {
+			sum, err := c.disks[name].Crash()
+			if err != nil {
+				c.t.Errorf("power cut of %s: %v", name, err)
+				return
+			}
+			c.t.Logf("power cut of %s: %v", name, sum)
+		})
+	}
+	wg.Wait()
+	if c.t.Failed() {
+		c.t.FailNow()
+	}
+}
+
+// prepareClusterIn writes the config, in dir, for processes whose data directories dataDir
+// names.
+func prepareClusterIn(t *testing.T, n int, dir string, dataDir func(name string) string) *cluster {
+	t.Helper()
 	ports := freePorts(t, 2*(n+1))
 	cfg := txn.Config{
-		Master: txn.Process{Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), DataDir: filepath.Join(dir, "master")},
+		Master: txn.Process{Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), Metrics: fmt.Sprintf("127.0.0.1:%d", ports[1]), DataDir: dataDir("master")},
 		Timeouts: txn.Timeouts{
 			Prepare: 2 * time.Second, CommitWait: time.Second, InDoubt: 300 * time.Millisecond,
 			Resolve: 100 * time.Millisecond, LockWait: 2 * time.Second, Request: 2 * time.Second,
@@ -102,7 +170,7 @@ func prepareCluster(t *testing.T, n int) *cluster {
 			Name:    fmt.Sprintf("node%d", i+1),
 			Listen:  fmt.Sprintf("127.0.0.1:%d", ports[2+2*i]),
 			Metrics: fmt.Sprintf("127.0.0.1:%d", ports[3+2*i]),
-			DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
+			DataDir: dataDir(fmt.Sprintf("node%d", i+1)),
 		}
 		cfg.Nodes = append(cfg.Nodes, p)
 		fmt.Fprintf(&y, "  - {name: %s, listen: %q, metrics: %q, data_dir: %q}\n", p.Name, p.Listen, p.Metrics, p.DataDir)

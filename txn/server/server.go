@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,7 +40,7 @@ const IdentityFile = "IDENTITY"
 
 // claimDataDir creates dir if needed and makes sure it belongs to identity.
 func claimDataDir(dir, identity string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := kv.MakeDurableDir(dir); err != nil {
 		return fmt.Errorf("server: create data directory: %w", err)
 	}
 	path := filepath.Join(dir, IdentityFile)
@@ -53,10 +54,13 @@ func claimDataDir(dir, identity string) error {
 		return nil
 	case errors.Is(err, os.ErrNotExist):
 		entries, _ := os.ReadDir(dir)
+		entries = slices.DeleteFunc(entries, func(e os.DirEntry) bool {
+			return e.Name() == IdentityFile+".tmp" // a first start cut short while writing it
+		})
 		if len(entries) > 0 {
 			return fmt.Errorf("server: data directory %s is not empty and has no %s file: not a kvtx data directory", dir, IdentityFile)
 		}
-		if err := os.WriteFile(path, []byte(identity+"\n"), 0o644); err != nil {
+		if err := kv.WriteFileDurably(path, []byte(identity+"\n"), 0o644); err != nil {
 			return fmt.Errorf("server: write identity: %w", err)
 		}
 		return nil
