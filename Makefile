@@ -23,8 +23,8 @@ run: build
 	$(BIN)/kvmaster & m=$$!; \
 	wait
 
-## test: formatting, vet, unit tests (race detector on the concurrent packages), fuzz seeds, deterministic simulation, end-to-end tests, short fault-injection run
-test: deps fmt-check vet unit sim e2e chaos-short
+## test: formatting, vet, unit tests (race detector on the concurrent packages; kv's includes the power-loss test), the lossy file system's own tests, fuzz seeds, deterministic simulation, end-to-end tests (with power cuts), short fault-injection run
+test: deps fmt-check vet unit lossyfs-test sim e2e chaos-short
 
 ## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
 deps:
