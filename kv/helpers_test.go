@@ -303,3 +303,10 @@ func copySparse(in, out *os.File, size int64) error {
 	}
 	return nil
 }
+
+// release frees o's keys as the end of its call would.
+func release(s *Store, keys []string, o *lockOwner) {
+	s.mu.Lock()
+	s.releaseLocked(keys, o)
+	s.mu.Unlock()
+}

@@ -195,8 +195,8 @@ func (s *Store) grantableLocked(w *applyWaiter) bool {
 	return true
 }
 
-// queueForLocked queues an Apply for keys and waits (s.mu held on entry and
-// on return) until they are granted to o, up to LockWait, ctx or Close. If
+// queueForLocked queues an Apply for keys and waits, dropping s.mu meanwhile,
+// until they are granted to o, up to LockWait, ctx or Close. If
 // it gives up it leaves the queue; a grant that raced with giving up wins.
 func (s *Store) queueForLocked(ctx context.Context, keys []string, o *lockOwner) error {
 	w := &applyWaiter{keys: keys, owner: o, ready: make(chan struct{})}
@@ -242,15 +242,8 @@ func (s *Store) queueForLocked(ctx context.Context, keys []string, o *lockOwner)
 	return fmt.Errorf("kv: transaction %d waiting for its locks: %w", o.txnID, err)
 }
 
-// release is releaseLocked for callers not holding s.mu.
-func (s *Store) release(keys []string, o *lockOwner) {
-	s.mu.Lock()
-	s.releaseLocked(keys, o)
-	s.mu.Unlock()
-}
-
-// waitLocked waits until o releases its locks. It is called with s.mu held
-// and returns with it released. timer bounds the total wait of one call
+// waitLocked waits until o releases its locks, dropping s.mu meanwhile. timer bounds the
+// total wait of one call
 // across retries: pass nil the first time and the returned timer after;
 // the caller stops it. It returns errLockWait when the bound has passed,
 // ErrClosed when the store is closing, or ctx's error (wrapped).
@@ -260,6 +253,7 @@ func (s *Store) waitLocked(ctx context.Context, o *lockOwner, timer *time.Timer)
 	}
 	ch := o.wake
 	s.mu.Unlock()
+	defer s.mu.Lock()
 	if timer == nil {
 		timer = time.NewTimer(s.lockWait)
 	}
@@ -424,28 +418,25 @@ func (r *recentSet) add(id uint64) {
 	r.set[id] = struct{}{}
 }
 
-// waitForHolder is how a Prepare waits for the Apply holding key k, as
-// waitLocked does, with s.mu held on entry and, unless it fails, on return.
+// waitForHolderLocked is how a Prepare waits for the Apply holding key k, as
+// waitLocked does.
 // While it waits, a release of k does not hand k to a queued Apply: the
 // Prepare, which waits for no one once it holds its locks, gets a chance at
 // it first; the Prepare grants what it held back whenever it leaves without
 // the key (see Prepare). Giving up after LockWait is a *ConflictError naming
 // k and its holder; on error the timer is stopped and s.mu released.
-func (s *Store) waitForHolder(ctx context.Context, k string, holder *lockOwner, timer *time.Timer) (*time.Timer, error) {
+func (s *Store) waitForHolderLocked(ctx context.Context, k string, holder *lockOwner, timer *time.Timer) (*time.Timer, error) {
 	s.mu.prepWaiting[k]++
 	timer, err := s.waitLocked(ctx, holder, timer)
-	s.mu.Lock()
 	if s.mu.prepWaiting[k]--; s.mu.prepWaiting[k] == 0 {
 		delete(s.mu.prepWaiting, k)
 	}
 	if err != nil {
 		s.grantLocked([]string{k})
-		s.mu.Unlock()
-		stopTimer(timer)
 		if err == errLockWait {
-			return nil, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
+			return timer, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
 		}
-		return nil, err
+		return timer, err
 	}
 	return timer, nil
 }

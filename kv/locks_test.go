@@ -119,7 +119,7 @@ func TestPrepareWaitsForOnePhaseApply(t *testing.T) {
 		t.Fatalf("Prepare returned %v while a one-phase Apply held the key", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	s.release(keys, apply)
+	release(s, keys, apply)
 	select {
 	case err := <-ch:
 		if err != nil {

@@ -113,7 +113,7 @@ func TestPrepareWaitingForAnApplyGoesBeforeQueuedApplies(t *testing.T) {
 	waitPrepWaiting(t, s, "k")
 	queued := goApply(s, 2, 11, nil, put("k", "a"))
 	waitQueued(t, s, "k", 1)
-	s.release(keys, apply)
+	release(s, keys, apply)
 	select {
 	case err := <-prep:
 		if err != nil {
@@ -154,12 +154,12 @@ func TestPrepareWaitingForASecondKeyDoesNotHoldTheFirstBack(t *testing.T) {
 	waitPrepWaiting(t, s, "k")
 	queued := goApply(s, 2, 11, nil, put("k", "a"))
 	waitQueued(t, s, "k", 1)
-	s.release(k, a) // the Prepare wakes, finds k2 held and waits for it
+	release(s, k, a) // the Prepare wakes, finds k2 held and waits for it
 	r := await(t, queued, "Apply queued for k")
 	if r.err != nil {
 		t.Fatalf("Apply queued for k while the Prepare waits for k2: %v", r.err)
 	}
-	s.release(k2, b)
+	release(s, k2, b)
 	if err := <-prep; err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}

@@ -127,6 +127,9 @@ type Store struct {
 	closedDone chan struct{} // closed when Close has finished
 	closeErr   error
 
+	// mu guards the lock table and the store's counters. A method whose name ends in
+	// Locked is called with mu held and returns with it held; one that waits drops it
+	// meanwhile, and its comment says so.
 	mu struct {
 		sync.Mutex
 		locks  map[string]*lockOwner
@@ -230,7 +233,7 @@ func (s *Store) recover() error {
 		}
 		p := newPrepared(rec.TxnID, rec.StartTS, rec.Ops, rec.ReadKeys, rec.Participants, rec.PreparedAt)
 		p.recovered = true
-		p.durable = true
+		p.phase = phasePrepared
 		p.owner.readFrom = rec.StartTS + 1
 		p.minCommitTS = max(s.mu.maxTS, rec.StartTS) + 1
 		if k, o := s.holderLocked(p.keys); o != nil {
@@ -415,13 +418,13 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, err
 		var err error
 		timer, err = s.waitLocked(ctx, o, timer)
 		if err != nil {
+			s.mu.Unlock()
 			stopTimer(timer)
 			if err == errLockWait {
 				return nil, &LockedError{Key: bytes.Clone(k), TxnID: o.txnID}
 			}
 			return nil, err
 		}
-		s.mu.Lock()
 	}
 	needMark := ts > s.mu.mark
 	s.mu.Unlock()
@@ -744,7 +747,7 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS}
 	for _, p := range s.mu.prepared {
-		if p.durable {
+		if p.phase != phasePreparing {
 			st.Prepared++
 		}
 	}

@@ -31,8 +31,40 @@ type PreparedTxn struct {
 	Recovered      bool // loaded from disk by Open rather than prepared by this process
 }
 
+// prepPhase is where a transaction holding prepare locks here is in its life. Every
+// transition happens under Store.mu:
+//
+//	preparing  → prepared     its prepare record is durable (Prepare returns the vote)
+//	preparing  → gone         Prepare failed before the record was written
+//	prepared   → committing   a Commit claimed it
+//	prepared   → aborting     an Abort claimed it (also from committing, after a failed Commit)
+//	committing → prepared     the Commit failed; it may be tried again
+//	aborting   → aborting     the Abort failed; only an Abort may try again
+//	committing, aborting → gone   it finished, releasing its locks
+//
+// Open recovers a transaction in phase prepared. While a call does I/O for the
+// transaction (preparing, and the claims above) preparedTxn.busy is set.
+type prepPhase uint8
+
+const (
+	phasePreparing prepPhase = iota + 1
+	phasePrepared
+	phaseCommitting
+	phaseAborting
+)
+
+var prepPhaseNames = [...]string{phasePreparing: "preparing", phasePrepared: "prepared", phaseCommitting: "committing", phaseAborting: "aborting"}
+
+// String returns the phase's name, as logs and errors use it.
+func (ph prepPhase) String() string {
+	if int(ph) < len(prepPhaseNames) && prepPhaseNames[ph] != "" {
+		return prepPhaseNames[ph]
+	}
+	return fmt.Sprintf("phase(%d)", uint8(ph))
+}
+
 // preparedTxn is the in-memory state of a prepared transaction. All fields
-// but owner.readFrom, owner.wake, minCommitTS, durable and busy are
+// but owner.readFrom, owner.wake, minCommitTS, phase and busy are
 // immutable once the txn is in Store.mu.prepared; those are guarded by mu.
 type preparedTxn struct {
 	owner        lockOwner
@@ -44,7 +76,7 @@ type preparedTxn struct {
 	preparedAt   time.Time
 	minCommitTS  uint64
 	recovered    bool
-	durable      bool // the prepare record is on stable storage
+	phase        prepPhase
 
 	// busy is non-nil while a Prepare, Commit or Abort of this transaction
 	// is doing I/O; it is closed when that call finishes, successfully or
@@ -137,7 +169,8 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 		at = time.Now()
 	}
 	p := newPrepared(rec.TxnID, rec.StartTS, ops, raw[len(ops):], rec.Participants, at)
-	p.owner.readFrom = noWait
+	p.owner.readFrom = noWait // see lockOwner.readFrom
+	p.phase = phasePreparing
 	p.busy = make(chan struct{})
 
 	s.mu.Lock()
@@ -148,7 +181,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	defer s.exit()
 	var timer *time.Timer
 	// leave ends the loop without the locks: it hands any key a wait held
-	// back to the Applies queued for it (waitForHolder).
+	// back to the Applies queued for it (waitForHolderLocked).
 	leave := func() {
 		s.grantLocked(p.keys)
 		s.mu.Unlock()
@@ -192,7 +225,9 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 		}
 		// Hand on any key an earlier wait held back: this Prepare is not taking it now.
 		s.grantLocked(p.keys)
-		if timer, err = s.waitForHolder(ctx, k, holder, timer); err != nil {
+		if timer, err = s.waitForHolderLocked(ctx, k, holder, timer); err != nil {
+			s.mu.Unlock()
+			stopTimer(timer)
 			return 0, err
 		}
 	}
@@ -227,7 +262,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	if err == nil {
 		p.minCommitTS = max(s.mu.maxTS, p.startTS) + 1
 		p.owner.readFrom = p.minCommitTS
-		p.durable = true
+		p.phase = phasePrepared
 	} // else the store has failed: keep the locks, and waiters see the failure
 	close(p.busy)
 	p.busy = nil
@@ -292,19 +327,27 @@ func (s *Store) checkCommitFits(p *preparedTxn) error {
 	return nil
 }
 
-// claimLocked waits until no other call is doing I/O for txnID, then marks
-// it busy for the caller. It returns (nil, nil) if the
-// transaction is not prepared here, remembering the id as finished. It is
-// called with s.mu held and returns with it held unless it returns an error.
-func (s *Store) claimLocked(ctx context.Context, txnID uint64) (*preparedTxn, error) {
+// claim begins a Commit or Abort of txnID: it registers the operation (enterLocked), waits
+// until no other call is doing I/O for the transaction, and marks it busy for the caller.
+// On error nothing is registered and s.mu is released. Otherwise the caller must call s.exit;
+// it returns (nil, nil), with s.mu released, if the transaction is not prepared here
+// (remembering the id as finished), and the transaction with s.mu held if it is.
+func (s *Store) claim(ctx context.Context, txnID uint64) (*preparedTxn, error) {
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	for {
 		if err := s.mu.failed; err != nil {
 			s.mu.Unlock()
+			s.exit()
 			return nil, err
 		}
 		p := s.mu.prepared[txnID]
 		if p == nil {
 			s.mu.finished.add(txnID)
+			s.mu.Unlock()
 			return nil, nil
 		}
 		if p.busy == nil {
@@ -314,16 +357,18 @@ func (s *Store) claimLocked(ctx context.Context, txnID uint64) (*preparedTxn, er
 		ch := p.busy
 		s.mu.Unlock()
 		if err := s.waitChan(ctx, ch, fmt.Sprintf("transaction %d", txnID)); err != nil {
+			s.exit()
 			return nil, err
 		}
 		s.mu.Lock()
 	}
 }
 
-// unclaim ends a failed Commit or Abort: the transaction stays prepared
-// and another call may try again.
-func (s *Store) unclaim(p *preparedTxn) {
+// unclaim ends a failed Commit or Abort in phase ph (prepared after a Commit, aborting after
+// an Abort): another call may try again.
+func (s *Store) unclaim(p *preparedTxn, ph prepPhase) {
 	s.mu.Lock()
+	p.phase = ph
 	close(p.busy)
 	p.busy = nil
 	s.mu.Unlock()
@@ -393,36 +438,32 @@ func (s *Store) commit(ctx context.Context, txnID, commitTS uint64, sync bool) e
 	if commitTS == 0 || commitTS == math.MaxUint64 {
 		return invalidf("commit transaction %d: commit timestamp %d out of range", txnID, commitTS)
 	}
-	s.mu.Lock()
-	if err := s.enterLocked(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	defer s.exit()
-	p, err := s.claimLocked(ctx, txnID)
+	p, err := s.claim(ctx, txnID)
 	if err != nil {
 		return err
 	}
+	defer s.exit()
 	if p == nil {
-		s.mu.Unlock()
 		return s.checkFinished(txnID)
 	}
-	if min := p.owner.readFrom; commitTS < min {
+	if p.phase == phaseAborting || commitTS < p.owner.readFrom {
+		ph, min := p.phase, p.owner.readFrom
 		close(p.busy)
 		p.busy = nil
 		s.mu.Unlock()
-		if min == noWait {
+		if ph == phaseAborting {
 			return invalidf("commit transaction %d: an abort of it has already begun", txnID)
 		}
 		return invalidf("commit transaction %d at %d: below its minimum commit timestamp %d", txnID, commitTS, min)
 	}
+	p.phase = phaseCommitting
 	// Readers below commitTS cannot see these writes; let them through.
 	p.owner.readFrom = commitTS
 	needMark := commitTS > s.mu.mark
 	s.mu.Unlock()
 
 	if err := s.commitHeld(p, commitTS, needMark, sync); err != nil {
-		s.unclaim(p)
+		s.unclaim(p, phasePrepared)
 		return err
 	}
 	s.mu.Lock()
@@ -490,27 +531,22 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 //
 // Cost: one small Badger write and one share of a group sync.
 func (s *Store) Abort(ctx context.Context, txnID uint64) error {
-	s.mu.Lock()
-	if err := s.enterLocked(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	defer s.exit()
-	p, err := s.claimLocked(ctx, txnID)
+	p, err := s.claim(ctx, txnID)
 	if err != nil {
 		return err
 	}
+	defer s.exit()
 	if p == nil {
-		s.mu.Unlock()
 		return nil
 	}
 	// No writes will come from this transaction: no reader needs to wait,
 	// and a Commit is refused from now on.
+	p.phase = phaseAborting
 	p.owner.readFrom = noWait
 	s.mu.Unlock()
 
 	if err := s.abortHeld(p); err != nil {
-		s.unclaim(p)
+		s.unclaim(p, phaseAborting)
 		return err
 	}
 	s.mu.Lock()
@@ -540,7 +576,7 @@ func (s *Store) Prepared() []PreparedTxn {
 	s.mu.Lock()
 	out := make([]PreparedTxn, 0, len(s.mu.prepared))
 	for _, p := range s.mu.prepared {
-		if !p.durable {
+		if p.phase == phasePreparing {
 			continue
 		}
 		keys := make([][]byte, len(p.keys))
@@ -566,7 +602,7 @@ func (s *Store) Prepared() []PreparedTxn {
 func (s *Store) IsPrepared(txnID uint64) bool {
 	s.mu.Lock()
 	p := s.mu.prepared[txnID]
-	ok := p != nil && p.durable
+	ok := p != nil && p.phase != phasePreparing
 	s.mu.Unlock()
 	return ok
 }
