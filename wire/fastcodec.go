@@ -7,16 +7,17 @@ import (
 	"math"
 )
 
-// The hot message types encode and decode with the hand-written msgpack below
-// instead of the reflection codec. The encoding is byte for byte what the codec
-// produces with handle (checked by TestFastCodecMatchesReflection):
+// The hot message types encode and decode with the generated msgpack of
+// fastcodec_msgs.go instead of the reflection codec. The encoding is byte for
+// byte what the codec produces with handle (checked by
+// TestFastCodecMatchesReflection):
 //
 //   - a struct is a map of its non-zero fields keyed by field name, the keys
 //     sorted by name (not in field order); a struct without fields is an empty
-//     map, and SyncRequest.Commits, the only field without omitempty, is
-//     always present (nil slice: msgpack nil);
+//     map, and a field without omitempty (SyncRequest.Commits) is always
+//     present, a nil slice as msgpack nil;
 //   - unsigned integers use the shortest of positive fixint and uint8..64, but
-//     Error.Index, a Go int, uses the signed forms: 200 is int16, not uint8;
+//     a Go int (Error.Index) uses the signed forms: 200 is int16, not uint8;
 //   - []byte is bin8/16/32 (an empty slice in a [][]byte is bin8 of length
 //     0, a nil one msgpack nil), string is fixstr or str8/16/32;
 //   - headers use the fix form below 16 entries (32 bytes for str), then the
@@ -31,6 +32,29 @@ import (
 // (a struct as an array, bytes as an array of integers, a slice as a map,
 // ext values, a repeated field, deep nesting) make it return errFallback, and
 // decodeWith hands the body to the codec instead.
+
+// The hot message types. The go:generate line below writes the fastMessage
+// methods of each, and of the structs they contain, from their struct
+// definitions into fastcodec_msgs.go; listing a type here also makes the
+// compiler check that it has them.
+//
+//go:generate go run ./internal/fastgen/cmd/fastgen
+var _ = []fastMessage{
+	(*Error)(nil),
+	(*GetRequest)(nil),
+	(*GetReply)(nil),
+	(*TxnRequest)(nil),
+	(*TxnReply)(nil),
+	(*ApplyRequest)(nil),
+	(*ApplyReply)(nil),
+	(*PrepareRequest)(nil),
+	(*PrepareReply)(nil),
+	(*CommitRequest)(nil),
+	(*AbortRequest)(nil),
+	(*Ack)(nil),
+	(*SyncRequest)(nil),
+	(*CommitBatchRequest)(nil),
+}
 
 // fastMessage is implemented, on pointer receivers, by the hot message types
 // and the structs they contain.
