@@ -76,11 +76,14 @@ var (
 func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
-		MsgStatus, MsgStatusReply, MsgSync}
+		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)
 		}
+	}
+	if next := MsgType(len(types) + 1); next.Valid() {
+		t.Errorf("message type %d is valid but not listed here", next)
 	}
 	codes := []Code{CodeOK, CodeBadRequest, CodeVersionMismatch, CodeTooLarge, CodeNotFound, CodeCompareFailed,
 		CodeConflict, CodeLocked, CodeUnavailable, CodeUnknownOutcome, CodeWrongShard, CodeAborted, CodeTimeout,

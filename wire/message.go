@@ -316,9 +316,6 @@ func (k OpKind) String() string {
 	return "op(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Valid reports whether k is a known write kind.
-func (k OpKind) Valid() bool { return k == OpPut || k == OpDelete }
-
 // Op is one write of a transaction.
 type Op struct {
 	Kind  OpKind `codec:",omitempty"`
@@ -350,14 +347,11 @@ var compareKindNames = [...]string{
 
 // String returns the snake_case name of k ("value_equal", ...) or "compare(N)".
 func (k CompareKind) String() string {
-	if k.Valid() {
+	if k >= CmpValueEqual && k <= CmpMissing {
 		return compareKindNames[k]
 	}
 	return "compare(" + strconv.Itoa(int(k)) + ")"
 }
-
-// Valid reports whether k is a known precondition kind.
-func (k CompareKind) Valid() bool { return k >= CmpValueEqual && k <= CmpMissing }
 
 // Compare is one precondition of a transaction.
 type Compare struct {

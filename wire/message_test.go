@@ -119,6 +119,8 @@ func TestStrings(t *testing.T) {
 		{OutcomeState(9).String(), "outcome(9)"},
 		{OpDelete.String(), "delete"},
 		{CmpVersionLess.String(), "version_less"},
+		{CompareKind(0).String(), "compare(0)"},
+		{CompareKind(7).String(), "compare(7)"},
 		{Errorf(CodeConflict, "key %q locked", "k").Error(), `wire: conflict: key "k" locked`},
 		{(&Error{Code: CodeTimeout}).Error(), "wire: timeout"},
 	} {
