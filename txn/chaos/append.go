@@ -72,7 +72,7 @@ func (a *Append) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, id
 	rec.Invoke(op)
 	elem := strconv.FormatInt(op.ID, 10)
 	op.In = []string{elem}
-	op.Marker = a.ks.marker(op.ID, op.Shards[0])
+	op.Markers = a.ks.markers(op.ID, op.Shards)
 	var cmps []client.Compare
 	var ops []client.Op
 	for i, k := range keys {
@@ -83,7 +83,7 @@ func (a *Append) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, id
 		}
 		ops = append(ops, client.Put([]byte(k), []byte(v)))
 	}
-	ops = append(ops, client.Put([]byte(op.Marker), []byte("1")))
+	ops = append(ops, markerPuts(op)...)
 	_, err = cl.Txn(cctx, cmps, ops...)
 	rec.Complete(op, err)
 	return err
@@ -98,7 +98,7 @@ const (
 	invAppendDup      = "append: no duplicate id"
 	invAppendSnapshot = "append: snapshot reads see identical lists"
 	invAppendPrefix   = "append: every read is a prefix of the final list"
-	invAppendMarker   = "append: marker agrees with the lists"
+	invAppendMarker   = "append: markers agree with the lists"
 )
 
 // Check reads every group and checks the history against it.
@@ -178,7 +178,7 @@ func (a *Append) checkHistory(final [][][]string, ops []Op, r *Report) {
 				}
 			}
 			if op.Status != Invoked && present != op.Applied {
-				r.violate(invAppendMarker, fmt.Sprintf("append %d (%s): in lists=%v, marker=%v", op.ID, op.Status, present, op.Applied))
+				r.violate(invAppendMarker, fmt.Sprintf("append %d (%s): in lists=%v, markers=%v", op.ID, op.Status, present, op.Applied))
 			}
 		case op.Kind == "read" && op.Status == OK:
 			lists := make([][]string, len(op.Out))

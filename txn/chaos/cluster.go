@@ -4,16 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
@@ -32,6 +35,10 @@ type ClusterConfig struct {
 	Timeouts txn.Timeouts
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
 	StartTimeout time.Duration
+	// LossyBin, if set, is the lossyfs binary (BuildLossyFS): every process then gets a lossy
+	// file system of its own (one machine each) that holds its data directory, and PowerCut
+	// can cut its power. Without it the data directories are plain ones under Dir.
+	LossyBin string
 }
 
 // ShortTimeouts are protocol timeouts short enough for recovery to take well under a second:
@@ -82,6 +89,8 @@ type Cluster struct {
 	base    txn.Config // real addresses
 	proxies map[string]*Proxy
 	cfgPath map[string]string
+	// disks holds each process's lossy file system when ClusterConfig.LossyBin is set.
+	disks map[string]*lossy.Process
 
 	mu struct {
 		sync.Mutex
@@ -136,21 +145,33 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	base := txn.Config{
-		Master:   txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: filepath.Join(cfg.Dir, "master")},
-		Timeouts: cfg.Timeouts,
-	}
+	names := []string{txn.MasterName}
 	for i := 0; i < cfg.Nodes; i++ {
-		name := fmt.Sprintf("node%d", i+1)
-		base.Nodes = append(base.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: filepath.Join(cfg.Dir, name)})
+		names = append(names, fmt.Sprintf("node%d", i+1))
 	}
-	c := &Cluster{cfg: cfg, base: base.WithDefaults(), proxies: map[string]*Proxy{}, cfgPath: map[string]string{}}
+	c := &Cluster{cfg: cfg, proxies: map[string]*Proxy{}, cfgPath: map[string]string{}}
 	c.mu.procs = map[string]*process{}
 	c.mu.runs = map[string]int{}
 	fail := func(err error) (*Cluster, error) {
 		c.closeProxies()
+		c.stopDisks()
 		return nil, err
 	}
+	dataDir := func(name string) string { return filepath.Join(cfg.Dir, name) }
+	if cfg.LossyBin != "" {
+		if err := c.mountDisks(names); err != nil {
+			return fail(err)
+		}
+		dataDir = func(name string) string { return filepath.Join(c.disks[name].Mountpoint, "data") }
+	}
+	base := txn.Config{
+		Master:   txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
+		Timeouts: cfg.Timeouts,
+	}
+	for i, name := range names[1:] {
+		base.Nodes = append(base.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
+	}
+	c.base = base.WithDefaults()
 	add := func(name, target string) error {
 		p, err := NewProxy(name, target)
 		if err != nil {
@@ -188,6 +209,44 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	return c, nil
 }
+
+// mountDisks starts one lossy file system per process, its backing directory and its
+// mountpoint side by side under Dir/disks.
+func (c *Cluster) mountDisks(names []string) error {
+	if err := lossy.Available(); err != nil {
+		return fmt.Errorf("chaos: power loss needs a lossy file system: %w", err)
+	}
+	c.disks = map[string]*lossy.Process{}
+	root := filepath.Join(c.cfg.Dir, "disks")
+	for _, name := range names {
+		backing, mountpoint := filepath.Join(root, name+".backing"), filepath.Join(root, name)
+		for _, d := range []string{backing, mountpoint} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("chaos: %w", err)
+			}
+		}
+		d, err := lossy.Start(c.cfg.LossyBin, backing, mountpoint)
+		if err != nil {
+			return fmt.Errorf("chaos: disk of %s: %w", name, err)
+		}
+		c.disks[name] = d
+	}
+	return nil
+}
+
+// stopDisks unmounts every lossy file system; the processes using them must be dead.
+func (c *Cluster) stopDisks() []error {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(c.disks)) {
+		if err := c.disks[name].Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("chaos: disk of %s: %w", name, err))
+		}
+	}
+	return errs
+}
+
+// Lossy reports whether the data directories are on lossy file systems (PowerCut works).
+func (c *Cluster) Lossy() bool { return c.disks != nil }
 
 func (c *Cluster) writeConfig(name string, cfg txn.Config) error {
 	var y strings.Builder
@@ -443,6 +502,49 @@ func (c *Cluster) Kill(name string) {
 	}
 }
 
+// PowerCut cuts the power of the named processes' machines at once, as a rack losing power:
+// it SIGKILLs every one of them that runs, waits until all are dead, then makes their lossy
+// file systems forget every write that was not fsynced, concurrently, and returns once each is
+// mounted again with only its durable state (a summary per process). It needs LossyBin.
+func (c *Cluster) PowerCut(names ...string) (map[string]lossy.Summary, error) {
+	if c.disks == nil {
+		return nil, errors.New("chaos: power cut of a cluster without lossy file systems (ClusterConfig.LossyBin)")
+	}
+	var dying []*process
+	for _, name := range names {
+		if c.disks[name] == nil {
+			return nil, fmt.Errorf("chaos: power cut of %s: no such process", name)
+		}
+		if p := c.signal(name, syscall.SIGCONT, ""); p != nil {
+			c.signal(name, syscall.SIGKILL, "power cut")
+			dying = append(dying, p)
+		}
+	}
+	for _, p := range dying {
+		<-p.done
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		sums = map[string]lossy.Summary{}
+		errs []error
+	)
+	for _, name := range names {
+		wg.Go(func() {
+			sum, err := c.disks[name].Crash()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("chaos: power cut of %s: %w", name, err))
+				return
+			}
+			sums[name] = sum
+		})
+	}
+	wg.Wait()
+	return sums, errors.Join(errs...)
+}
+
 // Stop sends SIGTERM and waits up to d for a clean exit, then SIGKILL. It reports whether the
 // process exited cleanly by itself.
 func (c *Cluster) Stop(name string, d time.Duration) bool {
@@ -494,6 +596,17 @@ func (c *Cluster) Logs(name string) []string {
 	return files
 }
 
+// LastLog returns the path of the log of the process's latest run ("" if it never ran).
+func (c *Cluster) LastLog(name string) string {
+	c.mu.Lock()
+	run := c.mu.runs[name]
+	c.mu.Unlock()
+	if run == 0 {
+		return ""
+	}
+	return filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.%d.log", name, run))
+}
+
 // HealNetwork sets every proxy back to Pass.
 func (c *Cluster) HealNetwork() {
 	for _, p := range c.proxies {
@@ -511,8 +624,9 @@ func (c *Cluster) Dial(ctx context.Context, proxied bool, name string) (*client.
 	return client.Dial(ctx, addr, client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name})
 }
 
-// Close stops every process (SIGTERM, then SIGKILL after 10s) and every proxy. It returns
-// the processes that did not shut down cleanly.
+// Close stops every process (SIGTERM, then SIGKILL after 10s), then every proxy and lossy file
+// system. It returns the processes that did not shut down cleanly, and the file systems that
+// did not unmount cleanly, as "disk of NAME: ERROR".
 func (c *Cluster) Close() []string {
 	c.mu.Lock()
 	c.mu.closed = true
@@ -532,6 +646,10 @@ func (c *Cluster) Close() []string {
 		}
 	}
 	c.closeProxies()
+	// Only now that nothing uses them.
+	for _, err := range c.stopDisks() {
+		unclean = append(unclean, strings.TrimPrefix(err.Error(), "chaos: "))
+	}
 	return unclean
 }
 
@@ -552,4 +670,14 @@ func BuildBinaries(dir string) error {
 		return fmt.Errorf("chaos: build binaries: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// BuildLossyFS builds the lossyfs binary into dir (next to BuildBinaries' binaries) and returns
+// its path, for ClusterConfig.LossyBin.
+func BuildLossyFS(dir string) (string, error) {
+	bin, err := lossy.Build(dir)
+	if err != nil {
+		return "", fmt.Errorf("chaos: %w", err)
+	}
+	return bin, nil
 }

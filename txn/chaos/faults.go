@@ -30,12 +30,23 @@ const (
 	FaultPause FaultKind = "pause"
 	// FaultBlaster sends malformed, oversized, wrong-type and slow frames to every port.
 	FaultBlaster FaultKind = "blaster"
+	// FaultPowerLoss SIGKILLs a random process (one time in four, and at least once in a run
+	// of two steps or more: every process at once) at random times, then cuts the power of its
+	// machine (each process's data directory is on a lossy file system of its own, which
+	// forgets every write that was not fsynced), and restarts it after a random delay.
+	FaultPowerLoss FaultKind = "powerloss"
 	// FaultMixed draws each step from every kind above.
 	FaultMixed FaultKind = "mixed"
 )
 
 // AllFaults are the kinds a full run covers, in order.
-var AllFaults = []FaultKind{FaultKill, FaultCrashPoint, FaultPartition, FaultPause, FaultBlaster}
+var AllFaults = []FaultKind{FaultKill, FaultCrashPoint, FaultPartition, FaultPause, FaultBlaster, FaultPowerLoss}
+
+// NeedsPowerLoss reports whether a run of kind may cut the power (powerloss, or mixed, which
+// draws it): its cluster then puts every data directory on a lossy file system.
+func NeedsPowerLoss(kind FaultKind) bool {
+	return kind == FaultPowerLoss || kind == FaultMixed
+}
 
 // ParseFaultKind checks a kind name.
 func ParseFaultKind(s string) (FaultKind, error) {
@@ -65,6 +76,12 @@ func (s Step) String() string {
 	switch s.Kind {
 	case FaultKill:
 		return fmt.Sprintf("+%-7s kill %s, restart after %s", s.At.Round(time.Millisecond), s.Target, s.Hold.Round(time.Millisecond))
+	case FaultPowerLoss:
+		what := s.Target
+		if s.Target == AllTargets {
+			what = "every machine"
+		}
+		return fmt.Sprintf("+%-7s power cut %s (SIGKILL, unsynced writes lost), restart after %s", s.At.Round(time.Millisecond), what, s.Hold.Round(time.Millisecond))
 	case FaultCrashPoint:
 		return fmt.Sprintf("+%-7s crash %s at %s:%d (wait up to %s), restart after it fires", s.At.Round(time.Millisecond), s.Target, s.Point, s.N, s.Hold.Round(time.Millisecond))
 	case FaultPartition:
@@ -108,9 +125,17 @@ func Schedule(kind FaultKind, seed uint64, d time.Duration, nodes int, timeouts 
 		case FaultKill:
 			s.Target = names[rng.IntN(len(names))]
 			if rng.IntN(5) == 0 {
-				s.Target = "all" // every process at once: a whole-cluster crash
+				s.Target = AllTargets // every process at once: a whole-cluster crash
 			}
 			s.Hold = dur(100*time.Millisecond, 1500*time.Millisecond)
+		case FaultPowerLoss:
+			s.Target = names[rng.IntN(len(names))]
+			if rng.IntN(4) == 0 {
+				s.Target = AllTargets // the whole rack loses power
+			}
+			s.Hold = dur(100*time.Millisecond, 1500*time.Millisecond)
+			// The remount after the cut and the restart on a FUSE mount take about this long.
+			advance = s.Hold + powerCutCost
 		case FaultCrashPoint:
 			s.Point = points[ncrash%len(points)]
 			ncrash++
@@ -164,8 +189,19 @@ func Schedule(kind FaultKind, seed uint64, d time.Duration, nodes int, timeouts 
 		}
 		at += advance + dur(300*time.Millisecond, 1200*time.Millisecond)
 	}
+	if kind == FaultPowerLoss && len(steps) >= 2 && !slices.ContainsFunc(steps, func(s Step) bool { return s.Target == AllTargets }) {
+		// Even a short run cuts the power of the whole cluster once.
+		steps[len(steps)-1].Target = AllTargets
+	}
 	return steps
 }
+
+// AllTargets is the Target of a kill or power cut of every process at once.
+const AllTargets = "all"
+
+// powerCutCost is what a power cut adds to a kill in the schedule: the remount of the lost
+// file systems and a restart on them.
+const powerCutCost = 700 * time.Millisecond
 
 func hashKind(k FaultKind) uint64 {
 	var h uint64 = 14695981039346656037

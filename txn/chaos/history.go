@@ -51,17 +51,19 @@ type Op struct {
 	Found []bool
 	// Group is the workload's key group (append and register).
 	Group int
-	// Marker is a key the write also sets to "1", on the shard of its first key, so that its
-	// outcome can be read back after healing ("" for reads).
-	Marker string
+	// Markers are keys the write also sets to "1", one on each shard it writes, so that its
+	// outcome can be read back after healing, shard by shard (none for reads).
+	Markers []string
 	// Invoke and Return bound the operation in time (Return is zero while invoked).
 	Invoke, Return time.Time
 	// Status is the outcome; Reason the error code's name when not OK; Err the message.
 	Status Status
 	Reason string
 	Err    string
-	// Applied is, for writes, whether the marker was found after healing.
-	Applied bool
+	// Applied is, for writes, whether every marker was found after healing; MarkersFound how
+	// many were (between 0 and len(Markers): a half-applied write).
+	Applied      bool
+	MarkersFound int
 }
 
 // Recorder keeps the history of every operation. It is safe for concurrent use.
@@ -132,13 +134,14 @@ func (r *Recorder) Ops() []Op {
 	return out
 }
 
-// setApplied records, after healing, whether each write's marker was found.
-func (r *Recorder) setApplied(applied map[int64]bool) {
+// setApplied records, after healing, how many markers of each write were found.
+func (r *Recorder) setApplied(found map[int64]int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, op := range r.ops {
 		if op.Write {
-			op.Applied = applied[op.ID]
+			op.MarkersFound = found[op.ID]
+			op.Applied = len(op.Markers) > 0 && op.MarkersFound == len(op.Markers)
 		}
 	}
 }

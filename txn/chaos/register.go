@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -73,7 +74,7 @@ func (r *Register) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, 
 	}
 	op := &Op{Workload: "register", Client: id, Kind: "write", Write: true, Group: g, Keys: keys, Shards: r.ks.shards(keys)}
 	rec.Invoke(op)
-	op.Marker = r.ks.marker(op.ID, op.Shards[0])
+	op.Markers = r.ks.markers(op.ID, op.Shards)
 	var ops []client.Op
 	for range keys {
 		op.In = append(op.In, "v"+strconv.FormatInt(op.ID, 10))
@@ -81,7 +82,7 @@ func (r *Register) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, 
 	for i, k := range keys {
 		ops = append(ops, client.Put([]byte(k), []byte(op.In[i])))
 	}
-	ops = append(ops, client.Put([]byte(op.Marker), []byte("1")))
+	ops = append(ops, markerPuts(op)...)
 	_, err := cl.Txn(cctx, nil, ops...)
 	rec.Complete(op, err)
 	return err
@@ -152,6 +153,9 @@ var regModel = porcupine.Model{
 				s += fmt.Sprintf("get(%s)=%q", name(i), output.([2]string)[i])
 			}
 		}
+		if in.id < 0 {
+			return "final " + s // the read after healing
+		}
 		return fmt.Sprintf("#%d %s", in.id, s)
 	},
 	DescribeState: func(state interface{}) string {
@@ -164,9 +168,49 @@ var regModel = porcupine.Model{
 // Invariant name of the register workload.
 const invLinearizable = "register: linearizable (porcupine)"
 
-// Check runs porcupine on the history. Failed operations are left out (nothing happened);
-// unknown writes return at the end of time.
+// Check reads every group once more through cl (the cluster is healed), so that a write lost
+// after its acknowledgment (by a power cut, say) shows even when no read followed it, and runs
+// porcupine on the history with these final reads (none when cl is nil). Failed operations are
+// left out (nothing happened); unknown writes return at the end of time.
 func (r *Register) Check(ctx context.Context, cl *client.Client, ops []Op, rep *Report) error {
+	if cl != nil {
+		finals, err := r.finalReads(ctx, cl, ops)
+		if err != nil {
+			return err
+		}
+		ops = slices.Concat(ops, finals)
+	}
+	r.checkHistory(ops, rep)
+	return nil
+}
+
+// finalReads reads both keys of every group in one snapshot each, as operations of a client
+// after every workload client, with negative ids.
+func (r *Register) finalReads(ctx context.Context, cl *client.Client, ops []Op) ([]Op, error) {
+	id := 0
+	for _, op := range ops {
+		if op.Workload == "register" {
+			id = max(id, op.Client+1)
+		}
+	}
+	var out []Op
+	for g, keys := range r.groups {
+		op := Op{ID: -1 - int64(g), Workload: "register", Client: id, Kind: "read", Group: g, Keys: keys[:], Shards: r.ks.shards(keys[:]), Invoke: time.Now()}
+		cctx, cancel := opCtx(ctx)
+		kvs, _, err := cl.Snapshot(cctx, bkeys(op.Keys)...)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("chaos: final register read of group %d: %w", g, err)
+		}
+		op.Out, op.Found = values(kvs)
+		op.Return, op.Status = time.Now(), OK
+		out = append(out, op)
+	}
+	return out, nil
+}
+
+// checkHistory runs porcupine on the register operations of ops.
+func (r *Register) checkHistory(ops []Op, rep *Report) {
 	rep.invariant(invLinearizable)
 	var hist []porcupine.Operation
 	var t0 time.Time
@@ -230,5 +274,4 @@ func (r *Register) Check(ctx context.Context, cl *client.Client, ops []Op, rep *
 	case porcupine.Unknown:
 		rep.Notes = append(rep.Notes, "porcupine timed out: linearizability not decided")
 	}
-	return nil
 }

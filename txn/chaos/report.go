@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 )
 
 // Report is the outcome of one Run: what was injected, what the clients saw, how long recovery
@@ -32,10 +34,19 @@ type Report struct {
 	CrashPointsFired, CrashPointsMissed []string
 	// Blasts counts the bad inputs sent, by kind.
 	Blasts string
+	// Power cuts: the steps that cut the power, how many of them cut every machine at once,
+	// the cuts by machine, and what the lossy file systems forgot in all.
+	PowerCutSteps, WholeClusterCuts int
+	PowerCuts                       map[string]int
+	PowerCutLost                    lossy.Summary
 	// Write transactions: attempted, committed, aborted by reason, unknown, and how many of
 	// the unknown ones were applied (their marker was found after healing).
 	Attempted, Committed, Unknown, UnknownApplied int
 	Aborted                                       map[string]int
+	// Acknowledged writes whose markers were read back after healing; of them, the ones with a
+	// marker missing (lost); and writes of any outcome with only some of their markers (half
+	// applied).
+	AckedChecked, Lost, HalfApplied int
 	// Reads that returned, and the ones that failed by reason.
 	ReadsOK    int
 	ReadFailed map[string]int
@@ -169,9 +180,19 @@ func (r *Report) String() string {
 	if r.Blasts != "" {
 		w("%-26s %s", "bad inputs sent", r.Blasts)
 	}
+	if NeedsPowerLoss(r.Fault) {
+		machines := 0
+		for _, n := range r.PowerCuts {
+			machines += n
+		}
+		w("%-26s %d steps (%d whole-cluster), %d machines: %s", "power cuts", r.PowerCutSteps, r.WholeClusterCuts, machines, countMap(r.PowerCuts))
+		l := r.PowerCutLost
+		w("%-26s %d files restored, %d entries dropped, %d brought back, %d bytes undone", "  unsynced state lost", l.FilesRestored, l.EntriesDropped, l.EntriesRestored, l.BytesUndone)
+	}
 	w("%-26s attempted %d  committed %d  aborted %d  unknown %d", "write transactions", r.Attempted, r.Committed, aborted, r.Unknown)
 	w("%-26s %s", "  aborted by reason", countMap(r.Aborted))
 	w("%-26s %d applied, %d not applied (read back after healing)", "  unknown resolved as", r.UnknownApplied, r.Unknown-r.UnknownApplied)
+	w("%-26s checked %d (a marker per shard read back)  lost %d  half-applied %d", "acknowledged writes", r.AckedChecked, r.Lost, r.HalfApplied)
 	w("%-26s ok %d  failed %d (%s)", "reads", r.ReadsOK, readFailed, countMap(r.ReadFailed))
 	w("%-26s faulty %.1f commits/s  quiet %.1f commits/s", "throughput", r.FaultyTPS, r.QuietTPS)
 	w("%-26s %s  (%d restarts with no commit after)", "restart -> first commit", durStats(r.FirstCommitTimes), r.NoCommitAfter)

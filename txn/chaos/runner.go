@@ -19,6 +19,9 @@ import (
 type Config struct {
 	// BinDir holds kvmaster and kvnode built with -tags crashpoints.
 	BinDir string
+	// LossyBin is the lossyfs binary (BuildLossyFS), for the kinds that may cut the power
+	// (NeedsPowerLoss); default BinDir/lossyfs. Other kinds keep plain data directories.
+	LossyBin string
 	// Dir receives the cluster's files, the report and, on a linearizability failure,
 	// porcupine's visualization.
 	Dir string
@@ -71,6 +74,9 @@ func (c *Config) setDefaults() {
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
+	if c.LossyBin == "" && c.BinDir != "" {
+		c.LossyBin = filepath.Join(c.BinDir, "lossyfs")
+	}
 }
 
 // runner is the state of one Run.
@@ -104,7 +110,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Fault: cfg.Fault, Seed: cfg.Seed, FaultDuration: cfg.FaultDuration, QuietDuration: cfg.QuietDuration, Dir: cfg.Dir}
 	r.report = rep
 	started := time.Now()
-	c, err := NewCluster(ClusterConfig{BinDir: cfg.BinDir, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes})
+	ccfg := ClusterConfig{BinDir: cfg.BinDir, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes}
+	if NeedsPowerLoss(cfg.Fault) {
+		ccfg.LossyBin = cfg.LossyBin
+		rep.invariant(invPowerCut)
+	}
+	c, err := NewCluster(ccfg)
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +226,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	closed = true
 	unclean := c.Close()
 	rep.invariant(invNoCrash)
+	rep.invariant(invRestart)
 	rep.invariant(invCleanShutdown)
 	for _, e := range c.Exits() {
 		rep.Exits = append(rep.Exits, e)
@@ -223,6 +235,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	for _, n := range unclean {
+		if strings.HasPrefix(n, "disk of ") {
+			rep.violate(invCleanShutdown, n) // a lossy file system that did not unmount
+			continue
+		}
 		rep.violate(invCleanShutdown, n+" did not exit 0 within 10s of SIGTERM")
 	}
 	rep.Blasts = r.blaster.Summary()
@@ -235,6 +251,9 @@ const (
 	invNoPrepared    = "recovery: no prepared transaction left after healing"
 	invResolved      = "recovery: in-doubt transactions resolve after each heal"
 	invNoCrash       = "processes: no exit the runner did not cause"
+	invRestart       = "processes: every restart succeeds"
+	invPowerCut      = "powerloss: every power cut completes (remount)"
+	invHalfApplied   = "writes: no write half applied (markers of every shard agree)"
 	invCleanShutdown = "processes: clean exit on SIGTERM at the end"
 	invMarkerAcked   = "writes: acknowledged write durable (marker read back)"
 	invMarkerFailed  = "writes: failed write invisible (marker absent)"
@@ -259,7 +278,7 @@ func (r *runner) ensureUp() {
 		err := r.c.Start(ctx, n, "")
 		cancel()
 		if err != nil {
-			r.event("restart-failed", n, err.Error())
+			r.restartFailed(n, err)
 			continue
 		}
 		r.event("restart", n, "was down")
@@ -298,9 +317,15 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 		r.ensureUp()
 		r.report.Faults = append(r.report.Faults, string(s.Kind)+" "+s.Target)
 		switch s.Kind {
+		case FaultPowerLoss:
+			targets := r.powerCut(s)
+			time.Sleep(s.Hold)
+			for _, t := range targets {
+				r.restart(t, "after power cut")
+			}
 		case FaultKill:
 			targets := []string{s.Target}
-			if s.Target == "all" {
+			if s.Target == AllTargets {
 				targets = r.c.Names()
 			}
 			for _, t := range targets {
@@ -381,11 +406,61 @@ func (r *runner) restart(name, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := r.c.Start(ctx, name, ""); err != nil {
-		r.event("restart-failed", name, err.Error())
+		r.restartFailed(name, err)
 		return
 	}
 	r.event("restart", name, why)
 	r.watchResolve("restart "+name, time.Now())
+}
+
+// restartFailed records a process that did not come back: an event with the whole error (its
+// log's tail), and a violation with the error's first line and the log to read.
+func (r *runner) restartFailed(name string, err error) {
+	r.event("restart-failed", name, err.Error())
+	first, _, _ := strings.Cut(err.Error(), "\n")
+	r.report.violate(invRestart, fmt.Sprintf("%s at %s: %s (log %s)", name, time.Now().Format("15:04:05.000"), first, r.c.LastLog(name)))
+}
+
+// powerCut kills the targets and cuts their machines' power, recording each cut.
+func (r *runner) powerCut(s Step) []string {
+	targets := []string{s.Target}
+	if s.Target == AllTargets {
+		targets = r.c.Names()
+	}
+	start := time.Now()
+	sums, err := r.c.PowerCut(targets...)
+	took := time.Since(start).Round(time.Millisecond)
+	rep := r.report
+	rep.mu.Lock()
+	rep.PowerCutSteps++
+	if s.Target == AllTargets {
+		rep.WholeClusterCuts++
+	}
+	if rep.PowerCuts == nil {
+		rep.PowerCuts = map[string]int{}
+	}
+	for _, t := range targets {
+		sum, ok := sums[t]
+		if !ok {
+			continue
+		}
+		rep.PowerCuts[t]++
+		rep.PowerCutLost.FilesRestored += sum.FilesRestored
+		rep.PowerCutLost.EntriesDropped += sum.EntriesDropped
+		rep.PowerCutLost.EntriesRestored += sum.EntriesRestored
+		rep.PowerCutLost.BytesUndone += sum.BytesUndone
+	}
+	rep.mu.Unlock()
+	for _, t := range targets {
+		if sum, ok := sums[t]; ok {
+			r.event("powercut", t, fmt.Sprintf("SIGKILL, then %s (%s for the cut)", sum, took))
+		}
+	}
+	if err != nil {
+		r.event("powercut-failed", s.Target, err.Error())
+		rep.violate(invPowerCut, err.Error())
+	}
+	return targets
 }
 
 // watchResolve measures, in the background, how long the transactions prepared at a heal
@@ -485,12 +560,14 @@ func (r *runner) readMarkers(ctx context.Context) error {
 	var ids []int64
 	var keys [][]byte
 	for _, op := range ops {
-		if op.Write && op.Marker != "" {
-			ids = append(ids, op.ID)
-			keys = append(keys, []byte(op.Marker))
+		if op.Write {
+			for _, m := range op.Markers {
+				ids = append(ids, op.ID)
+				keys = append(keys, []byte(m))
+			}
 		}
 	}
-	applied := map[int64]bool{}
+	found := map[int64]int{}
 	for lo := 0; lo < len(keys); lo += 500 {
 		hi := min(lo+500, len(keys))
 		var kvs []client.KeyValue
@@ -508,26 +585,40 @@ func (r *runner) readMarkers(ctx context.Context) error {
 			return fmt.Errorf("chaos: read markers: %w", err)
 		}
 		for i, kv := range kvs {
-			applied[ids[lo+i]] = kv.Found
+			if kv.Found {
+				found[ids[lo+i]]++
+			}
 		}
 	}
-	r.rec.setApplied(applied)
+	r.rec.setApplied(found)
 	return nil
 }
 
+// checkMarkers checks every write against its markers: an acknowledged write must have all of
+// them (else it is lost), a failed one none, and no write only some (half applied).
 func (r *runner) checkMarkers(ops []Op) {
 	rep := r.report
 	rep.invariant(invMarkerAcked)
 	rep.invariant(invMarkerFailed)
+	rep.invariant(invHalfApplied)
 	for _, op := range ops {
 		if !op.Write {
 			continue
 		}
-		switch {
-		case op.Status == OK && !op.Applied:
-			rep.violate(invMarkerAcked, fmt.Sprintf("%s %s %d committed at %s but its marker %s is missing", op.Workload, op.Kind, op.ID, op.Return.Format("15:04:05.000"), op.Marker))
-		case op.Status == Failed && op.Applied:
-			rep.violate(invMarkerFailed, fmt.Sprintf("%s %s %d failed (%s: %s) but its marker %s is there", op.Workload, op.Kind, op.ID, op.Reason, op.Err, op.Marker))
+		n, f := len(op.Markers), op.MarkersFound
+		if op.Status == OK {
+			rep.AckedChecked++
+			if f < n {
+				rep.Lost++
+				rep.violate(invMarkerAcked, fmt.Sprintf("%s %s %d committed at %s but %d of its %d markers are missing (%s)", op.Workload, op.Kind, op.ID, op.Return.Format("15:04:05.000"), n-f, n, strings.Join(op.Markers, " ")))
+			}
+		}
+		if f > 0 && f < n {
+			rep.HalfApplied++
+			rep.violate(invHalfApplied, fmt.Sprintf("%s %s %d (%s) has %d of its %d markers (%s)", op.Workload, op.Kind, op.ID, op.Status, f, n, strings.Join(op.Markers, " ")))
+		}
+		if op.Status == Failed && f > 0 {
+			rep.violate(invMarkerFailed, fmt.Sprintf("%s %s %d failed (%s: %s) but %d of its %d markers are there (%s)", op.Workload, op.Kind, op.ID, op.Reason, op.Err, f, n, strings.Join(op.Markers, " ")))
 		}
 	}
 }

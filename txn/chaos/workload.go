@@ -53,6 +53,29 @@ func (ks keyspace) marker(id int64, s int) string {
 	return ks.onShard(fmt.Sprintf("mark/%d/", id), s, nil)
 }
 
+// markers names the marker keys of operation id: one on each shard of shards (duplicates
+// once), in order of first appearance.
+func (ks keyspace) markers(id int64, shards []int) []string {
+	var out []string
+	seen := map[int]bool{}
+	for _, s := range shards {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, ks.marker(id, s))
+		}
+	}
+	return out
+}
+
+// markerPuts are the writes that set every marker of op.
+func markerPuts(op *Op) []client.Op {
+	var out []client.Op
+	for _, m := range op.Markers {
+		out = append(out, client.Put([]byte(m), []byte("1")))
+	}
+	return out
+}
+
 func (ks keyspace) shards(keys []string) []int {
 	out := make([]int, len(keys))
 	for i, k := range keys {
@@ -165,11 +188,10 @@ func (b *Bank) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, id i
 	op := &Op{Workload: "bank", Client: id, Kind: "transfer", Write: true, Keys: keys, Shards: b.ks.shards(keys),
 		In: []string{strconv.Itoa(fb - amt), strconv.Itoa(tb + amt)}}
 	rec.Invoke(op)
-	op.Marker = b.ks.marker(op.ID, op.Shards[0])
+	op.Markers = b.ks.markers(op.ID, op.Shards)
 	_, err = cl.Txn(cctx,
 		[]client.Compare{client.IfVersion([]byte(from), kvs[0].Version), client.IfVersion([]byte(to), kvs[1].Version)},
-		client.Put([]byte(from), []byte(op.In[0])), client.Put([]byte(to), []byte(op.In[1])),
-		client.Put([]byte(op.Marker), []byte("1")))
+		append([]client.Op{client.Put([]byte(from), []byte(op.In[0])), client.Put([]byte(to), []byte(op.In[1]))}, markerPuts(op)...)...)
 	rec.Complete(op, err)
 	return err
 }
