@@ -47,6 +47,8 @@ type Report struct {
 	// marker missing (lost); and writes of any outcome with only some of their markers (half
 	// applied).
 	AckedChecked, Lost, HalfApplied int
+	// ChecksSkipped, if set, says why the checks of the final state did not run.
+	ChecksSkipped string
 	// Reads that returned, and the ones that failed by reason.
 	ReadsOK    int
 	ReadFailed map[string]int
@@ -192,7 +194,11 @@ func (r *Report) String() string {
 	w("%-26s attempted %d  committed %d  aborted %d  unknown %d", "write transactions", r.Attempted, r.Committed, aborted, r.Unknown)
 	w("%-26s %s", "  aborted by reason", countMap(r.Aborted))
 	w("%-26s %d applied, %d not applied (read back after healing)", "  unknown resolved as", r.UnknownApplied, r.Unknown-r.UnknownApplied)
-	w("%-26s checked %d (a marker per shard read back)  lost %d  half-applied %d", "acknowledged writes", r.AckedChecked, r.Lost, r.HalfApplied)
+	if r.ChecksSkipped != "" {
+		w("%-26s NOT CHECKED: %s", "acknowledged writes", r.ChecksSkipped)
+	} else {
+		w("%-26s checked %d (a marker per shard read back)  lost %d  half-applied %d", "acknowledged writes", r.AckedChecked, r.Lost, r.HalfApplied)
+	}
 	w("%-26s ok %d  failed %d (%s)", "reads", r.ReadsOK, readFailed, countMap(r.ReadFailed))
 	w("%-26s faulty %.1f commits/s  quiet %.1f commits/s", "throughput", r.FaultyTPS, r.QuietTPS)
 	w("%-26s %s  (%d restarts with no commit after)", "restart -> first commit", durStats(r.FirstCommitTimes), r.NoCommitAfter)
@@ -207,8 +213,15 @@ func (r *Report) String() string {
 	if len(unexpected) == 0 {
 		unexpected = []string{"none"}
 	}
+	if len(unexpected) > 10 {
+		unexpected = append(unexpected[:10], fmt.Sprintf("... %d more", len(unexpected)-10))
+	}
 	w("%-26s %d exits, unexpected: %s", "process exits", len(r.Exits), strings.Join(unexpected, " "))
-	w("%-26s %s", "porcupine", r.Porcupine)
+	porcupine := r.Porcupine
+	if porcupine == "" {
+		porcupine = "not run"
+	}
+	w("%-26s %s", "porcupine", porcupine)
 	w("invariants:")
 	viol := r.Violations()
 	r.mu.Lock()

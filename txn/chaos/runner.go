@@ -88,11 +88,24 @@ type runner struct {
 	blaster *Blaster
 	report  *Report
 
+	// down holds, for each process whose last restart failed, how many failed in a row and
+	// when to try again. Only the goroutine that runs the steps uses it.
+	down map[string]*downState
+
 	mu      sync.Mutex
 	events  []Event
 	resolve []time.Duration
 	watches sync.WaitGroup
 }
+
+// downState is a process that does not come back: restarts back off, up to maxRestartBackoff.
+type downState struct {
+	failures int
+	next     time.Time
+}
+
+// maxRestartBackoff bounds the wait between two restarts of a process that keeps failing.
+const maxRestartBackoff = 5 * time.Second
 
 func (r *runner) event(kind, target, detail string) {
 	r.mu.Lock()
@@ -106,7 +119,7 @@ func (r *runner) event(kind, target, detail string) {
 // be carried out (a binary that does not start); violations are in the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.setDefaults()
-	r := &runner{cfg: cfg, rec: &Recorder{}}
+	r := &runner{cfg: cfg, rec: &Recorder{}, down: map[string]*downState{}}
 	rep := &Report{Fault: cfg.Fault, Seed: cfg.Seed, FaultDuration: cfg.FaultDuration, QuietDuration: cfg.QuietDuration, Dir: cfg.Dir}
 	r.report = rep
 	started := time.Now()
@@ -210,17 +223,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.FinalQuiet = quietIn
 
-	// Resolve every write through its marker, then check.
-	if err := r.readMarkers(ctx); err != nil {
-		return nil, err
-	}
+	// Resolve every write through its markers, then check. A cluster that cannot be read
+	// (a process that does not come back) fails the run with what it could check.
+	rep.invariant(invFinalReads)
+	markersErr := r.readMarkers(ctx)
 	ops := r.rec.Ops()
-	for _, w := range workloads {
-		if err := w.w.Check(ctx, r.admin, ops, rep); err != nil {
-			return nil, err
+	if markersErr != nil {
+		rep.ChecksSkipped = "the markers could not be read after healing"
+		rep.violate(invFinalReads, markersErr.Error()+"; the write checks were skipped")
+	} else {
+		for _, w := range workloads {
+			if err := w.w.Check(ctx, r.admin, ops, rep); err != nil {
+				rep.violate(invFinalReads, fmt.Sprintf("%s: %v; its checks were skipped", w.w.Name(), err))
+			}
 		}
+		r.checkMarkers(ops)
 	}
-	r.checkMarkers(ops)
 	r.summarize(ops, faultStart, healAt, stopAt)
 
 	closed = true
@@ -251,6 +269,7 @@ const (
 	invNoPrepared    = "recovery: no prepared transaction left after healing"
 	invResolved      = "recovery: in-doubt transactions resolve after each heal"
 	invNoCrash       = "processes: no exit the runner did not cause"
+	invFinalReads    = "checks: the final state is readable after healing"
 	invRestart       = "processes: every restart succeeds"
 	invPowerCut      = "powerloss: every power cut completes (remount)"
 	invHalfApplied   = "writes: no write half applied (markers of every shard agree)"
@@ -274,6 +293,9 @@ func (r *runner) ensureUp() {
 		if r.c.Running(n) {
 			continue
 		}
+		if d := r.down[n]; d != nil && time.Now().Before(d.next) {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err := r.c.Start(ctx, n, "")
 		cancel()
@@ -281,15 +303,19 @@ func (r *runner) ensureUp() {
 			r.restartFailed(n, err)
 			continue
 		}
+		r.restarted(n)
 		r.event("restart", n, "was down")
 		r.watchResolve("restart "+n, time.Now())
 	}
 }
 
 // heal undoes every fault: links pass, paused processes continue, dead or armed processes
-// restart without crash points.
+// restart without crash points (at once, whatever their back-off).
 func (r *runner) heal() {
 	r.c.HealNetwork()
+	for _, d := range r.down {
+		d.next = time.Time{}
+	}
 	for _, n := range r.c.Names() {
 		r.c.Resume(n)
 		if r.c.Armed(n) != "" && r.c.Running(n) {
@@ -409,17 +435,38 @@ func (r *runner) restart(name, why string) {
 		r.restartFailed(name, err)
 		return
 	}
+	r.restarted(name)
 	r.event("restart", name, why)
 	r.watchResolve("restart "+name, time.Now())
 }
 
-// restartFailed records a process that did not come back: an event with the whole error (its
-// log's tail), and a violation with the error's first line and the log to read.
+// restartFailed records a process that did not come back: an event (with the error's whole
+// text, the log's tail, the first time in a row), a violation with the error's first line and
+// the log to read, and a back-off before the next try.
 func (r *runner) restartFailed(name string, err error) {
-	r.event("restart-failed", name, err.Error())
+	d := r.down[name]
+	if d == nil {
+		d = &downState{}
+		r.down[name] = d
+	}
+	d.failures++
+	d.next = time.Now().Add(min(maxRestartBackoff, 250*time.Millisecond<<min(d.failures, 8)))
 	first, _, _ := strings.Cut(err.Error(), "\n")
-	r.report.violate(invRestart, fmt.Sprintf("%s at %s: %s (log %s)", name, time.Now().Format("15:04:05.000"), first, r.c.LastLog(name)))
+	// The error's first line says how the start failed; the log tail's last line, why.
+	why := ""
+	if lines := strings.Split(strings.TrimSpace(err.Error()), "\n"); len(lines) > 1 {
+		why = ": " + strings.TrimSpace(lines[len(lines)-1])
+	}
+	detail := err.Error()
+	if d.failures > 1 {
+		detail = fmt.Sprintf("%s%s (%d failures in a row)", first, why, d.failures)
+	}
+	r.event("restart-failed", name, detail)
+	r.report.violate(invRestart, fmt.Sprintf("%s at %s: %s%s (log %s)", name, time.Now().Format("15:04:05.000"), first, why, r.c.LastLog(name)))
 }
+
+// restarted ends a process's back-off.
+func (r *runner) restarted(name string) { delete(r.down, name) }
 
 // powerCut kills the targets and cuts their machines' power, recording each cut.
 func (r *runner) powerCut(s Step) []string {
