@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -31,6 +32,41 @@ const valueThreshold = 1 << 20
 // memtable arena; it takes tens of milliseconds on an empty directory.
 func OpenBadger(dir string, managed bool) (*badger.DB, error) {
 	return openBadger(dir, managed, 0, 0)
+}
+
+// OpenSyncedBadger is OpenBadger with a GroupSyncer for the DB (observe as for
+// NewGroupSyncer), started before Badger opens: Badger flushes the memtables it replays to new
+// tables while and just after it opens, and the syncer syncs the directory as each file
+// appears. Close both with CloseSyncedBadger.
+func OpenSyncedBadger(dir string, managed bool, observe func(time.Duration)) (*badger.DB, *GroupSyncer, error) {
+	return openSynced(dir, managed, 0, 0, observe)
+}
+
+// CloseSyncedBadger closes db, then syncs its directory (Badger flushes its memtables to new
+// tables as it closes), then stops g. Call it once every write is done.
+func CloseSyncedBadger(db *badger.DB, g *GroupSyncer) error {
+	err := db.Close()
+	if serr := syncDir(g.dir); err == nil {
+		err = serr
+	}
+	g.Close()
+	return err
+}
+
+func openSynced(dir string, managed bool, memTableSize, valueLogFileSize int64, observe func(time.Duration)) (*badger.DB, *GroupSyncer, error) {
+	if dir == "" {
+		return nil, nil, invalidf("open badger: empty directory")
+	}
+	if err := MakeDurableDir(dir); err != nil {
+		return nil, nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
+	}
+	g := NewGroupSyncer(dir, observe)
+	db, err := openBadger(dir, managed, memTableSize, valueLogFileSize)
+	if err != nil {
+		g.Close()
+		return nil, nil, err
+	}
+	return db, g, nil
 }
 
 // openBadger is OpenBadger with the memtable and value-log file sizes set (0 keeps

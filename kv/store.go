@@ -186,16 +186,15 @@ func Open(opts Options) (*Store, error) {
 	s.mu.prepared = make(map[uint64]*preparedTxn)
 	s.mu.finished = newRecentSet(finishedMemory)
 
-	db, err := openBadger(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize)
+	db, syncer, err := openSynced(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize, opts.OnSync)
 	if err != nil {
 		return nil, err
 	}
-	s.db = db
+	s.db, s.syncer = db, syncer
 	if err := s.recover(); err != nil {
-		_ = db.Close() // the recovery error is the one worth reporting
+		_ = CloseSyncedBadger(db, syncer) // the recovery error is the one worth reporting
 		return nil, err
 	}
-	s.syncer = NewGroupSyncer(opts.Dir, opts.OnSync)
 	return s, nil
 }
 
@@ -250,8 +249,9 @@ func (s *Store) recover() error {
 }
 
 // Close waits for running operations to finish (operations waiting for a
-// lock or for another operation give up with ErrClosed), stops the group
-// syncer and closes Badger, which flushes memtables to disk. Prepared
+// lock or for another operation give up with ErrClosed), closes Badger,
+// which flushes memtables to disk, syncs the directory and stops the group
+// syncer (CloseSyncedBadger). Prepared
 // transactions stay prepared on disk and are recovered by the next Open.
 // Close is idempotent: later calls wait for the first and return its result.
 func (s *Store) Close() error {
@@ -268,8 +268,7 @@ func (s *Store) Close() error {
 	for s.inflight.Load() != 0 {
 		<-s.drained
 	}
-	s.syncer.Close()
-	if err := s.db.Close(); err != nil {
+	if err := CloseSyncedBadger(s.db, s.syncer); err != nil {
 		s.closeErr = fmt.Errorf("kv: close %s: %w", s.dir, err)
 	}
 	close(s.closedDone)

@@ -39,7 +39,9 @@ const memFileExt = ".mem"
 // open) and one fsync per memtable WAL: the active one, and any older one still
 // awaiting its flush (usually none; its file is opened once and kept). Each Sync
 // call costs one channel handshake; a round allocates one small object shared by
-// all its waiters. The syncer does not own the DB: Close it before closing the DB.
+// all its waiters. The syncer does not own the DB; it should start before the DB opens and
+// stop after it closes, as OpenSyncedBadger and CloseSyncedBadger arrange, so that it also
+// syncs the entries of the tables Badger writes then.
 type GroupSyncer struct {
 	dir     string
 	observe func(time.Duration)

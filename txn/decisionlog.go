@@ -51,17 +51,16 @@ var _ DecisionStore = (*BadgerDecisionStore)(nil)
 // OpenDecisionStore opens (or creates) the master's Badger DB in dir. observe, if not nil, gets
 // the duration of every fsync round.
 func OpenDecisionStore(dir string, observe func(time.Duration)) (*BadgerDecisionStore, error) {
-	db, err := kv.OpenBadger(dir, false)
+	db, syncer, err := kv.OpenSyncedBadger(dir, false, observe)
 	if err != nil {
 		return nil, fmt.Errorf("txn: open decision log: %w", err)
 	}
-	return &BadgerDecisionStore{db: db, syncer: kv.NewGroupSyncer(dir, observe)}, nil
+	return &BadgerDecisionStore{db: db, syncer: syncer}, nil
 }
 
 // Close closes the DB.
 func (s *BadgerDecisionStore) Close() error {
-	s.syncer.Close()
-	return s.db.Close()
+	return kv.CloseSyncedBadger(s.db, s.syncer)
 }
 
 // LoadMark implements MarkStore.
