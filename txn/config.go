@@ -6,11 +6,8 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Process describes one process of the cluster: where it listens for the kvtx protocol, where it
@@ -115,22 +112,6 @@ func setDur(p *time.Duration, def time.Duration) {
 	if *p == 0 {
 		*p = def
 	}
-}
-
-// LoadConfig reads a YAML cluster config. Fields the file leaves out take their defaults; an
-// unknown field is an error, so a typo does not silently fall back to a default.
-func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("txn: read config: %w", err)
-	}
-	var c Config
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("txn: parse config %s: %w", path, err)
-	}
-	return c.WithDefaults(), nil
 }
 
 // Validate reports every problem of c at once, or nil.

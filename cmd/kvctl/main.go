@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
+	"github.com/kvtx/kvtx/txn/server"
 	"github.com/kvtx/kvtx/wire"
 )
 
@@ -414,7 +415,7 @@ func status(c *cli.Context) ([]wire.ProcessStatus, error) {
 	}
 	cfg := txn.DefaultConfig()
 	if path := c.String("config"); path != "" {
-		if cfg, err = txn.LoadConfig(path); err != nil {
+		if cfg, err = server.LoadConfig(path); err != nil {
 			return nil, err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/server"
 )
 
 // Flags are the flags of a server process.
@@ -42,7 +43,7 @@ func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
 	cfg := txn.DefaultConfig()
 	if path := c.String("config"); path != "" {
 		var err error
-		if cfg, err = txn.LoadConfig(path); err != nil {
+		if cfg, err = server.LoadConfig(path); err != nil {
 			return txn.Config{}, nil, err
 		}
 	}
