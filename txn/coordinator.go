@@ -26,7 +26,7 @@ type CoordinatorConfig struct {
 	// Timeouts are the protocol's clocks; zero fields take their defaults.
 	Timeouts Timeouts
 	// Metrics, TxnLog and Logger are optional.
-	Metrics *MasterMetrics
+	Metrics CoordinatorMetrics
 	TxnLog  *TxnLog
 	Logger  *slog.Logger
 	// Directory, optional, gives the addresses Status reports, by process name.
@@ -87,6 +87,9 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 		return nil, errors.New("txn: coordinator needs Shards, Transport and Decisions")
 	}
 	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
 	oracle, err := NewOracle(ctx, cfg.Decisions)
 	if err != nil {
 		return nil, err
@@ -96,7 +99,6 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	c.mu.txns = map[uint64]*txnState{}
 	c.mu.unacked = map[string]*txnState{}
 	c.mu.committers = map[string]*committer{}
-	cfg.Metrics.watch(c.gauges)
 	return c, nil
 }
 
@@ -125,7 +127,7 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 	}
 	for i, d := range decisions {
 		c.cfg.TxnLog.Event(d.TxnID, "recovered", d.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", d.CommitTS))
-		c.cfg.Metrics.recovered("redrive_commit")
+		c.cfg.Metrics.Recovered("redrive_commit")
 		c.log.Info("re-driving committed transaction", "txn", d.TxnID, "commit_ts", d.CommitTS, "participants", d.Participants)
 		c.startPhase2(d.TxnID, states[i])
 	}
@@ -361,16 +363,16 @@ func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply,
 	err = c.call(ctx, p.node, &wire.ApplyRequest{TxnID: ts, TS: ts, Compares: p.cmps, Ops: p.ops}, &rep)
 	if err != nil {
 		werr := c.voteError(ts, p, err, true)
-		c.cfg.Metrics.txnDone("1pc", outcomeOf(werr), time.Since(start))
+		c.cfg.Metrics.TxnDone("1pc", outcomeOf(werr), time.Since(start))
 		return nil, werr
 	}
 	if err := c.oracle.Observe(ctx, rep.CommitTS); err != nil {
 		// The write is durable on its node; only the oracle's mark failed. Report unknown
 		// rather than committed: a later read might not be ordered after it.
-		c.cfg.Metrics.txnDone("1pc", "unknown", time.Since(start))
+		c.cfg.Metrics.TxnDone("1pc", "unknown", time.Since(start))
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: ts, Message: fmt.Sprintf("transaction %d applied on %s, but the oracle failed: %v", ts, p.node, err)}
 	}
-	c.cfg.Metrics.txnDone("1pc", "committed", time.Since(start))
+	c.cfg.Metrics.TxnDone("1pc", "committed", time.Since(start))
 	return &wire.TxnReply{TxnID: ts, CommitTS: rep.CommitTS, Path: "1pc"}, nil
 }
 
@@ -467,7 +469,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		minTS[i], errs[i] = rep.MinCommitTS, err
 	})
 	cancel()
-	c.cfg.Metrics.phase("prepare", time.Since(start))
+	c.cfg.Metrics.PhaseDone("prepare", time.Since(start))
 
 	var refusal *wire.Error
 	for i, err := range errs {
@@ -484,7 +486,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	if refusal != nil {
 		c.abort(txnID, st, keys, refusal)
-		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "aborted", time.Since(start))
 		return nil, refusal
 	}
 	CrashPoint(PointMasterAfterVotes)
@@ -500,7 +502,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	if err != nil {
 		werr := &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: fmt.Sprintf("allocate commit timestamp: %v", err)}
 		c.abort(txnID, st, keys, werr)
-		c.cfg.Metrics.txnDone("2pc", "aborted", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "aborted", time.Since(start))
 		return nil, werr
 	}
 	// The record must become durable even if the client goes away meanwhile.
@@ -512,7 +514,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		c.mu.Unlock()
 		c.log.Error("decision record failed: outcome unknown until the master restarts", "txn", txnID, "err", err)
 		c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=unknown", fmt.Sprintf("error=%q", err.Error()))
-		c.cfg.Metrics.txnDone("2pc", "unknown", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "unknown", time.Since(start))
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("the decision record could not be written: %v", err)}
 	}
 	c.mu.Lock()
@@ -521,14 +523,14 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		c.mu.unacked[k] = st
 	}
 	c.mu.Unlock()
-	c.cfg.Metrics.phase("decision", time.Since(decStart))
+	c.cfg.Metrics.PhaseDone("decision", time.Since(decStart))
 	CrashPoint(PointMasterAfterDecision)
 	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
 
 	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
 	// readers wait for its locks, and later writers of its keys wait for it at the master.
 	c.startPhase2(txnID, st)
-	c.cfg.Metrics.txnDone("2pc", "committed", time.Since(start))
+	c.cfg.Metrics.TxnDone("2pc", "committed", time.Since(start))
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }
 
@@ -730,7 +732,7 @@ func (c *Coordinator) sendCommits(node string, req wire.Message, batch []*txnSta
 					// Retrying cannot help: the node has no record of the transaction to commit.
 					c.log.Error("commit refused: the node never prepared this transaction; its shard misses the transaction's writes",
 						"node", node, "txn", st.id, "commit_ts", st.commitTS, "err", err)
-					c.cfg.Metrics.commitNotPrepared(node)
+					c.cfg.Metrics.CommitNotPrepared(node)
 					acked = true
 				}
 				if acked {
@@ -786,7 +788,7 @@ func (c *Coordinator) commitAcked(st *txnState) {
 	c.mu.Unlock()
 	c.cfg.TxnLog.Event(st.id, "acknowledged", st.participants)
 	c.releaseKeys(st)
-	c.cfg.Metrics.phase("commit", time.Since(st.phase2Start))
+	c.cfg.Metrics.PhaseDone("commit", time.Since(st.phase2Start))
 	close(st.done)
 	if startTimer {
 		c.wg.Add(1)
@@ -910,9 +912,10 @@ func (c *Coordinator) Outcome(req *wire.OutcomeRequest) *wire.OutcomeReply {
 	return &rep
 }
 
-// gauges counts the transactions in flight and the committed ones not yet acknowledged; the
-// metrics read it at scrape time, so the commit path pays nothing for it.
-func (c *Coordinator) gauges() (inFlight, unacked int) {
+// InFlight counts the two-phase transactions the master is driving and, among them, the
+// committed ones that some participant has not acknowledged yet. It costs a pass over them
+// under the coordinator's mutex: the metrics read it at scrape time.
+func (c *Coordinator) InFlight() (inFlight, unacked int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, st := range c.mu.txns {

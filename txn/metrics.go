@@ -1,252 +1,53 @@
 package txn
 
 import (
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kvtx/kvtx/wire"
 )
 
-// latencyBuckets spans 50µs to ~6.5s: fsyncs and loopback round trips sit at the low end,
-// timeouts at the high end.
-var latencyBuckets = prometheus.ExponentialBuckets(50e-6, 2, 18)
-
-// NewRegistry returns a registry with the Go and process collectors, which every kvtx process
-// exports.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
+// CoordinatorMetrics receives the coordinator's measurements (txn/server records them in
+// Prometheus). Its methods are called on the protocol's paths, so they must be cheap and safe
+// for concurrent use. A nil CoordinatorConfig.Metrics records nothing.
+type CoordinatorMetrics interface {
+	// TxnDone records a finished write transaction: its path ("1pc" or "2pc"), its outcome
+	// ("committed", "aborted" or "unknown") and its latency at the master.
+	TxnDone(path, outcome string, d time.Duration)
+	// PhaseDone records the latency of one phase of a two-phase commit: "prepare" (every
+	// vote), "decision" (the durable record) or "commit" (every acknowledgement).
+	PhaseDone(phase string, d time.Duration)
+	// Recovered records one recovery action: "redrive_commit", a committed transaction whose
+	// phase 2 a restarted master drives again.
+	Recovered(kind string)
+	// CommitNotPrepared records a commit that node refused because it never prepared the
+	// transaction (it lost the prepare record), so that its shard misses the writes.
+	CommitNotPrepared(node string)
 }
 
-// ServerMetrics are the request and connection metrics every process exports; it implements
-// wire.Observer.
-type ServerMetrics struct {
-	requests    *prometheus.CounterVec
-	duration    *prometheus.HistogramVec
-	connections prometheus.Gauge
+// ParticipantMetrics receives a participant's measurements, under the same rules as
+// CoordinatorMetrics. A nil ParticipantConfig.Metrics records nothing.
+type ParticipantMetrics interface {
+	// Step records one step of a transaction on this node ("apply", "prepare", "commit" or
+	// "abort") with the code of its reply.
+	Step(step string, code wire.Code)
+	// Recovered records one recovery action: "commit" or "abort", a prepared transaction
+	// resolved by asking the master.
+	Recovered(kind string)
+	// InDoubt reports how many prepared transactions are in doubt after a resolve round.
+	InDoubt(n int)
 }
 
-var _ wire.Observer = (*ServerMetrics)(nil)
+// noMetrics records nothing.
+type noMetrics struct{}
 
-// NewServerMetrics registers kvtx_requests_total, kvtx_request_duration_seconds and
-// kvtx_connections on reg.
-func NewServerMetrics(reg prometheus.Registerer) *ServerMetrics {
-	m := &ServerMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_requests_total", Help: "Requests handled, by message type and reply code.",
-		}, []string{"type", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "kvtx_request_duration_seconds", Help: "Time to handle a request, by message type.", Buckets: latencyBuckets,
-		}, []string{"type"}),
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kvtx_connections", Help: "Open protocol connections.",
-		}),
-	}
-	reg.MustRegister(m.requests, m.duration, m.connections)
-	return m
-}
+var (
+	_ CoordinatorMetrics = noMetrics{}
+	_ ParticipantMetrics = noMetrics{}
+)
 
-// ConnOpened implements wire.Observer.
-func (m *ServerMetrics) ConnOpened() { m.connections.Inc() }
-
-// ConnClosed implements wire.Observer.
-func (m *ServerMetrics) ConnClosed() { m.connections.Dec() }
-
-// Request implements wire.Observer.
-func (m *ServerMetrics) Request(t wire.MsgType, code wire.Code, d time.Duration) {
-	m.requests.WithLabelValues(t.String(), code.String()).Inc()
-	m.duration.WithLabelValues(t.String()).Observe(d.Seconds())
-}
-
-func newFsyncHistogram() prometheus.Histogram {
-	return prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,
-	})
-}
-
-func newRecoveryCounter() *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kvtx_recovery_actions_total", Help: "Recovery actions, by kind.",
-	}, []string{"kind"})
-}
-
-// MasterMetrics are the coordinator's metrics. A nil *MasterMetrics records nothing.
-type MasterMetrics struct {
-	txns     *prometheus.CounterVec
-	txnDur   *prometheus.HistogramVec
-	phaseDur *prometheus.HistogramVec
-	fsync    prometheus.Histogram
-	recovery *prometheus.CounterVec
-	lost     *prometheus.CounterVec
-	state    atomic.Pointer[func() (inFlight, unacked int)]
-}
-
-// NewMasterMetrics registers the master's metrics on reg.
-func NewMasterMetrics(reg prometheus.Registerer) *MasterMetrics {
-	m := &MasterMetrics{
-		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_txn_total", Help: "Write transactions finished, by path (1pc, 2pc) and outcome (committed, aborted, unknown).",
-		}, []string{"path", "outcome"}),
-		txnDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "kvtx_txn_duration_seconds", Help: "Write transaction latency at the master, by path.", Buckets: latencyBuckets,
-		}, []string{"path"}),
-		phaseDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "kvtx_txn_phase_duration_seconds", Help: "Two-phase commit phase latency: prepare (all votes), decision (durable record), commit (all acks).", Buckets: latencyBuckets,
-		}, []string{"phase"}),
-		fsync:    newFsyncHistogram(),
-		recovery: newRecoveryCounter(),
-		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_commit_not_prepared_total",
-			Help: "Commits a node refused because it never prepared the transaction: it lost a prepare record (a wiped data directory), so that shard misses a committed transaction's writes.",
-		}, []string{"node"}),
-	}
-	read := func(unacked bool) float64 {
-		f := m.state.Load()
-		if f == nil {
-			return 0
-		}
-		i, u := (*f)()
-		if unacked {
-			return float64(u)
-		}
-		return float64(i)
-	}
-	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery, m.lost,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
-		}, func() float64 { return read(false) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "kvtx_commits_unacknowledged", Help: "Committed transactions whose phase 2 some participant has not acknowledged yet.",
-		}, func() float64 { return read(true) }))
-	return m
-}
-
-// ObserveFsync records one fsync round; it has the signature kv.GroupSyncer wants.
-func (m *MasterMetrics) ObserveFsync(d time.Duration) {
-	if m != nil {
-		m.fsync.Observe(d.Seconds())
-	}
-}
-
-func (m *MasterMetrics) txnDone(path, outcome string, d time.Duration) {
-	if m == nil {
-		return
-	}
-	m.txns.WithLabelValues(path, outcome).Inc()
-	m.txnDur.WithLabelValues(path).Observe(d.Seconds())
-}
-
-func (m *MasterMetrics) phase(phase string, d time.Duration) {
-	if m != nil {
-		m.phaseDur.WithLabelValues(phase).Observe(d.Seconds())
-	}
-}
-
-func (m *MasterMetrics) recovered(kind string) {
-	if m != nil {
-		m.recovery.WithLabelValues(kind).Inc()
-	}
-}
-
-func (m *MasterMetrics) commitNotPrepared(node string) {
-	if m != nil {
-		m.lost.WithLabelValues(node).Inc()
-	}
-}
-
-// watch makes the in-flight gauges read f at scrape time.
-func (m *MasterMetrics) watch(f func() (inFlight, unacked int)) {
-	if m != nil {
-		m.state.Store(&f)
-	}
-}
-
-// NodeMetrics are the participant's metrics. A nil *NodeMetrics records nothing.
-type NodeMetrics struct {
-	fsync    prometheus.Histogram
-	recovery *prometheus.CounterVec
-	inDoubt  prometheus.Gauge
-	txns     *prometheus.CounterVec
-}
-
-// NodeGauges are the values a node's gauges show, read at scrape time.
-type NodeGauges struct {
-	Locks, Prepared     int
-	OldestPrepared      time.Duration
-	LSMBytes, VlogBytes int64
-}
-
-// NewNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
-// transactions and Badger sizes are read from gauges at scrape time (once per scrape).
-func NewNodeMetrics(reg prometheus.Registerer, gauges func() NodeGauges) *NodeMetrics {
-	m := &NodeMetrics{
-		fsync:    newFsyncHistogram(),
-		recovery: newRecoveryCounter(),
-		inDoubt: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kvtx_in_doubt_txns", Help: "Prepared transactions older than the in-doubt timeout whose outcome this node could not learn yet.",
-		}),
-		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtx_node_txn_total", Help: "Transactions this node took part in, by step (apply, prepare, commit, abort) and result code.",
-		}, []string{"step", "code"}),
-	}
-	reg.MustRegister(m.fsync, m.recovery, m.inDoubt, m.txns, &nodeGaugeCollector{read: gauges})
-	return m
-}
-
-// nodeGaugeCollector reads the node's state once per scrape and reports every gauge from it.
-type nodeGaugeCollector struct {
-	read func() NodeGauges
-}
-
-var nodeGaugeDescs = []*prometheus.Desc{
-	prometheus.NewDesc("kvtx_locks_held", "Keys locked by prepared or applying transactions.", nil, nil),
-	prometheus.NewDesc("kvtx_prepared_txns", "Transactions prepared on this node and not yet committed or aborted.", nil, nil),
-	prometheus.NewDesc("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", nil, nil),
-	prometheus.NewDesc("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", nil, nil),
-	prometheus.NewDesc("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", nil, nil),
-}
-
-// Describe implements prometheus.Collector.
-func (c *nodeGaugeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range nodeGaugeDescs {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *nodeGaugeCollector) Collect(ch chan<- prometheus.Metric) {
-	g := c.read()
-	values := []float64{float64(g.Locks), float64(g.Prepared), g.OldestPrepared.Seconds(), float64(g.LSMBytes), float64(g.VlogBytes)}
-	for i, d := range nodeGaugeDescs {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, values[i])
-	}
-}
-
-// ObserveFsync records one fsync round; it has the signature kv.Options.OnSync wants.
-func (m *NodeMetrics) ObserveFsync(d time.Duration) {
-	if m != nil {
-		m.fsync.Observe(d.Seconds())
-	}
-}
-
-func (m *NodeMetrics) step(step string, err error) {
-	if m != nil {
-		m.txns.WithLabelValues(step, wire.CodeOf(err).String()).Inc()
-	}
-}
-
-func (m *NodeMetrics) recovered(kind string) {
-	if m != nil {
-		m.recovery.WithLabelValues(kind).Inc()
-	}
-}
-
-func (m *NodeMetrics) setInDoubt(n int) {
-	if m != nil {
-		m.inDoubt.Set(float64(n))
-	}
-}
+func (noMetrics) TxnDone(string, string, time.Duration) {}
+func (noMetrics) PhaseDone(string, time.Duration)       {}
+func (noMetrics) Recovered(string)                      {}
+func (noMetrics) CommitNotPrepared(string)              {}
+func (noMetrics) Step(string, wire.Code)                {}
+func (noMetrics) InDoubt(int)                           {}

@@ -41,7 +41,7 @@ type ParticipantConfig struct {
 	Limits   Limits
 	Timeouts Timeouts
 	// Metrics, TxnLog and Logger are optional.
-	Metrics *NodeMetrics
+	Metrics ParticipantMetrics
 	TxnLog  *TxnLog
 	Logger  *slog.Logger
 	// Runtime runs background work and reads the clock (default RealRuntime).
@@ -91,6 +91,9 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 		return nil, fmt.Errorf("txn: node %q is not in the shard map %v", cfg.Name, cfg.Shards.Names())
 	}
 	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}
 	return p, nil
@@ -189,28 +192,26 @@ func (p *Participant) apply(ctx context.Context, req *wire.ApplyRequest) (*wire.
 		return nil, err
 	}
 	ts, err := p.cfg.Store.Apply(ctx, req.TxnID, req.TS, kvCompares(req.Compares), kvOps(req.Ops))
-	p.cfg.Metrics.step("apply", err)
-	if err != nil {
-		return nil, storeError(err)
+	if err = p.stepDone("apply", err); err != nil {
+		return nil, err
 	}
 	return &wire.ApplyReply{CommitTS: ts}, nil
 }
 
 func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*wire.PrepareReply, error) {
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
-		p.cfg.Metrics.step("prepare", err)
-		return nil, err
+		return nil, p.stepDone("prepare", err)
 	}
 	CrashPoint(PointNodeBeforePrepareRecord)
 	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: p.cfg.Runtime.Now()}
 	// Once the record is being written, finish: a vote the master never hears is harmless,
 	// a record written but reported as failed would only hold locks until asked about.
 	minTS, err := p.cfg.Store.Prepare(context.WithoutCancel(ctx), rec, kvCompares(req.Compares))
-	p.cfg.Metrics.step("prepare", err)
 	if err != nil {
 		p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=no", fmt.Sprintf("reason=%q", err.Error()))
-		return nil, storeError(err)
+		return nil, p.stepDone("prepare", err)
 	}
+	p.stepDone("prepare", nil)
 	CrashPoint(PointNodeAfterPrepareRecord)
 	p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=yes", fmt.Sprintf("min_commit_ts=%d", minTS))
 	return &wire.PrepareReply{MinCommitTS: minTS}, nil
@@ -221,9 +222,8 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wire.Ack, error) {
 	CrashPoint(PointNodeBeforeCommitApply)
 	err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
-	p.cfg.Metrics.step("commit", err)
-	if err != nil {
-		return nil, storeError(err)
+	if err = p.stepDone("commit", err); err != nil {
+		return nil, err
 	}
 	CrashPoint(PointNodeAfterCommitApply)
 	p.forget(req.TxnID)
@@ -250,9 +250,8 @@ func (p *Participant) sync(ctx context.Context, req *wire.SyncRequest) (*wire.Ac
 
 func (p *Participant) abort(ctx context.Context, req *wire.AbortRequest) (*wire.Ack, error) {
 	err := p.cfg.Store.Abort(context.WithoutCancel(ctx), req.TxnID)
-	p.cfg.Metrics.step("abort", err)
-	if err != nil {
-		return nil, storeError(err)
+	if err = p.stepDone("abort", err); err != nil {
+		return nil, err
 	}
 	p.forget(req.TxnID)
 	p.cfg.TxnLog.Event(req.TxnID, "abort", nil)
@@ -263,6 +262,19 @@ func (p *Participant) forget(txnID uint64) {
 	p.mu.Lock()
 	delete(p.mu.asks, txnID)
 	p.mu.Unlock()
+}
+
+// stepDone records one step of a transaction with the code of its reply and returns the
+// reply's error: err as a *wire.Error, or nil.
+func (p *Participant) stepDone(step string, err error) error {
+	if err != nil {
+		var werr *wire.Error
+		if !errors.As(err, &werr) {
+			err = storeError(err)
+		}
+	}
+	p.cfg.Metrics.Step(step, wire.CodeOf(err))
+	return err
 }
 
 // storeError maps a kv error to its wire code.
@@ -378,7 +390,7 @@ func (p *Participant) ResolveOnce(ctx context.Context) int {
 		}
 	}
 	p.mu.Unlock()
-	p.cfg.Metrics.setInDoubt(inDoubt)
+	p.cfg.Metrics.InDoubt(inDoubt)
 	return inDoubt
 }
 
@@ -396,7 +408,7 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 			reason = fmt.Sprintf("commit failed: %v", err)
 			break
 		}
-		p.cfg.Metrics.recovered("commit")
+		p.cfg.Metrics.Recovered("commit")
 		p.cfg.TxnLog.Event(t.TxnID, "recovered", t.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", rep.CommitTS))
 		p.log.Info("resolved prepared transaction", "txn", t.TxnID, "outcome", "committed", "commit_ts", rep.CommitTS)
 		p.forget(t.TxnID)
@@ -406,7 +418,7 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 			reason = fmt.Sprintf("abort failed: %v", err)
 			break
 		}
-		p.cfg.Metrics.recovered("abort")
+		p.cfg.Metrics.Recovered("abort")
 		p.cfg.TxnLog.Event(t.TxnID, "recovered", t.Participants, "outcome=aborted")
 		p.log.Info("resolved prepared transaction", "txn", t.TxnID, "outcome", "aborted")
 		p.forget(t.TxnID)

@@ -116,7 +116,7 @@ type process struct {
 }
 
 func (p *process) start(l, ml net.Listener, h txn.Handler, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
-	sm := txn.NewServerMetrics(reg)
+	sm := newServerMetrics(reg)
 	cfg.Observer = sm
 	cfg.Logger = p.log
 	p.srv = wire.NewServer(handler(h), cfg)
@@ -212,9 +212,9 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	if ml != nil {
 		m.closers = append(m.closers, func() error { ml.Close(); return nil })
 	}
-	reg := txn.NewRegistry()
-	metrics := txn.NewMasterMetrics(reg)
-	store, err := txn.OpenDecisionStore(filepath.Join(cfg.Master.DataDir, "db"), metrics.ObserveFsync)
+	reg := newRegistry()
+	metrics := newMasterMetrics(reg)
+	store, err := txn.OpenDecisionStore(filepath.Join(cfg.Master.DataDir, "db"), metrics.observeFsync)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +243,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		return nil, err
 	}
 	m.Coordinator = coord
+	metrics.watch(coord.InFlight)
 	m.closers = append(m.closers, func() error { coord.Close(); return nil })
 	n, err := coord.Recover(ctx)
 	if err != nil {
@@ -295,25 +296,26 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	if ml != nil {
 		n.closers = append(n.closers, func() error { ml.Close(); return nil })
 	}
-	reg := txn.NewRegistry()
-	var metrics *txn.NodeMetrics
-	store, err := kv.Open(kv.Options{
+	reg := newRegistry()
+	var store *kv.Store
+	// The gauges read the store at scrape time: the metrics endpoint starts after it opens.
+	metrics := newNodeMetrics(reg, func() nodeGauges {
+		st := store.Stats()
+		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes}
+		for _, t := range store.Prepared() {
+			g.oldestPrepared = max(g.oldestPrepared, time.Since(t.PreparedAt))
+		}
+		return g
+	})
+	store, err = kv.Open(kv.Options{
 		Dir: filepath.Join(self.DataDir, "db"), LockWait: cfg.Timeouts.LockWait, Logger: log,
-		OnSync: func(d time.Duration) { metrics.ObserveFsync(d) },
+		OnSync: metrics.observeFsync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: open shard: %w", err)
 	}
 	n.Store = store
 	n.closers = append(n.closers, store.Close)
-	metrics = txn.NewNodeMetrics(reg, func() txn.NodeGauges {
-		st := store.Stats()
-		g := txn.NodeGauges{Locks: st.LocksHeld, Prepared: st.Prepared, LSMBytes: st.LSMBytes, VlogBytes: st.VlogBytes}
-		for _, t := range store.Prepared() {
-			g.OldestPrepared = max(g.OldestPrepared, time.Since(t.PreparedAt))
-		}
-		return g
-	})
 	tlog, err := txn.OpenTxnLog(self.DataDir)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,81 @@
+package server
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvtx/kvtx/wire"
+)
+
+// gathered returns every metric of reg as "name{label,...}", sorted.
+func gathered(t *testing.T, reg *prometheus.Registry) []string {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range families {
+		var labels []string
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			labels = append(labels, l.GetName())
+		}
+		out = append(out, f.GetName()+"{"+strings.Join(labels, ",")+"}")
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The protocol's measurements reach Prometheus under the metric names and labels that the
+// README lists and dashboards query; a rename would break them silently.
+func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMasterMetrics(reg)
+	m.watch(func() (int, int) { return 3, 1 })
+	m.TxnDone("2pc", "committed", time.Millisecond)
+	m.PhaseDone("prepare", time.Millisecond)
+	m.Recovered("redrive_commit")
+	m.CommitNotPrepared("node2")
+	m.observeFsync(time.Millisecond)
+	s := newServerMetrics(reg)
+	s.Request(wire.MsgGet, wire.CodeOK, time.Millisecond)
+	s.ConnOpened()
+	want := []string{
+		"kvtx_commit_not_prepared_total{node}", "kvtx_commits_unacknowledged{}", "kvtx_connections{}",
+		"kvtx_fsync_duration_seconds{}", "kvtx_recovery_actions_total{kind}", "kvtx_request_duration_seconds{type}",
+		"kvtx_requests_total{code,type}", "kvtx_txn_duration_seconds{path}", "kvtx_txn_phase_duration_seconds{phase}",
+		"kvtx_txn_total{outcome,path}", "kvtx_txns_in_flight{}",
+	}
+	if got := gathered(t, reg); !slices.Equal(got, want) {
+		t.Errorf("master metrics:\n got %v\nwant %v", got, want)
+	}
+
+	reg = prometheus.NewRegistry()
+	n := newNodeMetrics(reg, func() nodeGauges { return nodeGauges{locks: 2} })
+	n.Step("prepare", wire.CodeConflict)
+	n.Recovered("abort")
+	n.InDoubt(1)
+	n.observeFsync(time.Millisecond)
+	want = []string{
+		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_in_doubt_txns{}",
+		"kvtx_locks_held{}", "kvtx_node_txn_total{code,step}", "kvtx_oldest_prepared_age_seconds{}",
+		"kvtx_prepared_txns{}", "kvtx_recovery_actions_total{kind}",
+	}
+	if got := gathered(t, reg); !slices.Equal(got, want) {
+		t.Errorf("node metrics:\n got %v\nwant %v", got, want)
+	}
+	families, _ := reg.Gather()
+	for _, f := range families {
+		if f.GetName() == "kvtx_node_txn_total" {
+			for _, l := range f.GetMetric()[0].GetLabel() {
+				if l.GetName() == "code" && l.GetValue() != wire.CodeConflict.String() {
+					t.Errorf("a prepare that met a conflict is counted with code %q, want %q", l.GetValue(), wire.CodeConflict)
+				}
+			}
+		}
+	}
+}
