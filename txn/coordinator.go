@@ -27,7 +27,7 @@ type CoordinatorConfig struct {
 	Timeouts Timeouts
 	// Metrics, TxnLog and Logger are optional.
 	Metrics CoordinatorMetrics
-	TxnLog  *TxnLog
+	TxnLog  TxnLog
 	Logger  *slog.Logger
 	// Directory, optional, gives the addresses Status reports, by process name.
 	Directory map[string]Process
@@ -89,6 +89,9 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
+	}
+	if cfg.TxnLog == nil {
+		cfg.TxnLog = noTxnLog{}
 	}
 	oracle, err := NewOracle(ctx, cfg.Decisions)
 	if err != nil {

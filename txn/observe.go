@@ -51,3 +51,19 @@ func (noMetrics) Recovered(string)                      {}
 func (noMetrics) CommitNotPrepared(string)              {}
 func (noMetrics) Step(string, wire.Code)                {}
 func (noMetrics) InDoubt(int)                           {}
+
+// TxnLog receives one event per protocol step of a transaction (prepare, vote, decision,
+// commit, abort, recovered), so that an operator can follow one transaction across the
+// processes' logs; txn/server writes them to a file in the data directory. Event is called on
+// the protocol's paths, so it must be cheap and safe for concurrent use. A nil
+// CoordinatorConfig.TxnLog or ParticipantConfig.TxnLog records nothing.
+type TxnLog interface {
+	// Event records that transaction txnID reached event, with the shards involved and
+	// optional key=value details.
+	Event(txnID uint64, event string, shards []string, details ...string)
+}
+
+// noTxnLog records nothing.
+type noTxnLog struct{}
+
+func (noTxnLog) Event(uint64, string, []string, ...string) {}

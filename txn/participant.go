@@ -42,7 +42,7 @@ type ParticipantConfig struct {
 	Timeouts Timeouts
 	// Metrics, TxnLog and Logger are optional.
 	Metrics ParticipantMetrics
-	TxnLog  *TxnLog
+	TxnLog  TxnLog
 	Logger  *slog.Logger
 	// Runtime runs background work and reads the clock (default RealRuntime).
 	Runtime Runtime
@@ -93,6 +93,9 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 	protocolDefaults(&cfg.Limits, &cfg.Timeouts, &cfg.Logger, &cfg.Runtime)
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
+	}
+	if cfg.TxnLog == nil {
+		cfg.TxnLog = noTxnLog{}
 	}
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}

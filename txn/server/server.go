@@ -219,7 +219,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		return nil, err
 	}
 	m.closers = append(m.closers, store.Close)
-	tlog, err := txn.OpenTxnLog(cfg.Master.DataDir)
+	tlog, err := openTxnLog(cfg.Master.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +316,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	n.Store = store
 	n.closers = append(n.closers, store.Close)
-	tlog, err := txn.OpenTxnLog(self.DataDir)
+	tlog, err := openTxnLog(self.DataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package txn
+package server
 
 import (
 	"bufio"
@@ -9,25 +9,27 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvtx/kvtx/txn"
 )
 
-// TxnLog is a process's human-readable transaction log, one line per protocol event:
+// txnLog is a process's human-readable transaction log, one line per protocol event:
 //
 //	2026-11-26T09:30:00.123456Z txn=42 event=prepare shards=node1,node2
 //
 // so that an operator can follow one transaction across the master's and the nodes' logs with
 // grep. It is for people, not for recovery: lines are buffered and written at most
-// TxnLogFlushInterval later (or when the buffer fills), never fsynced, so a killed process
-// loses at most its last interval of lines. A nil *TxnLog writes nothing.
-type TxnLog struct {
+// txnLogFlushInterval later (or when the buffer fills), never fsynced, so a killed process
+// loses at most its last interval of lines.
+type txnLog struct {
 	mu    sync.Mutex
 	f     *os.File
 	w     *bufio.Writer
 	dirty bool
 	stop  chan struct{}
 	done  chan struct{}
-	// second caches the formatted date and time of the current second: formatting a full
-	// timestamp per line was 2.6% of a loaded master's CPU.
+	// second caches the formatted date and time of the current second, so that a line
+	// formats only its microseconds.
 	second atomic.Pointer[formattedSecond]
 }
 
@@ -37,26 +39,28 @@ type formattedSecond struct {
 	prefix string
 }
 
-// TxnLogFlushInterval is how often buffered transaction-log lines reach the file.
-const TxnLogFlushInterval = 100 * time.Millisecond
+// txnLogFlushInterval is how often buffered transaction-log lines reach the file.
+const txnLogFlushInterval = 100 * time.Millisecond
 
-// TxnLogName is the file name of the transaction log inside a data directory.
-const TxnLogName = "txn.log"
+// txnLogName is the file name of the transaction log inside a data directory.
+const txnLogName = "txn.log"
 
-// OpenTxnLog opens (appending) the transaction log in dir.
-func OpenTxnLog(dir string) (*TxnLog, error) {
-	f, err := os.OpenFile(filepath.Join(dir, TxnLogName), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+var _ txn.TxnLog = (*txnLog)(nil)
+
+// openTxnLog opens (appending) the transaction log in dir.
+func openTxnLog(dir string) (*txnLog, error) {
+	f, err := os.OpenFile(filepath.Join(dir, txnLogName), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("txn: open transaction log: %w", err)
+		return nil, fmt.Errorf("server: open transaction log: %w", err)
 	}
-	l := &TxnLog{f: f, w: bufio.NewWriterSize(f, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &txnLog{f: f, w: bufio.NewWriterSize(f, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.flusher()
 	return l, nil
 }
 
-func (l *TxnLog) flusher() {
+func (l *txnLog) flusher() {
 	defer close(l.done)
-	t := time.NewTicker(TxnLogFlushInterval)
+	t := time.NewTicker(txnLogFlushInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -73,12 +77,8 @@ func (l *TxnLog) flusher() {
 	}
 }
 
-// Event writes one line: the event name, the transaction and the shards involved, plus
-// optional key=value details.
-func (l *TxnLog) Event(txnID uint64, event string, shards []string, details ...string) {
-	if l == nil {
-		return
-	}
+// Event implements txn.TxnLog: it writes one line.
+func (l *txnLog) Event(txnID uint64, event string, shards []string, details ...string) {
 	var arr [256]byte
 	b := l.appendTime(arr[:0], time.Now())
 	b = append(b, " txn="...)
@@ -105,7 +105,7 @@ func (l *TxnLog) Event(txnID uint64, event string, shards []string, details ...s
 }
 
 // appendTime appends t in UTC as 2006-01-02T15:04:05.000000Z.
-func (l *TxnLog) appendTime(b []byte, t time.Time) []byte {
+func (l *txnLog) appendTime(b []byte, t time.Time) []byte {
 	t = t.UTC()
 	sec := l.second.Load()
 	if sec == nil || sec.unix != t.Unix() {
@@ -121,10 +121,7 @@ func (l *TxnLog) appendTime(b []byte, t time.Time) []byte {
 }
 
 // Close flushes and closes the log.
-func (l *TxnLog) Close() error {
-	if l == nil {
-		return nil
-	}
+func (l *txnLog) Close() error {
 	close(l.stop)
 	<-l.done
 	l.mu.Lock()

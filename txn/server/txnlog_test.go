@@ -1,4 +1,4 @@
-package txn
+package server
 
 import (
 	"os"
@@ -11,9 +11,9 @@ import (
 
 // The transaction log has one line per event, in the documented format, with a UTC timestamp
 // at microsecond precision that reads back as the time the event was logged.
-func TestTxnLogLines(t *testing.T) {
+func TestTxnLogWritesOneTimestampedLinePerEvent(t *testing.T) {
 	dir := t.TempDir()
-	l, err := OpenTxnLog(dir)
+	l, err := openTxnLog(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestTxnLogLines(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(dir, TxnLogName))
+	data, err := os.ReadFile(filepath.Join(dir, txnLogName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestTxnLogLines(t *testing.T) {
 }
 
 func BenchmarkTxnLogEvent(b *testing.B) {
-	l, err := OpenTxnLog(b.TempDir())
+	l, err := openTxnLog(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
