@@ -214,7 +214,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	}
 	reg := newRegistry()
 	metrics := newMasterMetrics(reg)
-	store, err := txn.OpenDecisionStore(filepath.Join(cfg.Master.DataDir, "db"), metrics.observeFsync)
+	store, err := openDecisionStore(filepath.Join(cfg.Master.DataDir, "db"), metrics.observeFsync)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,11 @@
-package txn
+package server
 
 import (
 	"context"
 	"slices"
 	"testing"
+
+	"github.com/kvtx/kvtx/txn"
 )
 
 // Both decision stores keep what was recorded and not forgotten, across a reopen for the
@@ -11,17 +13,17 @@ import (
 func TestDecisionStoresKeepRecordsUntilForgotten(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	open := map[string]func(t *testing.T) (DecisionStore, func() DecisionStore){
-		"badger": func(t *testing.T) (DecisionStore, func() DecisionStore) {
-			s, err := OpenDecisionStore(dir, nil)
+	open := map[string]func(t *testing.T) (txn.DecisionStore, func() txn.DecisionStore){
+		"badger": func(t *testing.T) (txn.DecisionStore, func() txn.DecisionStore) {
+			s, err := openDecisionStore(dir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			reopen := func() DecisionStore {
+			reopen := func() txn.DecisionStore {
 				if err := s.Close(); err != nil {
 					t.Fatal(err)
 				}
-				s2, err := OpenDecisionStore(dir, nil)
+				s2, err := openDecisionStore(dir, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -30,16 +32,16 @@ func TestDecisionStoresKeepRecordsUntilForgotten(t *testing.T) {
 			}
 			return s, reopen
 		},
-		"mem": func(t *testing.T) (DecisionStore, func() DecisionStore) {
-			s := NewMemDecisionStore()
-			return s, func() DecisionStore { return s }
+		"mem": func(t *testing.T) (txn.DecisionStore, func() txn.DecisionStore) {
+			s := txn.NewMemDecisionStore()
+			return s, func() txn.DecisionStore { return s }
 		},
 	}
 	for name, openStore := range open {
 		t.Run(name, func(t *testing.T) {
 			s, reopen := openStore(t)
 			for id := uint64(1); id <= 5; id++ {
-				d := Decision{TxnID: id, CommitTS: 100 + id, Participants: []string{"node1", "node2"}}
+				d := txn.Decision{TxnID: id, CommitTS: 100 + id, Participants: []string{"node1", "node2"}}
 				if err := s.Record(ctx, d); err != nil {
 					t.Fatalf("record %d: %v", id, err)
 				}
@@ -55,7 +57,7 @@ func TestDecisionStoresKeepRecordsUntilForgotten(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			slices.SortFunc(got, func(a, b Decision) int { return int(a.TxnID) - int(b.TxnID) })
+			slices.SortFunc(got, func(a, b txn.Decision) int { return int(a.TxnID) - int(b.TxnID) })
 			if len(got) != 2 || got[0].TxnID != 2 || got[1].TxnID != 4 {
 				t.Fatalf("loaded %+v, want decisions 2 and 4", got)
 			}
