@@ -33,6 +33,8 @@ type CoordinatorConfig struct {
 	Directory map[string]Process
 	// Runtime runs background work and sleeps (default RealRuntime).
 	Runtime Runtime
+	// Hooks are called at the coordinator's named points (optional).
+	Hooks Hooks
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
@@ -76,6 +78,7 @@ type txnState struct {
 	keys         []string      // written and compared keys, while phase 2 is under way
 	id           uint64        // the transaction, once phase 2 starts
 	acksLeft     int           // participants yet to acknowledge the commit
+	acksReceived int           // acknowledgements received, recorded or not
 	phase2Start  time.Time
 }
 
@@ -458,7 +461,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	c.mu.Lock()
 	c.mu.txns[txnID] = st
 	c.mu.Unlock()
-	CrashPoint(PointMasterBeforePrepare)
+	c.cfg.Hooks.at(PointMasterBeforePrepare)
 	c.cfg.TxnLog.Event(txnID, "prepare", names)
 
 	// Phase 1: every participant in parallel, bounded by the prepare timeout.
@@ -492,7 +495,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		c.cfg.Metrics.TxnDone("2pc", "aborted", time.Since(start))
 		return nil, refusal
 	}
-	CrashPoint(PointMasterAfterVotes)
+	c.cfg.Hooks.at(PointMasterAfterVotes)
 
 	// Decision: the commit timestamp is above every participant's served reads (MinCommitTS)
 	// and above every timestamp handed out so far.
@@ -527,7 +530,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	c.mu.Unlock()
 	c.cfg.Metrics.PhaseDone("decision", time.Since(decStart))
-	CrashPoint(PointMasterAfterDecision)
+	c.cfg.Hooks.at(PointMasterAfterDecision)
 	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
 
 	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
@@ -626,24 +629,7 @@ func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
 	c.mu.Lock()
 	st.id, st.acksLeft, st.phase2Start = txnID, len(st.participants), time.Now()
 	c.mu.Unlock()
-	rest := st.participants
-	if crashArmed(PointMasterAfterFirstCommit) && len(rest) > 1 {
-		// Make the crash point mean what it says: exactly one participant has it.
-		c.wg.Add(1)
-		c.cfg.Runtime.Go(func() {
-			defer c.wg.Done()
-			if !c.retry(rest[0], &wire.CommitRequest{TxnID: txnID, CommitTS: st.commitTS}, 0) {
-				return
-			}
-			CrashPoint(PointMasterAfterFirstCommit)
-			c.commitAcked(st)
-			for _, n := range rest[1:] {
-				c.queueCommit(n, st)
-			}
-		})
-		return
-	}
-	for _, n := range rest {
+	for _, n := range st.participants {
 		c.queueCommit(n, st)
 	}
 }
@@ -777,7 +763,17 @@ func transientCode(code wire.Code) bool {
 // commitAcked records one participant's acknowledgement of st's commit; after the last one
 // the transaction is applied: its keys are free for later writers, and its decision is
 // forgotten after the participants' next sync.
+//
+// The first acknowledgement reaches PointMasterAfterFirstCommit before it is recorded: while a
+// hook blocks there, the transaction cannot be applied.
 func (c *Coordinator) commitAcked(st *txnState) {
+	c.mu.Lock()
+	st.acksReceived++
+	first := st.acksReceived == 1
+	c.mu.Unlock()
+	if first {
+		c.cfg.Hooks.at(PointMasterAfterFirstCommit)
+	}
 	c.mu.Lock()
 	st.acksLeft--
 	if st.acksLeft > 0 {

@@ -46,6 +46,8 @@ type ParticipantConfig struct {
 	Logger  *slog.Logger
 	// Runtime runs background work and reads the clock (default RealRuntime).
 	Runtime Runtime
+	// Hooks are called at the participant's named points (optional).
+	Hooks Hooks
 }
 
 // Participant is a node's side of the protocol: reads at a timestamp, one-phase apply,
@@ -205,7 +207,7 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
 		return nil, p.stepDone("prepare", err)
 	}
-	CrashPoint(PointNodeBeforePrepareRecord)
+	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
 	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: p.cfg.Runtime.Now()}
 	// Once the record is being written, finish: a vote the master never hears is harmless,
 	// a record written but reported as failed would only hold locks until asked about.
@@ -215,7 +217,7 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 		return nil, p.stepDone("prepare", err)
 	}
 	p.stepDone("prepare", nil)
-	CrashPoint(PointNodeAfterPrepareRecord)
+	p.cfg.Hooks.at(PointNodeAfterPrepareRecord)
 	p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=yes", fmt.Sprintf("min_commit_ts=%d", minTS))
 	return &wire.PrepareReply{MinCommitTS: minTS}, nil
 }
@@ -223,12 +225,12 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 // commit applies a commit the master sent. It does not wait for a sync: the master keeps its
 // decision until a SyncRequest to this node has been answered after the acknowledgement.
 func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wire.Ack, error) {
-	CrashPoint(PointNodeBeforeCommitApply)
+	p.cfg.Hooks.at(PointNodeBeforeCommitApply)
 	err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
 	if err = p.stepDone("commit", err); err != nil {
 		return nil, err
 	}
-	CrashPoint(PointNodeAfterCommitApply)
+	p.cfg.Hooks.at(PointNodeAfterCommitApply)
 	p.forget(req.TxnID)
 	p.cfg.TxnLog.Event(req.TxnID, "commit", nil, fmt.Sprintf("commit_ts=%d", req.CommitTS))
 	return &wire.Ack{}, nil

@@ -1,7 +1,8 @@
 package txn
 
-// Crash points: the named instants of the protocol where a crashpoints build can kill itself
-// (KVTX_CRASH_AT=POINT[:N]).
+// The protocol's named points: instants of a transaction's life at which Hooks.AtPoint is
+// called, so that a test or a crashpoints build (KVTX_CRASH_AT=POINT[:N]) can stop or kill
+// the process there.
 const (
 	// PointMasterBeforePrepare: a cross-shard transaction has its id, no prepare sent.
 	PointMasterBeforePrepare = "master.before-prepare"
@@ -9,7 +10,9 @@ const (
 	PointMasterAfterVotes = "master.after-votes"
 	// PointMasterAfterDecision: the commit decision is durable, no phase-2 message sent.
 	PointMasterAfterDecision = "master.after-decision"
-	// PointMasterAfterFirstCommit: phase 2 reached one participant only.
+	// PointMasterAfterFirstCommit: one participant acknowledged its commit, and the master has
+	// recorded no acknowledgement yet. The other participants' commits went out at the same
+	// time and may have landed too.
 	PointMasterAfterFirstCommit = "master.after-first-commit"
 	// PointNodeBeforePrepareRecord: the node got a prepare, has written nothing.
 	PointNodeBeforePrepareRecord = "node.before-prepare-record"
@@ -22,8 +25,25 @@ const (
 	PointNodeAfterCommitApply = "node.after-commit-apply"
 )
 
-// CrashPoints lists every crash point, master's first.
+// CrashPoints lists every named point, master's first.
 var CrashPoints = []string{
 	PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterAfterFirstCommit,
 	PointNodeBeforePrepareRecord, PointNodeAfterPrepareRecord, PointNodeBeforeCommitApply, PointNodeAfterCommitApply,
+}
+
+// Hooks are testing knobs, passed in CoordinatorConfig and ParticipantConfig: optional
+// functions that the protocol calls at its named points. The protocol runs the same code
+// whether they are set or not; the zero Hooks calls nothing.
+type Hooks struct {
+	// AtPoint, if set, is called each time the protocol reaches one of the Point* instants,
+	// with the point's name, on the goroutine that reached it and with no lock held. It may
+	// block, which holds up only that goroutine's work, or end the process.
+	AtPoint func(point string)
+}
+
+// at calls AtPoint, if set.
+func (h Hooks) at(point string) {
+	if h.AtPoint != nil {
+		h.AtPoint(point)
+	}
 }

@@ -26,7 +26,11 @@ func main() {
 				return err
 			}
 			procflags.Override(c, &cfg.Master)
-			m, err := server.StartMaster(context.Background(), cfg, server.Options{Logger: log, Pprof: c.Bool("pprof")})
+			opts, err := procflags.ServerOptions(c, log)
+			if err != nil {
+				return err
+			}
+			m, err := server.StartMaster(context.Background(), cfg, opts)
 			if err != nil {
 				return err
 			}

@@ -43,7 +43,11 @@ func main() {
 					procflags.Override(c, &cfg.Nodes[i])
 				}
 			}
-			n, err := server.StartNode(context.Background(), cfg, name, server.Options{Logger: log, Pprof: c.Bool("pprof")})
+			opts, err := procflags.ServerOptions(c, log)
+			if err != nil {
+				return err
+			}
+			n, err := server.StartNode(context.Background(), cfg, name, opts)
 			if err != nil {
 				return err
 			}

@@ -33,6 +33,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Pprof serves /debug/pprof on the metrics port.
 	Pprof bool
+	// Hooks are called at the protocol's named points (none by default).
+	Hooks txn.Hooks
 }
 
 // IdentityFile names the file in a data directory that records which process owns it.
@@ -237,7 +239,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	}
 	coord, err := txn.NewCoordinator(ctx, txn.CoordinatorConfig{
 		Shards: shards, Transport: tr, Decisions: store, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
-		Metrics: metrics, TxnLog: tlog, Logger: log, Directory: dir,
+		Metrics: metrics, TxnLog: tlog, Logger: log, Directory: dir, Hooks: opts.Hooks,
 	})
 	if err != nil {
 		return nil, err
@@ -327,7 +329,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	n.closers = append(n.closers, tr.Close)
 	part, err := txn.NewParticipant(txn.ParticipantConfig{
 		Name: name, Shards: shards, Store: store, Master: tr, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
-		Metrics: metrics, TxnLog: tlog, Logger: log,
+		Metrics: metrics, TxnLog: tlog, Logger: log, Hooks: opts.Hooks,
 	})
 	if err != nil {
 		return nil, err

@@ -50,6 +50,16 @@ func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
 	return cfg, log, nil
 }
 
+// ServerOptions returns the process options the flags and the environment ask for: the
+// logger, --pprof and, in a crashpoints build, the crash hooks of KVTX_CRASH_AT.
+func ServerOptions(c *cli.Context, log *slog.Logger) (server.Options, error) {
+	hooks, err := CrashHooks()
+	if err != nil {
+		return server.Options{}, err
+	}
+	return server.Options{Logger: log, Pprof: c.Bool("pprof"), Hooks: hooks}, nil
+}
+
 // Override applies --listen, --metrics-listen and --data-dir to p.
 func Override(c *cli.Context, p *txn.Process) {
 	if c.IsSet("listen") {
