@@ -133,14 +133,9 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 	}
 }
 
-func (p *Participant) checkKeys(keys ...[]byte) error {
+// checkShard refuses keys that this node's shard does not own.
+func (p *Participant) checkShard(keys ...[]byte) error {
 	for _, k := range keys {
-		if len(k) == 0 {
-			return wire.Errorf(wire.CodeBadRequest, "empty key")
-		}
-		if len(k) > p.cfg.Limits.MaxKeyBytes {
-			return wire.Errorf(wire.CodeTooLarge, "key of %d bytes exceeds the limit of %d bytes (max_key_bytes)", len(k), p.cfg.Limits.MaxKeyBytes)
-		}
 		if s := p.cfg.Shards.Shard(k); s != p.shard {
 			return wire.Errorf(wire.CodeWrongShard, "key %q belongs to %s, not %s", shortKey(k), p.cfg.Shards.Names()[s], p.cfg.Name)
 		}
@@ -148,27 +143,19 @@ func (p *Participant) checkKeys(keys ...[]byte) error {
 	return nil
 }
 
+// checkTxn checks the part of a transaction that this node executes, as the master did.
 func (p *Participant) checkTxn(cmps []wire.Compare, ops []wire.Op) error {
-	if len(cmps)+len(ops) > p.cfg.Limits.MaxTxnOps {
-		return wire.Errorf(wire.CodeTooLarge, "%d operations and compares exceed the limit of %d (max_txn_ops)", len(cmps)+len(ops), p.cfg.Limits.MaxTxnOps)
+	if err := checkTxn(p.cfg.Limits, cmps, ops); err != nil {
+		return err
 	}
 	for _, c := range cmps {
-		if err := p.checkKeys(c.Key); err != nil {
+		if err := p.checkShard(c.Key); err != nil {
 			return err
-		}
-		if c.Kind < wire.CmpValueEqual || c.Kind > wire.CmpMissing {
-			return wire.Errorf(wire.CodeBadRequest, "unknown compare kind %d", c.Kind)
 		}
 	}
 	for _, op := range ops {
-		if err := p.checkKeys(op.Key); err != nil {
+		if err := p.checkShard(op.Key); err != nil {
 			return err
-		}
-		if op.Kind != wire.OpPut && op.Kind != wire.OpDelete {
-			return wire.Errorf(wire.CodeBadRequest, "unknown operation kind %d", op.Kind)
-		}
-		if len(op.Value) > p.cfg.Limits.MaxValueBytes {
-			return wire.Errorf(wire.CodeTooLarge, "value of %d bytes exceeds the limit of %d bytes (max_value_bytes)", len(op.Value), p.cfg.Limits.MaxValueBytes)
 		}
 	}
 	return nil
@@ -178,7 +165,10 @@ func (p *Participant) get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	if req.ReadTS == 0 {
 		return nil, wire.Errorf(wire.CodeBadRequest, "a node read needs a read timestamp")
 	}
-	if err := p.checkKeys(req.Keys...); err != nil {
+	if err := checkRead(p.cfg.Limits, req.Keys); err != nil {
+		return nil, err
+	}
+	if err := p.checkShard(req.Keys...); err != nil {
 		return nil, err
 	}
 	vals, err := p.cfg.Store.Get(ctx, req.Keys, req.ReadTS)
