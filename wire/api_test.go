@@ -69,6 +69,8 @@ var (
 	_ = TxnInfo{TxnID: 0, StartTS: 0, AgeMillis: int64(0), Keys: nil, Participants: nil, InDoubt: false, Waiting: ""}
 	_ = ProcessStatus{Name: "", Role: "", Addr: "", MetricsAddr: "", Up: false, Error: "", Prepared: nil, LocksHeld: 0, InDoubt: 0}
 	_ = StatusReply{Processes: nil}
+	_ = ScanRequest{Start: nil, End: nil, ReadTS: 0, Limit: 0, MaxBytes: 0, KeysOnly: false}
+	_ = ScanReply{Values: nil, ReadTS: 0, More: false}
 
 	_ []Message = []Message{Ack{}, StatusRequest{}, Error{}}
 )
@@ -76,7 +78,7 @@ var (
 func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
-		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch}
+		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch, MsgScan, MsgScanReply}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)

@@ -38,6 +38,8 @@ const (
 	MsgStatusReply  MsgType = 18 // body *StatusReply
 	MsgSync         MsgType = 19 // body *SyncRequest; reply *Ack
 	MsgCommitBatch  MsgType = 20 // body *CommitBatchRequest; reply *Ack
+	MsgScan         MsgType = 21 // body *ScanRequest
+	MsgScanReply    MsgType = 22 // body *ScanReply
 )
 
 var msgTypeNames = [...]string{
@@ -61,6 +63,8 @@ var msgTypeNames = [...]string{
 	MsgStatusReply:  "status_reply",
 	MsgSync:         "sync",
 	MsgCommitBatch:  "commit_batch",
+	MsgScan:         "scan",
+	MsgScanReply:    "scan_reply",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -75,14 +79,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgCommitBatch }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgScanReply }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan:
 		return true
 	}
 	return false
@@ -142,6 +146,10 @@ func NewMessage(t MsgType) Message {
 		return &CommitBatchRequest{}
 	case MsgSync:
 		return &SyncRequest{}
+	case MsgScan:
+		return &ScanRequest{}
+	case MsgScanReply:
+		return &ScanReply{}
 	}
 	return nil
 }
@@ -295,6 +303,34 @@ type GetReply struct {
 
 // MsgType returns MsgGetReply.
 func (GetReply) MsgType() MsgType { return MsgGetReply }
+
+// ScanRequest reads one page of the keys in [Start, End) at ReadTS (MsgScan), in key order;
+// an empty End means no upper bound, ReadTS 0 asks the server to pick a timestamp (the master
+// does; a node requires one). The page holds at most Limit keys and stops growing once its
+// keys and values reach MaxBytes (0: the server's defaults); KeysOnly leaves values out.
+type ScanRequest struct {
+	Start    []byte `codec:",omitempty"`
+	End      []byte `codec:",omitempty"`
+	ReadTS   uint64 `codec:",omitempty"`
+	Limit    int    `codec:",omitempty"`
+	MaxBytes int    `codec:",omitempty"`
+	KeysOnly bool   `codec:",omitempty"`
+}
+
+// MsgType returns MsgScan.
+func (ScanRequest) MsgType() MsgType { return MsgScan }
+
+// ScanReply answers a ScanRequest (MsgScanReply): the page's keys in order, the timestamp
+// read at, and whether keys remain in the range after the last one (More): the next page
+// starts just after it, at the same ReadTS.
+type ScanReply struct {
+	Values []KeyValue `codec:",omitempty"`
+	ReadTS uint64     `codec:",omitempty"`
+	More   bool       `codec:",omitempty"`
+}
+
+// MsgType returns MsgScanReply.
+func (ScanReply) MsgType() MsgType { return MsgScanReply }
 
 // OpKind is the kind of a transaction write.
 type OpKind uint8

@@ -41,6 +41,8 @@ func sampleMessages() []Message {
 		&StatusRequest{},
 		&SyncRequest{Commits: []CommitRequest{{TxnID: 5, CommitTS: 11}, {TxnID: 7, CommitTS: 12}}},
 		&CommitBatchRequest{Commits: []CommitRequest{{TxnID: 5, CommitTS: 11}, {TxnID: 1<<64 - 1, CommitTS: 1 << 40}}},
+		&ScanRequest{Start: []byte("a"), End: []byte("b\x00"), ReadTS: 77, Limit: 100, MaxBytes: 1 << 20, KeysOnly: true},
+		&ScanReply{Values: []KeyValue{{Key: []byte("a1"), Value: []byte("v"), Version: 5, Found: true}}, ReadTS: 77, More: true},
 		&StatusReply{Processes: []ProcessStatus{
 			{Name: "n1", Role: "node", Addr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Up: true, LocksHeld: 3, InDoubt: 1,
 				Prepared: []TxnInfo{{TxnID: 5, StartTS: 3, AgeMillis: -1, Keys: [][]byte{k("a")},
@@ -144,8 +146,8 @@ func TestStrings(t *testing.T) {
 			}
 		}
 	}
-	if requests != 10 {
-		t.Errorf("%d request types, want 10", requests)
+	if requests != 11 {
+		t.Errorf("%d request types, want 11", requests)
 	}
 }
 
