@@ -131,12 +131,12 @@ func (c *Coordinator) InFlight() (inFlight, unacked int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, st := range c.mu.txns {
-		if st.applied {
-			continue
-		}
-		inFlight++
-		if st.committed {
+		switch st.phase {
+		case phaseCommitted:
 			unacked++
+			inFlight++
+		case phasePreparing, phaseUnknown:
+			inFlight++
 		}
 	}
 	return inFlight, unacked
@@ -149,18 +149,10 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 	c.mu.Lock()
 	now := time.Now()
 	for id, st := range c.mu.txns {
-		info := wire.TxnInfo{TxnID: id, StartTS: id, AgeMillis: now.Sub(st.started).Milliseconds(), Participants: st.participants}
-		switch {
-		case st.unknown:
-			info.InDoubt, info.Waiting = true, "decision record unconfirmed until restart"
-		case st.applied:
-			info.Waiting = "participants' sync, to forget the decision"
-		case st.committed:
-			info.Waiting = "commit acknowledgements"
-		default:
-			info.Waiting = "votes"
-		}
-		self.Prepared = append(self.Prepared, info)
+		self.Prepared = append(self.Prepared, wire.TxnInfo{
+			TxnID: id, StartTS: id, AgeMillis: now.Sub(st.started).Milliseconds(), Participants: st.participants,
+			InDoubt: st.phase == phaseUnknown, Waiting: statusWaiting(st.phase),
+		})
 	}
 	c.mu.Unlock()
 	sort.Slice(self.Prepared, func(i, j int) bool { return self.Prepared[i].TxnID < self.Prepared[j].TxnID })

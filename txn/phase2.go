@@ -12,9 +12,9 @@ import (
 
 // startPhase2 sends Commit to every participant until each acknowledges, then forgets the
 // decision. It runs in the background until done or until Close.
-func (c *Coordinator) startPhase2(txnID uint64, st *txnState) {
+func (c *Coordinator) startPhase2(st *txnState) {
 	c.mu.Lock()
-	st.id, st.acksLeft, st.phase2Start = txnID, len(st.participants), time.Now()
+	st.acksLeft, st.phase2Start = len(st.participants), time.Now()
 	c.mu.Unlock()
 	for _, n := range st.participants {
 		c.queueCommit(n, st)
@@ -167,7 +167,7 @@ func (c *Coordinator) commitAcked(st *txnState) {
 		c.mu.Unlock()
 		return
 	}
-	st.applied = true
+	c.becomeLocked(st, phaseApplied)
 	c.mu.forget = append(c.mu.forget, st.id)
 	startTimer := !c.mu.forgetTimer
 	c.mu.forgetTimer = true
@@ -175,7 +175,6 @@ func (c *Coordinator) commitAcked(st *txnState) {
 	c.cfg.TxnLog.Event(st.id, "acknowledged", st.participants)
 	c.releaseKeys(st)
 	c.cfg.Metrics.PhaseDone("commit", time.Since(st.phase2Start))
-	close(st.done)
 	if startTimer {
 		c.wg.Add(1)
 		c.cfg.Runtime.Go(func() {
@@ -229,6 +228,7 @@ func (c *Coordinator) forgetApplied() {
 	}
 	c.mu.Lock()
 	for _, id := range batch {
+		c.becomeLocked(c.mu.txns[id], phaseForgotten)
 		delete(c.mu.txns, id)
 	}
 	c.mu.Unlock()

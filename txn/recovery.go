@@ -23,7 +23,8 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		if err := c.oracle.Observe(ctx, d.CommitTS); err != nil {
 			return 0, err
 		}
-		states[i] = &txnState{participants: d.Participants, committed: true, commitTS: d.CommitTS, started: time.Now(), done: make(chan struct{})}
+		states[i] = newTxnState(d.TxnID, d.Participants, phaseCommitted, time.Now())
+		states[i].commitTS = d.CommitTS
 		c.mu.Lock()
 		c.mu.txns[d.TxnID] = states[i]
 		c.mu.Unlock()
@@ -32,7 +33,7 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		c.cfg.TxnLog.Event(d.TxnID, "recovered", d.Participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", d.CommitTS))
 		c.cfg.Metrics.Recovered("redrive_commit")
 		c.log.Info("re-driving committed transaction", "txn", d.TxnID, "commit_ts", d.CommitTS, "participants", d.Participants)
-		c.startPhase2(d.TxnID, states[i])
+		c.startPhase2(states[i])
 	}
 	return len(decisions), nil
 }
@@ -41,18 +42,16 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 // "aborted" for a transaction the master may still commit: a transaction being prepared, or
 // whose decision record could not be confirmed, is "pending".
 func (c *Coordinator) Outcome(req *wire.OutcomeRequest) *wire.OutcomeReply {
+	rep := wire.OutcomeReply{State: wire.OutcomeAborted}
+	phase := "none"
 	c.mu.Lock()
-	st := c.mu.txns[req.TxnID]
-	var rep wire.OutcomeReply
-	switch {
-	case st == nil:
-		rep.State = wire.OutcomeAborted
-	case st.committed:
-		rep.State, rep.CommitTS = wire.OutcomeCommitted, st.commitTS
-	default:
-		rep.State = wire.OutcomePending
+	if st := c.mu.txns[req.TxnID]; st != nil {
+		rep.State, phase = st.phase.outcome(), st.phase.String()
+		if rep.State == wire.OutcomeCommitted {
+			rep.CommitTS = st.commitTS
+		}
 	}
 	c.mu.Unlock()
-	c.log.Debug("outcome asked", "txn", req.TxnID, "from", req.From, "state", rep.State)
+	c.log.Debug("outcome asked", "txn", req.TxnID, "from", req.From, "phase", phase, "answer", rep.State)
 	return &rep
 }

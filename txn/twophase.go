@@ -21,7 +21,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	keys := txnKeys(parts)
 	c.waitUnacked(ctx, keys)
-	st := &txnState{participants: names, started: start, done: make(chan struct{})}
+	st := newTxnState(txnID, names, phasePreparing, start)
 	c.mu.Lock()
 	c.mu.txns[txnID] = st
 	c.mu.Unlock()
@@ -80,7 +80,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		// The record may or may not be on disk: only a restart can tell. Until then the
 		// transaction stays pending for participants that ask, which keep their locks.
 		c.mu.Lock()
-		st.unknown = true
+		c.becomeLocked(st, phaseUnknown)
 		c.mu.Unlock()
 		c.log.Error("decision record failed: outcome unknown until the master restarts", "txn", txnID, "err", err)
 		c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=unknown", fmt.Sprintf("error=%q", err.Error()))
@@ -88,7 +88,8 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("the decision record could not be written: %v", err)}
 	}
 	c.mu.Lock()
-	st.committed, st.commitTS, st.keys = true, commitTS, keys
+	st.commitTS, st.keys = commitTS, keys
+	c.becomeLocked(st, phaseCommitted)
 	for _, k := range keys {
 		c.mu.unacked[k] = st
 	}
@@ -99,7 +100,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 
 	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
 	// readers wait for its locks, and later writers of its keys wait for it at the master.
-	c.startPhase2(txnID, st)
+	c.startPhase2(st)
 	c.cfg.Metrics.TxnDone("2pc", "committed", time.Since(start))
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }
@@ -173,6 +174,7 @@ func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *w
 	names := st.participants
 	c.mu.Lock()
 	delete(c.mu.txns, txnID)
+	c.becomeLocked(st, phaseAborting)
 	st.keys = keys
 	for _, k := range keys {
 		c.mu.unacked[k] = st
@@ -186,7 +188,9 @@ func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *w
 			c.retry(names[i], &wire.AbortRequest{TxnID: txnID}, 3)
 		})
 		c.releaseKeys(st)
-		close(st.done)
+		c.mu.Lock()
+		c.becomeLocked(st, phaseAborted)
+		c.mu.Unlock()
 	})
 }
 

@@ -471,12 +471,12 @@ func runStatus(c *cli.Context) error {
 	tw.Flush()
 	for _, p := range procs {
 		for _, t := range p.Prepared {
-			state := "prepared"
+			state, waiting := txnState(p, t)
 			if t.InDoubt {
 				state = "IN DOUBT"
 			}
 			fmt.Fprintf(c.App.Writer, "%s: txn %d %s for %s, participants %s, waiting for %s\n",
-				p.Name, t.TxnID, state, time.Duration(t.AgeMillis)*time.Millisecond, strings.Join(t.Participants, ","), t.Waiting)
+				p.Name, t.TxnID, state, time.Duration(t.AgeMillis)*time.Millisecond, strings.Join(t.Participants, ","), waiting)
 		}
 	}
 	if down > 0 {
@@ -499,10 +499,7 @@ func runTxnList(c *cli.Context) error {
 	for _, p := range procs {
 		for _, t := range p.Prepared {
 			n++
-			state := "prepared"
-			if p.Role == "master" {
-				state = "in flight"
-			}
+			state, waiting := txnState(p, t)
 			if t.InDoubt {
 				state = "in doubt"
 			}
@@ -512,11 +509,11 @@ func runTxnList(c *cli.Context) error {
 			}
 			if json {
 				jsonOut(c.App.Writer, map[string]any{"process": p.Name, "txn_id": t.TxnID, "state": state, "age_ms": t.AgeMillis,
-					"participants": t.Participants, "keys": keys, "waiting": t.Waiting})
+					"participants": t.Participants, "keys": keys, "waiting": waiting})
 				continue
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Name, t.TxnID, state, time.Duration(t.AgeMillis)*time.Millisecond,
-				strings.Join(t.Participants, ","), strings.Join(keys, ","), t.Waiting)
+				strings.Join(t.Participants, ","), strings.Join(keys, ","), waiting)
 		}
 	}
 	if !json {
@@ -531,6 +528,18 @@ func runTxnList(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// txnState returns the state of a transaction that process p reports and what it waits for:
+// a node's transactions are prepared; the master's are in the phase it reports.
+func txnState(p wire.ProcessStatus, t wire.TxnInfo) (state, waiting string) {
+	if p.Role != "master" {
+		return "prepared", t.Waiting
+	}
+	if state, waiting = txn.MasterTxnState(t); state == "" {
+		state = "in flight"
+	}
+	return state, waiting
 }
 
 // readValue reads a put's value from r, refusing one larger than a frame (the cluster's value
