@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/txn"
-	"github.com/kvtx/kvtx/txn/chaos"
+	"github.com/kvtx/kvtx/cmd/chaos"
 	"github.com/kvtx/kvtx/txn/server"
 )
 

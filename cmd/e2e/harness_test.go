@@ -21,7 +21,7 @@ import (
 
 	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 	"github.com/kvtx/kvtx/txn"
-	"github.com/kvtx/kvtx/txn/chaos"
+	"github.com/kvtx/kvtx/cmd/chaos"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
 )

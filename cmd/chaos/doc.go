@@ -16,6 +16,16 @@
 // its own (cmd/lossyfs), one machine each, and a cut SIGKILLs the process (or every process at
 // once) and makes its file system forget every write that was not fsynced before the restart.
 //
-// Run returns a Report; cmd/chaos drives it from `make test` (short) and `make chaos` (long).
+// Run returns a Report. TestChaos drives it, one run per fault kind, each on a fresh cluster,
+// when CHAOS_MODE is set (the Makefile sets it): "short" for `make test` and `make
+// chaos-short` (a few seconds of faults per kind), "long" for `make chaos`. Its environment:
+// CHAOS_MODE=short|long; CHAOS_SECONDS, seconds of faults per kind (short 8, long 60);
+// CHAOS_SEED, the seed to replay (default: random, printed); CHAOS_FAULTS, a comma list of
+// kinds (default every kind, plus "mixed" in long mode); CHAOS_OUT, a directory that keeps the
+// reports and the clusters' logs (default: a temporary directory, kept only on failure).
+// Without CHAOS_MODE only the unit tests of the checkers and the schedule run. The powerloss
+// kind (and mixed, which draws it) needs root and /dev/fuse; without them its run fails, it
+// is not skipped.
+//
 // Every loop is bounded, and nothing listens beyond the loopback interface.
 package chaos
