@@ -318,25 +318,21 @@ func kvCompares(cmps []wire.Compare) []kv.Compare {
 	return out
 }
 
-// Run resolves prepared transactions until ctx is done: every Resolve interval it asks the
-// master about each transaction prepared longer than the in-doubt timeout (at once for those
-// recovered from disk) and commits or aborts it as told. While the master cannot answer, the
-// locks stay and the transaction is reported in doubt.
+// Run resolves prepared transactions until ctx is done: a Resolve interval after each round
+// (ResolveOnce) it runs the next. While the master cannot answer, the locks stay and the
+// transaction is reported in doubt.
 func (p *Participant) Run(ctx context.Context) {
-	t := time.NewTicker(p.cfg.Timeouts.Resolve)
-	defer t.Stop()
 	for {
 		p.ResolveOnce(ctx)
-		select {
-		case <-ctx.Done():
+		if p.cfg.Runtime.Sleep(ctx, p.cfg.Timeouts.Resolve) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// ResolveOnce asks the master once about every prepared transaction that is due, applies the
-// answers and returns how many are still in doubt.
+// ResolveOnce asks the master once about every prepared transaction that is due (prepared
+// longer than the in-doubt timeout, or recovered from disk, and not asked about within its
+// backoff), commits or aborts it as told, and returns how many are still in doubt.
 func (p *Participant) ResolveOnce(ctx context.Context) int {
 	now := p.cfg.Runtime.Now()
 	prepared := p.cfg.Store.Prepared()
@@ -390,7 +386,7 @@ func (p *Participant) ResolveOnce(ctx context.Context) int {
 }
 
 func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
-	actx, cancel := context.WithTimeout(ctx, p.cfg.Timeouts.Request)
+	actx, cancel := p.cfg.Runtime.WithTimeout(ctx, p.cfg.Timeouts.Request)
 	defer cancel()
 	var rep wire.OutcomeReply
 	err := p.cfg.Master.Call(actx, MasterName, &wire.OutcomeRequest{TxnID: t.TxnID, From: p.cfg.Name}, &rep)

@@ -14,7 +14,7 @@ import (
 // decision. It runs in the background until done or until Close.
 func (c *Coordinator) startPhase2(st *txnState) {
 	c.mu.Lock()
-	st.acksLeft, st.phase2Start = len(st.participants), time.Now()
+	st.acksLeft, st.phase2Start = len(st.participants), c.cfg.Runtime.Now()
 	c.mu.Unlock()
 	for _, n := range st.participants {
 		c.queueCommit(n, st)
@@ -174,7 +174,7 @@ func (c *Coordinator) commitAcked(st *txnState) {
 	c.mu.Unlock()
 	c.cfg.TxnLog.Event(st.id, "acknowledged", st.participants)
 	c.releaseKeys(st)
-	c.cfg.Metrics.PhaseDone("commit", time.Since(st.phase2Start))
+	c.cfg.Metrics.PhaseDone("commit", c.since(st.phase2Start))
 	if startTimer {
 		c.wg.Add(1)
 		c.cfg.Runtime.Go(func() {

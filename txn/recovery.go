@@ -3,7 +3,6 @@ package txn
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/kvtx/kvtx/wire"
 )
@@ -23,7 +22,7 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		if err := c.oracle.Observe(ctx, d.CommitTS); err != nil {
 			return 0, err
 		}
-		states[i] = newTxnState(d.TxnID, d.Participants, phaseCommitted, time.Now())
+		states[i] = newTxnState(d.TxnID, d.Participants, phaseCommitted, c.cfg.Runtime.Now())
 		states[i].commitTS = d.CommitTS
 		c.mu.Lock()
 		c.mu.txns[d.TxnID] = states[i]

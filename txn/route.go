@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kvtx/kvtx/wire"
 )
@@ -137,7 +136,7 @@ func (c *Coordinator) Txn(ctx context.Context, req *wire.TxnRequest) (*wire.TxnR
 }
 
 func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply, error) {
-	start := time.Now()
+	start := c.cfg.Runtime.Now()
 	ts, err := c.oracle.Next(ctx)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeInternal, "allocate timestamp: %v", err)
@@ -146,16 +145,16 @@ func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply,
 	err = c.call(ctx, p.node, &wire.ApplyRequest{TxnID: ts, TS: ts, Compares: p.cmps, Ops: p.ops}, &rep)
 	if err != nil {
 		werr := c.voteError(ts, p, err, true)
-		c.cfg.Metrics.TxnDone("1pc", outcomeOf(werr), time.Since(start))
+		c.cfg.Metrics.TxnDone("1pc", outcomeOf(werr), c.since(start))
 		return nil, werr
 	}
 	if err := c.oracle.Observe(ctx, rep.CommitTS); err != nil {
 		// The write is durable on its node; only the oracle's mark failed. Report unknown
 		// rather than committed: a later read might not be ordered after it.
-		c.cfg.Metrics.TxnDone("1pc", "unknown", time.Since(start))
+		c.cfg.Metrics.TxnDone("1pc", "unknown", c.since(start))
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: ts, Message: fmt.Sprintf("transaction %d applied on %s, but the oracle failed: %v", ts, p.node, err)}
 	}
-	c.cfg.Metrics.TxnDone("1pc", "committed", time.Since(start))
+	c.cfg.Metrics.TxnDone("1pc", "committed", c.since(start))
 	return &wire.TxnReply{TxnID: ts, CommitTS: rep.CommitTS, Path: "1pc"}, nil
 }
 

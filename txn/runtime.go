@@ -8,9 +8,10 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
-// Runtime is how the protocol code runs background work, reads the clock and waits. The
-// default, RealRuntime, uses goroutines and the wall clock. The deterministic simulator runs
-// everything inline on a virtual clock, so that one seed always produces one schedule.
+// Runtime is how the protocol code runs background work, reads the clock, waits and bounds
+// its requests: every protocol timeout and interval is measured on it. The default,
+// RealRuntime, uses goroutines and the wall clock. The deterministic simulator runs everything
+// inline on a virtual clock, so that one seed always produces one schedule.
 //
 // Protocol code must never hold a mutex across a Runtime call or a Transport call: the
 // simulator may run other protocol code from inside them.
@@ -24,6 +25,10 @@ type Runtime interface {
 	// Wait waits until done is closed, d has passed or ctx is done, and reports whether done
 	// was closed.
 	Wait(ctx context.Context, done <-chan struct{}, d time.Duration) bool
+	// WithTimeout returns a copy of ctx that is done d from now, or when ctx is; its Err is
+	// then context.DeadlineExceeded, and its Deadline is on this clock. The caller must call
+	// cancel once it no longer needs the context.
+	WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc)
 }
 
 // RealRuntime runs background work on pooled goroutines and measures time with the wall clock.
@@ -64,6 +69,11 @@ func (RealRuntime) Wait(ctx context.Context, done <-chan struct{}, d time.Durati
 	case <-ctx.Done():
 	}
 	return false
+}
+
+// WithTimeout implements Runtime.
+func (RealRuntime) WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
 }
 
 // fanOut runs f(0), ..., f(n-1) concurrently through rt and returns when every call has

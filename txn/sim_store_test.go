@@ -516,6 +516,47 @@ func (r simRuntime) Sleep(ctx context.Context, d time.Duration) error {
 	return ctx.Err()
 }
 
+// WithTimeout returns a context that the simulator cancels when its virtual clock reaches d
+// from now, or when ctx is done: its Deadline is virtual, and its Err after the deadline is
+// context.DeadlineExceeded, as a wall-clock context's would be.
+func (r simRuntime) WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	inner, cancel := context.WithCancel(ctx)
+	t := &simTimeoutCtx{Context: inner, parent: ctx, deadline: r.sim.now.Add(d)}
+	r.sim.schedule(d, "deadline", func() {
+		if inner.Err() == nil {
+			t.expired = true
+			cancel()
+		}
+	})
+	return t, cancel
+}
+
+// simTimeoutCtx is a context with a deadline on the simulator's virtual clock. The simulator
+// runs on one goroutine, so expired needs no lock.
+type simTimeoutCtx struct {
+	context.Context // done when the deadline passes or parent is done
+	parent          context.Context
+	deadline        time.Time
+	expired         bool
+}
+
+func (c *simTimeoutCtx) Deadline() (time.Time, bool) {
+	if d, ok := c.parent.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+func (c *simTimeoutCtx) Err() error {
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if c.expired {
+		return context.DeadlineExceeded
+	}
+	return c.Context.Err()
+}
+
 // Wait lets virtual time pass in small steps until done is closed or d has passed. Protocol
 // code running further out on the same stack cannot make progress meanwhile, so this usually
 // waits the whole d, as a stuck phase 2 would.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,8 +23,8 @@ import (
 // node before or after any send or durable write and while a call waits for its sync round
 // (a node's crash is a power loss: it takes back every write not yet synced, such as a
 // one-phase Apply's writes before its round), followed by restarts. Everything runs inline
-// (simRuntime), so one seed is one schedule: a failing seed replays exactly and prints its
-// trace. The workload has writes with and without compares, and compare-only transactions on
+// (simRuntime), and every protocol timeout runs on the virtual clock, so one seed is one
+// schedule: a failing seed replays exactly and prints its trace. The workload has writes with and without compares, and compare-only transactions on
 // one shard and across shards. After each schedule it heals every fault, lets recovery finish,
 // takes one more power loss on every node, and checks against the final durable history:
 //   - every transaction is all or nothing on every shard, at one commit timestamp;
@@ -117,6 +118,7 @@ type simStats struct {
 	comparesReadPending int // compare checks that read a pending Apply's write
 	applyLost           int // pending Applies taken back by a power loss
 	compareFailedSeen   int // compare failures the client was told of, matched and checked
+	pastDeadline        int // replies that came after the sender's virtual deadline
 }
 
 func newSim(seed int64, nodes int) *sim {
@@ -160,13 +162,10 @@ func (s *sim) chance(percent int) bool { return s.faults && s.rng.Intn(1000) < p
 // schedule runs fn at now+d (events at the same time run in the order scheduled).
 func (s *sim) schedule(d time.Duration, name string, fn func()) {
 	s.seq++
-	s.events = append(s.events, simEvent{at: s.now.Add(d), seq: s.seq, name: name, fn: fn})
-	sort.Slice(s.events, func(i, j int) bool {
-		if !s.events[i].at.Equal(s.events[j].at) {
-			return s.events[i].at.Before(s.events[j].at)
-		}
-		return s.events[i].seq < s.events[j].seq
-	})
+	ev := simEvent{at: s.now.Add(d), seq: s.seq, name: name, fn: fn}
+	// After every event due at the same time or earlier: seq only grows.
+	i := sort.Search(len(s.events), func(i int) bool { return s.events[i].at.After(ev.at) })
+	s.events = slices.Insert(s.events, i, ev)
 }
 
 // advance moves the virtual clock forward by d, running every event that falls due.
@@ -315,6 +314,9 @@ type simTransport struct {
 func (t simTransport) Call(ctx context.Context, to string, req, resp wire.Message) error {
 	s := t.sim
 	s.checkAlive(t.from, t.gen)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotDelivered, err)
+	}
 	up := s.masterUp
 	if to != MasterName {
 		up = s.nodes[to].up
@@ -366,11 +368,18 @@ func (t simTransport) Call(ctx context.Context, to string, req, resp wire.Messag
 		s.logf("%s: handled, reply too late", desc)
 		return context.DeadlineExceeded
 	}
+	s.checkAlive(t.from, t.gen)
+	if cerr := ctx.Err(); cerr != nil {
+		// The sender's deadline passed while the request was delayed or handled: it hears of
+		// the deadline, not of the reply.
+		s.logf("%s: handled after the sender's deadline", desc)
+		s.stats.pastDeadline++
+		return cerr
+	}
 	if err != nil {
 		s.logf("%s: error %v", desc, err)
 		return err
 	}
-	s.checkAlive(t.from, t.gen)
 	body, merr := wire.Marshal(out)
 	if merr != nil {
 		return merr
@@ -881,6 +890,7 @@ func TestSimulation(t *testing.T) {
 		total.comparesReadPending += st.comparesReadPending
 		total.applyLost += st.applyLost
 		total.compareFailedSeen += st.compareFailedSeen
+		total.pastDeadline += st.pastDeadline
 	}
 	t.Logf("%d seeds: %d writes (%d committed, %d aborted, %d unknown), %d snapshot reads, all invariants held",
 		count, writes, committed, aborted, unknown, reads)
@@ -888,11 +898,12 @@ func TestSimulation(t *testing.T) {
 		cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted, total.compareFailedSeen)
 	t.Logf("sync rounds: %d waits with other calls running, %d reads waited for a pending apply, %d compares read one, %d pending applies lost to power loss",
 		total.syncWaits, total.readWaits, total.comparesReadPending, total.applyLost)
+	t.Logf("deadlines: %d replies came after the sender's virtual deadline", total.pastDeadline)
 	if committed == 0 || aborted == 0 || reads == 0 {
 		t.Fatalf("the schedules exercised too little: %d committed, %d aborted, %d reads", committed, aborted, reads)
 	}
 	if count >= 300 && (cmpOnlyCommitted == 0 || cmpOnlyCrossCommitted == 0 || total.compareFailedSeen == 0 ||
-		total.readWaits == 0 || total.comparesReadPending == 0 || total.applyLost == 0) {
+		total.readWaits == 0 || total.comparesReadPending == 0 || total.applyLost == 0 || total.pastDeadline == 0) {
 		t.Fatalf("the schedules never reached a case the checks are about: %+v, %d compare-only committed (%d across shards)",
 			total, cmpOnlyCommitted, cmpOnlyCrossCommitted)
 	}

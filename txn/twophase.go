@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/kvtx/kvtx/wire"
 )
 
 func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.TxnReply, error) {
-	start := time.Now()
+	start := c.cfg.Runtime.Now()
 	txnID, err := c.oracle.Next(ctx)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeInternal, "allocate timestamp: %v", err)
@@ -29,7 +28,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	c.cfg.TxnLog.Event(txnID, "prepare", names)
 
 	// Phase 1: every participant in parallel, bounded by the prepare timeout.
-	prepCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.Prepare)
+	prepCtx, cancel := c.cfg.Runtime.WithTimeout(ctx, c.cfg.Timeouts.Prepare)
 	minTS := make([]uint64, len(parts))
 	errs := make([]error, len(parts))
 	fanOut(c.cfg.Runtime, len(parts), func(i int) {
@@ -39,7 +38,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		minTS[i], errs[i] = rep.MinCommitTS, err
 	})
 	cancel()
-	c.cfg.Metrics.PhaseDone("prepare", time.Since(start))
+	c.cfg.Metrics.PhaseDone("prepare", c.since(start))
 
 	var refusal *wire.Error
 	for i, err := range errs {
@@ -56,14 +55,14 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	if refusal != nil {
 		c.abort(txnID, st, keys, refusal)
-		c.cfg.Metrics.TxnDone("2pc", "aborted", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "aborted", c.since(start))
 		return nil, refusal
 	}
 	c.cfg.Hooks.at(PointMasterAfterVotes)
 
 	// Decision: the commit timestamp is above every participant's served reads (MinCommitTS)
 	// and above every timestamp handed out so far.
-	decStart := time.Now()
+	decStart := c.cfg.Runtime.Now()
 	commitTS, err := c.oracle.Next(ctx)
 	if err == nil {
 		commitTS = max(commitTS, slices.Max(minTS))
@@ -72,7 +71,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	if err != nil {
 		werr := &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: fmt.Sprintf("allocate commit timestamp: %v", err)}
 		c.abort(txnID, st, keys, werr)
-		c.cfg.Metrics.TxnDone("2pc", "aborted", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "aborted", c.since(start))
 		return nil, werr
 	}
 	// The record must become durable even if the client goes away meanwhile.
@@ -84,7 +83,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		c.mu.Unlock()
 		c.log.Error("decision record failed: outcome unknown until the master restarts", "txn", txnID, "err", err)
 		c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=unknown", fmt.Sprintf("error=%q", err.Error()))
-		c.cfg.Metrics.TxnDone("2pc", "unknown", time.Since(start))
+		c.cfg.Metrics.TxnDone("2pc", "unknown", c.since(start))
 		return nil, &wire.Error{Code: wire.CodeUnknownOutcome, TxnID: txnID, Message: fmt.Sprintf("the decision record could not be written: %v", err)}
 	}
 	c.mu.Lock()
@@ -94,14 +93,14 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		c.mu.unacked[k] = st
 	}
 	c.mu.Unlock()
-	c.cfg.Metrics.PhaseDone("decision", time.Since(decStart))
+	c.cfg.Metrics.PhaseDone("decision", c.since(decStart))
 	c.cfg.Hooks.at(PointMasterAfterDecision)
 	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
 
 	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
 	// readers wait for its locks, and later writers of its keys wait for it at the master.
 	c.startPhase2(st)
-	c.cfg.Metrics.TxnDone("2pc", "committed", time.Since(start))
+	c.cfg.Metrics.TxnDone("2pc", "committed", c.since(start))
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }
 
