@@ -246,9 +246,6 @@ func (m *ShardMap) Shard(key []byte) int {
 	return int(h % uint64(len(m.names)))
 }
 
-// Owner returns the name of the node that owns key.
-func (m *ShardMap) Owner(key []byte) string { return m.names[m.Shard(key)] }
-
 // Names returns the node names in shard order.
 func (m *ShardMap) Names() []string { return append([]string(nil), m.names...) }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +29,54 @@ type testCluster struct {
 	decisions *hookedDecisions
 	timeouts  Timeouts
 	coord     *Coordinator
-	metrics   CoordinatorMetrics // nil unless a test sets it before startMaster
 	nodes     map[string]*testNode
+	// The master's and the nodes' runtimes: the nodes share a clock that a test moves forward
+	// to age their prepared transactions without waiting.
+	masterRT, nodeRT *testRuntime
+	// Set before startMaster (all optional).
+	metrics CoordinatorMetrics
+	hooks   Hooks
 }
+
+// testRuntime is RealRuntime with a clock that a test can move forward (advance) and an
+// optional hook called whenever protocol code waits for another transaction (Wait).
+type testRuntime struct {
+	RealRuntime
+	offset atomic.Int64
+	onWait atomic.Pointer[func()]
+}
+
+func (r *testRuntime) Now() time.Time { return time.Now().Add(time.Duration(r.offset.Load())) }
+
+// advance moves the clock forward by d.
+func (r *testRuntime) advance(d time.Duration) { r.offset.Add(int64(d)) }
+
+func (r *testRuntime) Wait(ctx context.Context, done <-chan struct{}, d time.Duration) bool {
+	if f := r.onWait.Load(); f != nil {
+		(*f)()
+	}
+	return r.RealRuntime.Wait(ctx, done, d)
+}
+
+// waitFor polls cond until it reports done, and fails the test with the state cond last
+// described if that takes more than 5 seconds.
+func waitFor(t *testing.T, cond func() (done bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		done, state := cond()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %s after 5s", state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ownerOf returns the name of the node that owns key.
+func ownerOf(m *ShardMap, key []byte) string { return m.Names()[m.Shard(key)] }
 
 type testNode struct {
 	dir   string
@@ -68,7 +114,8 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 			Prepare: time.Second, CommitWait: 200 * time.Millisecond, InDoubt: 50 * time.Millisecond,
 			Resolve: 10 * time.Millisecond, LockWait: 300 * time.Millisecond, Request: 300 * time.Millisecond,
 		},
-		nodes: map[string]*testNode{},
+		nodes:    map[string]*testNode{},
+		masterRT: &testRuntime{}, nodeRT: &testRuntime{},
 	}
 	for _, name := range names {
 		c.nodes[name] = &testNode{dir: t.TempDir()}
@@ -93,7 +140,7 @@ func (c *testCluster) startMaster() {
 	c.t.Helper()
 	coord, err := NewCoordinator(context.Background(), CoordinatorConfig{
 		Shards: c.shards, Transport: c.tr.From(MasterName), Decisions: c.decisions, Timeouts: c.timeouts, Logger: quiet,
-		Metrics: c.metrics,
+		Metrics: c.metrics, Hooks: c.hooks, Runtime: c.masterRT,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -122,6 +169,7 @@ func (c *testCluster) startNode(name string) {
 	}
 	part, err := NewParticipant(ParticipantConfig{
 		Name: name, Shards: c.shards, Store: store, Master: c.tr.From(name), Timeouts: c.timeouts, Logger: quiet,
+		Runtime: c.nodeRT,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -169,12 +217,12 @@ func (c *testCluster) read(keys ...[]byte) []wire.KeyValue {
 	return rep.Values
 }
 
-// resolveAll runs every participant's resolver until nothing is prepared anywhere, and fails
-// the test if that takes more than a few seconds.
+// resolveAll runs every participant's resolver, ageing their transactions past the in-doubt
+// timeout on the nodes' clock before each round, until nothing is prepared or locked anywhere.
 func (c *testCluster) resolveAll() {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(c.t, func() (bool, string) {
+		c.nodeRT.advance(c.timeouts.InDoubt)
 		busy := 0
 		for _, n := range c.nodes {
 			if n.part == nil {
@@ -183,32 +231,24 @@ func (c *testCluster) resolveAll() {
 			n.part.ResolveOnce(context.Background())
 			busy += len(n.store.Prepared()) + n.store.Stats().LocksHeld
 		}
-		if busy == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%d prepared transactions or locks left after 5s", busy)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return busy == 0, fmt.Sprintf("%d prepared transactions or locks left", busy)
+	})
 }
 
 // waitAcked waits until the master has no transaction in flight: every phase 2 acknowledged.
 func (c *testCluster) waitAcked() {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c.coord.mu.Lock()
-		n := len(c.coord.mu.txns) + len(c.coord.mu.unacked)
-		c.coord.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%d transactions or keys still in flight at the master after 5s", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(c.t, func() (bool, string) {
+		n := c.inFlight()
+		return n == 0, fmt.Sprintf("%d transactions or keys in flight at the master", n)
+	})
+}
+
+// inFlight counts the transactions the master holds and the keys it holds for phase 2.
+func (c *testCluster) inFlight() int {
+	c.coord.mu.Lock()
+	defer c.coord.mu.Unlock()
+	return len(c.coord.mu.txns) + len(c.coord.mu.unacked)
 }
 
 func put(k []byte, v string) wire.Op { return wire.Op{Kind: wire.OpPut, Key: k, Value: []byte(v)} }
@@ -285,7 +325,7 @@ func TestPrepareConflictAbortsAtOnce(t *testing.T) {
 	k := c.keys("a")
 	// Another transaction (an id the oracle will not reach in this test) holds k[1] prepared.
 	const other = 1 << 40
-	owner := c.shards.Owner(k[1])
+	owner := ownerOf(c.shards, k[1])
 	if _, err := c.nodes[owner].store.Prepare(context.Background(), kv.PrepareRecord{TxnID: other, StartTS: other, Ops: []kv.Op{{Kind: kv.OpPut, Key: k[1], Value: []byte("held")}}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -394,6 +434,13 @@ func TestMasterRestartAfterDecisionRedrivesCommit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a durable decision is reported committed even before phase 2: %v", err)
 	}
+	master := c.coord.Status(context.Background()).Processes[0]
+	if len(master.Prepared) != 1 {
+		t.Fatalf("the master's status lists %d transactions, want 1", len(master.Prepared))
+	}
+	if phase, waiting := MasterTxnState(master.Prepared[0]); phase != "committed" || waiting != "commit acknowledgements" {
+		t.Fatalf("the master's status shows the transaction %q, waiting for %q; want committed, waiting for commit acknowledgements", phase, waiting)
+	}
 	c.crashMaster()
 	c.tr.SetFault(nil)
 	for _, n := range c.nodes {
@@ -423,13 +470,10 @@ func TestMasterCrashBeforeDecisionAborts(t *testing.T) {
 		done <- err
 	}()
 	// Wait for both votes, then the master "dies" before its decision is durable.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(c.nodes["node1"].store.Prepared())+len(c.nodes["node2"].store.Prepared()) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("participants never prepared")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, func() (bool, string) {
+		n := len(c.nodes["node1"].store.Prepared()) + len(c.nodes["node2"].store.Prepared())
+		return n == 2, fmt.Sprintf("%d of 2 participants prepared", n)
+	})
 	// While the master is deciding, an ask is answered "pending", never "aborted".
 	rep := c.coord.Outcome(&wire.OutcomeRequest{TxnID: c.nodes["node1"].store.Prepared()[0].TxnID})
 	if rep.State != wire.OutcomePending {
@@ -442,7 +486,7 @@ func TestMasterCrashBeforeDecisionAborts(t *testing.T) {
 	c.crashMaster()
 	c.decisions.beforeRecord.Store(nil)
 	// Participants stay in doubt while the master is down.
-	time.Sleep(c.timeouts.InDoubt)
+	c.nodeRT.advance(c.timeouts.InDoubt)
 	if n := c.nodes["node1"].part.ResolveOnce(context.Background()); n != 1 {
 		t.Fatalf("in doubt with the master down: %d, want 1", n)
 	}
@@ -491,8 +535,13 @@ func TestNodeRestartWithPreparedTransactionAsksTheMaster(t *testing.T) {
 	}
 }
 
-func TestRequestsOverTheLimitsAreRefused(t *testing.T) {
-	c := newTestCluster(t, 2)
+// overLimitRequests are requests that break a limit or the request format, each with the
+// code it is refused with.
+func overLimitRequests() []struct {
+	name string
+	req  *wire.TxnRequest
+	code wire.Code
+} {
 	big := make([]byte, 5000)
 	cases := []struct {
 		name string
@@ -510,12 +559,18 @@ func TestRequestsOverTheLimitsAreRefused(t *testing.T) {
 	for i := 0; i < 1025; i++ {
 		many.Ops = append(many.Ops, put([]byte(fmt.Sprint(i)), "v"))
 	}
-	cases = append(cases, struct {
+	return append(cases, struct {
 		name string
 		req  *wire.TxnRequest
 		code wire.Code
 	}{"too many ops", many, wire.CodeTooLarge})
-	for _, tc := range cases {
+}
+
+// Requests that break a limit or the request format are refused by the master before it
+// sends anything to a node.
+func TestRequestsOverTheLimitsAreRefusedBeforeAnyNodeSeesThem(t *testing.T) {
+	c := newTestCluster(t, 2)
+	for _, tc := range overLimitRequests() {
 		_, err := c.coord.Txn(context.Background(), tc.req)
 		if codeOf(err) != tc.code {
 			t.Errorf("%s: got %v, want %s", tc.name, err, tc.code)
@@ -526,6 +581,94 @@ func TestRequestsOverTheLimitsAreRefused(t *testing.T) {
 			t.Fatal("a refused request reached a node")
 		}
 	}
+}
+
+// A participant checks what reaches it as the master does: a prepare or a one-phase apply
+// that breaks a limit is refused with the master's code, whoever sent it.
+func TestAParticipantRefusesWhatTheMasterRefuses(t *testing.T) {
+	c := newTestCluster(t, 2)
+	part := c.nodes["node1"].part
+	const id = 1 << 40
+	for _, tc := range overLimitRequests() {
+		for _, req := range []wire.Message{
+			&wire.PrepareRequest{TxnID: id, StartTS: id, Compares: tc.req.Compares, Ops: tc.req.Ops, Participants: []string{"node1", "node2"}},
+			&wire.ApplyRequest{TxnID: id, TS: id, Compares: tc.req.Compares, Ops: tc.req.Ops},
+		} {
+			if _, err := part.Handle(context.Background(), req); codeOf(err) != tc.code {
+				t.Errorf("%s %s: got %v, want %s", tc.name, req.MsgType(), err, tc.code)
+			}
+		}
+	}
+	if n := len(c.nodes["node1"].store.Prepared()); n != 0 {
+		t.Fatalf("%d refused prepares left prepared", n)
+	}
+}
+
+// At master.after-first-commit one participant has acknowledged its commit and the master has
+// recorded nothing: while a hook holds the master there, the transaction stays committed but
+// not applied, and when the master dies there, the next one drives the commit to the others.
+func TestAMasterThatDiesAfterTheFirstCommitHasItsPhase2FinishedAfterRestart(t *testing.T) {
+	c := newTestCluster(t, 2)
+	k := c.keys("first")
+	first := ownerOf(c.shards, k[0])
+	reached, release := make(chan struct{}), make(chan struct{})
+	var points []string
+	var mu sync.Mutex
+	c.crashMaster()
+	c.hooks = Hooks{AtPoint: func(p string) {
+		mu.Lock()
+		points = append(points, p)
+		mu.Unlock()
+		if p == PointMasterAfterFirstCommit {
+			close(reached)
+			<-release
+		}
+	}}
+	c.startMaster()
+	// Only the first participant gets its commit.
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		switch req.(type) {
+		case *wire.CommitRequest, *wire.CommitBatchRequest:
+			if to != first {
+				return DropRequest
+			}
+		}
+		return Deliver
+	})
+	rep, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-reached
+	if inFlight, unacked := c.coord.InFlight(); inFlight != 1 || unacked != 1 {
+		t.Fatalf("while held after the first acknowledgement: %d in flight, %d unacknowledged; want 1, 1", inFlight, unacked)
+	}
+	if got := c.coord.Outcome(&wire.OutcomeRequest{TxnID: rep.TxnID}); got.State != wire.OutcomeCommitted {
+		t.Fatalf("outcome %s while phase 2 is under way", got.State)
+	}
+	if n := len(c.nodes[first].store.Prepared()); n != 0 {
+		t.Fatalf("%s acknowledged its commit but holds %d prepared", first, n)
+	}
+	mu.Lock()
+	want := []string{PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterAfterFirstCommit}
+	if !slices.Equal(points, want) {
+		t.Errorf("points reached %v, want %v", points, want)
+	}
+	mu.Unlock()
+	// The master dies here: nothing it does after this reaches anyone.
+	c.tr.Register(MasterName, nil)
+	close(release)
+	c.crashMaster()
+	c.tr.SetFault(nil)
+	c.hooks = Hooks{}
+	c.startMaster()
+	c.resolveAll()
+	for _, v := range c.read(k...) {
+		if v.Version != rep.CommitTS {
+			t.Fatalf("%+v not committed at %d after the master's restart", v, rep.CommitTS)
+		}
+	}
+	c.waitAcked()
 }
 
 // TestRandomFaultsKeepTheBankBalanced runs concurrent cross-shard transfers while the
@@ -625,51 +768,142 @@ func atoi(b []byte) int {
 	return n
 }
 
-// TestSlowVoteTimesOutAndTheLatePrepareIsHarmless delays one participant's prepare past the
-// master's prepare timeout: the master aborts, and the prepare that arrives late either is
-// refused or leaves a prepared transaction that the participant resolves by asking.
+// handlerFunc adapts a function to a Handler.
+type handlerFunc func(ctx context.Context, req wire.Message) (wire.Message, error)
+
+func (f handlerFunc) Handle(ctx context.Context, req wire.Message) (wire.Message, error) {
+	return f(ctx, req)
+}
+
+// TestSlowVoteTimesOutAndTheLatePrepareIsHarmless holds one participant's prepare until the
+// master has given up on its vote and aborted, then delivers it. A late prepare that meets the
+// abort is refused; one whose abort was lost leaves a prepared transaction that the
+// participant resolves by asking. Either way nothing is written and the keys are free again.
 func TestSlowVoteTimesOutAndTheLatePrepareIsHarmless(t *testing.T) {
-	c := newTestCluster(t, 2)
-	k := c.keys("a")
-	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
-		if _, ok := req.(*wire.PrepareRequest); ok && to == "node2" {
-			time.Sleep(c.timeouts.Prepare + 100*time.Millisecond)
+	for _, abortLost := range []bool{false, true} {
+		name := "the abort arrives first"
+		if abortLost {
+			name = "the abort is lost"
 		}
-		return Deliver
-	})
-	start := time.Now()
-	_, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
-	if codeOf(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "node2") {
-		t.Fatalf("want node2 unavailable (no vote in time), got %v", err)
+		t.Run(name, func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			k := c.keys("a")
+			release := make(chan struct{})
+			c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+				switch req.(type) {
+				case *wire.PrepareRequest:
+					if to == "node2" {
+						<-release
+					}
+				case *wire.AbortRequest:
+					if abortLost && to == "node2" {
+						return DropRequest
+					}
+				}
+				return Deliver
+			})
+			node2 := c.nodes["node2"].part
+			late := make(chan error, 1)
+			c.tr.Register("node2", handlerFunc(func(ctx context.Context, req wire.Message) (wire.Message, error) {
+				out, err := node2.Handle(ctx, req)
+				if _, ok := req.(*wire.PrepareRequest); ok {
+					late <- err
+				}
+				return out, err
+			}))
+			start := time.Now()
+			_, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
+			if codeOf(err) != wire.CodeUnavailable || !strings.Contains(err.Error(), "node2") {
+				t.Fatalf("want node2 unavailable (no vote in time), got %v", err)
+			}
+			if d, bound := time.Since(start), min(c.timeouts.Prepare, c.timeouts.Request); d < bound {
+				t.Fatalf("aborted after %v, before the vote was due (%v)", d, bound)
+			}
+			c.waitAcked() // the abort has reached node2, or its attempts ran out
+			close(release)
+			lateErr := <-late
+			prepared := len(c.nodes["node2"].store.Prepared())
+			if abortLost {
+				if lateErr != nil || prepared != 1 {
+					t.Fatalf("a late prepare with no abort before it: %v, %d prepared; want a yes vote and one prepared", lateErr, prepared)
+				}
+			} else if codeOf(lateErr) != wire.CodeAborted || prepared != 0 {
+				t.Fatalf("a late prepare after the abort: %v, %d prepared; want it refused as aborted", lateErr, prepared)
+			}
+			c.tr.SetFault(nil)
+			c.resolveAll()
+			for _, v := range c.read(k...) {
+				if v.Found {
+					t.Fatalf("aborted write visible: %+v", v)
+				}
+			}
+			if _, err := c.txn(nil, put(k[0], "c"), put(k[1], "d")); err != nil {
+				t.Fatalf("the keys are free again: %v", err)
+			}
+		})
 	}
-	if d, bound := time.Since(start), min(c.timeouts.Prepare, c.timeouts.Request); d < bound {
-		t.Fatalf("aborted after %v, before the vote was due (%v)", d, bound)
-	}
-	c.tr.SetFault(nil)
-	time.Sleep(200 * time.Millisecond) // the late prepare lands
-	c.resolveAll()
-	for _, v := range c.read(k...) {
-		if v.Found {
-			t.Fatalf("aborted write visible: %+v", v)
+}
+
+// commitGate holds every phase-2 commit of a transaction until the gate is opened up to it.
+type commitGate struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	upTo uint64
+}
+
+func newCommitGate() *commitGate {
+	g := &commitGate{}
+	g.cond.L = &g.mu
+	return g
+}
+
+// hold blocks a commit request until the gate is open to all of its transactions.
+func (g *commitGate) hold(req wire.Message) {
+	var id uint64
+	switch m := req.(type) {
+	case *wire.CommitRequest:
+		id = m.TxnID
+	case *wire.CommitBatchRequest:
+		for _, cr := range m.Commits {
+			id = max(id, cr.TxnID)
 		}
+	default:
+		return
 	}
-	if _, err := c.txn(nil, put(k[0], "c"), put(k[1], "d")); err != nil {
-		t.Fatalf("the keys are free again: %v", err)
+	g.mu.Lock()
+	for id > g.upTo {
+		g.cond.Wait()
 	}
+	g.mu.Unlock()
+}
+
+// open lets the commits of every transaction up to id through.
+func (g *commitGate) open(id uint64) {
+	g.mu.Lock()
+	g.upTo = max(g.upTo, id)
+	g.cond.Broadcast()
+	g.mu.Unlock()
 }
 
 // TestBackToBackWritesDoNotConflictWithTheirOwnPhase2 proves that a client is told
 // "committed" once the decision is durable, and that its next transaction on the same keys
-// waits for the first one's slow phase 2 at the master instead of failing on its locks.
+// waits for the first one's phase 2 at the master instead of failing on its locks. Each
+// transaction's commits are held until the next transaction waits for them.
 func TestBackToBackWritesDoNotConflictWithTheirOwnPhase2(t *testing.T) {
 	c := newTestCluster(t, 2)
 	k := c.keys("a")
+	gate := newCommitGate()
 	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
-		if _, ok := req.(*wire.CommitRequest); ok {
-			time.Sleep(30 * time.Millisecond)
-		}
+		gate.hold(req)
 		return Deliver
 	})
+	var lastID atomic.Uint64
+	var waits atomic.Int32
+	onWait := func() {
+		waits.Add(1)
+		gate.open(lastID.Load())
+	}
+	c.masterRT.onWait.Store(&onWait)
 	var last *wire.TxnReply
 	for i := 0; i < 5; i++ {
 		rep, err := c.txn(nil, put(k[0], fmt.Sprint(i)), put(k[1], fmt.Sprint(i)))
@@ -677,7 +911,12 @@ func TestBackToBackWritesDoNotConflictWithTheirOwnPhase2(t *testing.T) {
 			t.Fatalf("write %d on the keys of the previous one: %v", i, err)
 		}
 		last = rep
+		lastID.Store(rep.TxnID)
 	}
+	if n := waits.Load(); n < 4 {
+		t.Fatalf("%d writes waited for the previous one's phase 2, want 4", n)
+	}
+	gate.open(math.MaxUint64)
 	// A read right after the reply waits for the locks and sees the last write.
 	got := c.read(k...)
 	for _, v := range got {
@@ -746,17 +985,12 @@ func TestARefusedCommitDoesNotHoldUpTheOthers(t *testing.T) {
 		}
 	}
 	// Every acknowledgement but the refused transaction's arrives.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	waitFor(t, func() (bool, string) {
 		c.coord.mu.Lock()
 		n := len(c.coord.mu.unacked)
 		c.coord.mu.Unlock()
-		if n == len(bad) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d keys waiting for phase 2, want only the refused transaction's %d", n, len(bad))
-		}
-	}
+		return n == len(bad), fmt.Sprintf("%d keys waiting for phase 2, want only the refused transaction's %d", n, len(bad))
+	})
 	ref.txn.Store(math.MaxUint64) // the bug is fixed: the refused commit goes through
 	c.waitAcked()
 }

@@ -455,10 +455,10 @@ func (s *sim) clientWrite(id int) {
 	w.ops, w.cmps = req.Ops, req.Compares
 	shards := map[string]bool{}
 	for _, op := range req.Ops {
-		shards[s.shards.Owner(op.Key)] = true
+		shards[ownerOf(s.shards, op.Key)] = true
 	}
 	for _, c := range req.Compares {
-		shards[s.shards.Owner(c.Key)] = true
+		shards[ownerOf(s.shards, c.Key)] = true
 	}
 	w.shards = len(shards)
 	s.writes = append(s.writes, w)
@@ -682,7 +682,7 @@ func (s *sim) check() {
 	}
 	// The final history of each key.
 	history := func(key []byte) []simVersion {
-		return s.nodes[s.shards.Owner(key)].store.versions[string(key)]
+		return s.nodes[ownerOf(s.shards, key)].store.versions[string(key)]
 	}
 	for _, key := range s.keys {
 		vs := history(key)
