@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/wire"
 )
 
@@ -181,14 +182,14 @@ func sendRaw(addr string, data []byte, hello bool) error {
 
 // Blaster sends bad input to the cluster's ports. It counts what it sent.
 type Blaster struct {
-	c  *Cluster
+	c  *cluster.Cluster
 	mu sync.Mutex
 	// Sent counts attacks by name.
 	Sent map[string]int
 }
 
 // NewBlaster returns a blaster for c.
-func NewBlaster(c *Cluster) *Blaster { return &Blaster{c: c, Sent: map[string]int{}} }
+func NewBlaster(c *cluster.Cluster) *Blaster { return &Blaster{c: c, Sent: map[string]int{}} }
 
 // addr resolves a blast target ("master", "node1/metrics").
 func (b *Blaster) addr(target string) string {

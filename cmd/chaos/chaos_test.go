@@ -10,10 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 )
 
-// binDir holds the binaries TestMain builds: kvmaster, kvnode, kvctl and lossyfs.
-var binDir string
+// bins are the binaries TestMain builds: kvmaster, kvnode, kvctl and lossyfs.
+var bins cluster.Binaries
 
 func TestMain(m *testing.M) {
 	if os.Getenv("CHAOS_MODE") == "" {
@@ -25,15 +27,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if err := BuildBinaries(dir); err != nil {
+	if bins, err = cluster.Build(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if _, err := BuildLossyFS(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -105,7 +102,7 @@ func TestChaos(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+5*time.Minute)
 			defer cancel()
 			rep, err := Run(ctx, Config{
-				BinDir: binDir, Dir: dir, Fault: kind, Seed: seed,
+				Binaries: bins, Dir: dir, Fault: kind, Seed: seed,
 				FaultDuration: time.Duration(seconds) * time.Second, QuietDuration: quiet,
 				Logf: func(format string, args ...any) {
 					if testing.Verbose() && long {

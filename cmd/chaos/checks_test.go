@@ -1,8 +1,6 @@
 package chaos
 
 import (
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,90 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/txn"
 )
 
-// echoServer accepts connections and echoes what it reads.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return l.Addr().String()
-}
-
-func roundTrip(c net.Conn, msg string, within time.Duration) (string, error) {
-	c.SetDeadline(time.Now().Add(within))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return "", err
-	}
-	buf := make([]byte, len(msg))
-	_, err := io.ReadFull(c, buf)
-	return string(buf), err
-}
-
-func TestProxyPassesStallsAndResets(t *testing.T) {
-	p, err := NewProxy("test", echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got, err := roundTrip(c, "hello", 2*time.Second); err != nil || got != "hello" {
-		t.Fatalf("pass: got %q, %v", got, err)
-	}
-	// Blackhole: nothing comes back, and the bytes arrive after the heal.
-	p.SetMode(Blackhole, 0)
-	if _, err := roundTrip(c, "stalled", 200*time.Millisecond); err == nil {
-		t.Fatal("blackhole delivered a reply")
-	}
-	p.SetMode(Pass, 0)
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, len("stalled"))
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "stalled" {
-		t.Fatalf("after heal: got %q, %v", buf, err)
-	}
-	// Delay: delivered, late.
-	p.SetMode(Delay, 100*time.Millisecond)
-	start := time.Now()
-	if got, err := roundTrip(c, "slow", 2*time.Second); err != nil || got != "slow" || time.Since(start) < 150*time.Millisecond {
-		t.Fatalf("delay: got %q, %v after %v", got, err, time.Since(start))
-	}
-	// Reset: the open connection dies, new ones are refused.
-	p.SetMode(Reset, 0)
-	if _, err := roundTrip(c, "x", time.Second); err == nil {
-		t.Fatal("reset left the connection open")
-	}
-	c2, err := net.Dial("tcp", p.Addr())
-	if err == nil {
-		_, err = roundTrip(c2, "x", time.Second)
-		c2.Close()
-	}
-	if err == nil {
-		t.Fatal("reset accepted a new connection")
-	}
-}
-
 func TestScheduleReplaysFromTheSeed(t *testing.T) {
 	for _, k := range append(slices.Clone(AllFaults), FaultMixed) {
-		a := Schedule(k, 42, 20*time.Second, 2, ShortTimeouts())
-		b := Schedule(k, 42, 20*time.Second, 2, ShortTimeouts())
-		c := Schedule(k, 43, 20*time.Second, 2, ShortTimeouts())
+		a := Schedule(k, 42, 20*time.Second, 2, cluster.ShortTimeouts())
+		b := Schedule(k, 42, 20*time.Second, 2, cluster.ShortTimeouts())
+		c := Schedule(k, 43, 20*time.Second, 2, cluster.ShortTimeouts())
 		if len(a) == 0 || !slices.Equal(a, b) {
 			t.Fatalf("%s: same seed, different schedules (%d, %d steps)", k, len(a), len(b))
 		}
@@ -103,7 +26,7 @@ func TestScheduleReplaysFromTheSeed(t *testing.T) {
 	}
 	// Every crash point comes up in a long enough crash-point schedule.
 	seen := map[string]bool{}
-	for _, s := range Schedule(FaultCrashPoint, 7, 60*time.Second, 2, ShortTimeouts()) {
+	for _, s := range Schedule(FaultCrashPoint, 7, 60*time.Second, 2, cluster.ShortTimeouts()) {
 		seen[s.Point] = true
 	}
 	for _, p := range txn.CrashPoints {
@@ -179,7 +102,7 @@ func TestPowerLossScheduleCutsOneMachineOrEveryOne(t *testing.T) {
 	}
 	valid := map[string]bool{AllTargets: true, txn.MasterName: true, "node1": true, "node2": true}
 	for seed := uint64(0); seed < 50; seed++ {
-		steps := Schedule(FaultPowerLoss, seed, 8*time.Second, 2, ShortTimeouts())
+		steps := Schedule(FaultPowerLoss, seed, 8*time.Second, 2, cluster.ShortTimeouts())
 		if len(steps) < 2 {
 			t.Fatalf("seed %d: %d steps in 8s", seed, len(steps))
 		}
@@ -197,7 +120,7 @@ func TestPowerLossScheduleCutsOneMachineOrEveryOne(t *testing.T) {
 		}
 	}
 	drawn := false
-	for _, s := range Schedule(FaultMixed, 1, 120*time.Second, 2, ShortTimeouts()) {
+	for _, s := range Schedule(FaultMixed, 1, 120*time.Second, 2, cluster.ShortTimeouts()) {
 		drawn = drawn || s.Kind == FaultPowerLoss
 	}
 	if !drawn {

@@ -1,6 +1,6 @@
 // Package chaos tests kvtx the way Jepsen tests etcd and TiDB: it starts a cluster of the real
-// kvmaster and kvnode binaries on 127.0.0.1 (temporary data directories, short protocol
-// timeouts, an in-process TCP proxy on every link), runs concurrent clients of three workloads
+// kvmaster and kvnode binaries with the harness of cmd/internal/cluster (on 127.0.0.1,
+// temporary data directories, short protocol timeouts, a fault proxy on every link), runs concurrent clients of three workloads
 // (bank, append, register) while injecting one kind of fault from a seeded schedule (SIGKILL,
 // crash points, partitions, SIGSTOP, bad input, power cuts), heals everything, waits for every
 // in-doubt transaction to resolve, and checks the recorded history: the bank's total, atomicity
@@ -13,7 +13,7 @@
 //
 // Power cuts need more than SIGKILL, which leaves the kernel's page cache intact: a run that may
 // cut the power (powerloss, mixed) puts every process's data directory on a lossy file system of
-// its own (cmd/lossyfs), one machine each, and a cut SIGKILLs the process (or every process at
+// its own (cmd/lossyfs, mounted by the harness), one machine each, and a cut SIGKILLs the process (or every process at
 // once) and makes its file system forget every write that was not fsynced before the restart.
 //
 // Run returns a Report. TestChaos drives it, one run per fault kind, each on a fresh cluster,

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/txn"
 )
 
@@ -62,13 +63,13 @@ func ParseFaultKind(s string) (FaultKind, error) {
 type Step struct {
 	At     time.Duration
 	Kind   FaultKind
-	Target string        // a process, or a link "master-node1" / "client-master"
-	Mode   ProxyMode     // partitions: Blackhole or Reset
-	Hold   time.Duration // how long the fault lasts before the heal (restart delay for kills)
-	Delay  time.Duration // partitions in Delay mode: the added latency
-	Point  string        // crash points: the point
-	N      int           // crash points: the Nth time
-	Attack string        // blaster: which bad input, "all" for every kind
+	Target string            // a process, a link (cluster.ClientToMaster, ...) or both links "master-node1"
+	Mode   cluster.ProxyMode // partitions: Blackhole, Reset or Delay
+	Hold   time.Duration     // how long the fault lasts before the heal (restart delay for kills)
+	Delay  time.Duration     // partitions in Delay mode: the added latency
+	Point  string            // crash points: the point
+	N      int               // crash points: the Nth time
+	Attack string            // blaster: which bad input, "all" for every kind
 }
 
 // String describes the step in one line.
@@ -86,7 +87,7 @@ func (s Step) String() string {
 		return fmt.Sprintf("+%-7s crash %s at %s:%d (wait up to %s), restart after it fires", s.At.Round(time.Millisecond), s.Target, s.Point, s.N, s.Hold.Round(time.Millisecond))
 	case FaultPartition:
 		mode := s.Mode.String()
-		if s.Mode == Delay {
+		if s.Mode == cluster.Delay {
 			mode += " " + s.Delay.String()
 		}
 		return fmt.Sprintf("+%-7s partition %s (%s) for %s", s.At.Round(time.Millisecond), s.Target, mode, s.Hold.Round(time.Millisecond))
@@ -151,20 +152,20 @@ func Schedule(kind FaultKind, seed uint64, d time.Duration, nodes int, timeouts 
 			node := names[1+rng.IntN(nodes)]
 			switch rng.IntN(6) {
 			case 0, 1:
-				s.Target = "client->master"
+				s.Target = cluster.ClientToMaster
 			case 2:
-				s.Target = "master->" + node // the master's requests to the node (and their replies)
+				s.Target = cluster.MasterToNode(node) // the master's requests to the node (and their replies)
 			case 3:
-				s.Target = node + "->master" // the node's outcome questions
+				s.Target = cluster.NodeToMaster(node) // the node's outcome questions
 			default:
 				s.Target = "master-" + node // both
 			}
-			s.Mode = Blackhole
+			s.Mode = cluster.Blackhole
 			switch rng.IntN(6) {
 			case 0, 1:
-				s.Mode = Reset
+				s.Mode = cluster.Reset
 			case 2:
-				s.Mode = Delay
+				s.Mode = cluster.Delay
 				s.Delay = dur(20*time.Millisecond, 400*time.Millisecond)
 			}
 			// Sometimes longer than a client's deadline, so that stalled requests arrive late.

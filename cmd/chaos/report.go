@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 )
 
@@ -62,7 +63,7 @@ type Report struct {
 	ResolveTimes     []time.Duration
 	FinalQuiet       time.Duration
 	// Exits lists every process exit.
-	Exits []Exit
+	Exits []cluster.Exit
 	// Porcupine is the linearizability verdict.
 	Porcupine string
 	// Notes are extra lines; Files the files written next to the report.

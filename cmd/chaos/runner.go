@@ -11,17 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 )
 
 // Config describes one chaos run: one cluster, one fault kind, every workload.
 type Config struct {
-	// BinDir holds kvmaster and kvnode built with -tags crashpoints.
-	BinDir string
-	// LossyBin is the lossyfs binary (BuildLossyFS), for the kinds that may cut the power
-	// (NeedsPowerLoss); default BinDir/lossyfs. Other kinds keep plain data directories.
-	LossyBin string
+	// Binaries are the programs to run (cluster.Build); the kinds that may cut the power
+	// (NeedsPowerLoss) also use its lossyfs, the others keep plain data directories.
+	Binaries cluster.Binaries
 	// Dir receives the cluster's files, the report and, on a linearizability failure,
 	// porcupine's visualization.
 	Dir string
@@ -74,15 +73,12 @@ func (c *Config) setDefaults() {
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
-	if c.LossyBin == "" && c.BinDir != "" {
-		c.LossyBin = filepath.Join(c.BinDir, "lossyfs")
-	}
 }
 
 // runner is the state of one Run.
 type runner struct {
 	cfg     Config
-	c       *Cluster
+	c       *cluster.Cluster
 	admin   *client.Client // direct to the master, for status and final reads
 	rec     *Recorder
 	blaster *Blaster
@@ -123,27 +119,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Fault: cfg.Fault, Seed: cfg.Seed, FaultDuration: cfg.FaultDuration, QuietDuration: cfg.QuietDuration, Dir: cfg.Dir}
 	r.report = rep
 	started := time.Now()
-	ccfg := ClusterConfig{BinDir: cfg.BinDir, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes}
 	if NeedsPowerLoss(cfg.Fault) {
-		ccfg.LossyBin = cfg.LossyBin
 		rep.invariant(invPowerCut)
 	}
-	c, err := NewCluster(ccfg)
+	c, err := cluster.New(cluster.Config{
+		Binaries: cfg.Binaries, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes,
+		FaultProxies: true, LossyDisks: NeedsPowerLoss(cfg.Fault),
+	})
 	if err != nil {
 		return nil, err
 	}
 	r.c = c
 	r.blaster = NewBlaster(c)
-	closed := false
-	defer func() {
-		if !closed {
-			c.Close()
-		}
-	}()
+	defer c.Close() // for a run that ends early; a finished one has closed it
 	if err := c.StartAll(ctx); err != nil {
 		return nil, err
 	}
-	if r.admin, err = c.Dial(ctx, false, "chaos-admin"); err != nil {
+	if r.admin, err = dial(ctx, c.Config().Master.Listen, "chaos-admin"); err != nil {
 		return nil, fmt.Errorf("chaos: dial master: %w", err)
 	}
 	defer r.admin.Close()
@@ -185,7 +177,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					}
 					if cl == nil {
 						dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-						cl, _ = c.Dial(dctx, true, fmt.Sprintf("chaos-%s-%d", w.Name(), id))
+						cl, _ = dial(dctx, c.ClientAddr(), fmt.Sprintf("chaos-%s-%d", w.Name(), id))
 						cancel()
 						if cl == nil {
 							time.Sleep(100 * time.Millisecond)
@@ -241,8 +233,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r.summarize(ops, faultStart, healAt, stopAt)
 
-	closed = true
-	unclean := c.Close()
+	unclean := c.StopAll(10 * time.Second)
+	disksErr := c.Close()
 	rep.invariant(invNoCrash)
 	rep.invariant(invRestart)
 	rep.invariant(invCleanShutdown)
@@ -253,11 +245,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	for _, n := range unclean {
-		if strings.HasPrefix(n, "disk of ") {
-			rep.violate(invCleanShutdown, n) // a lossy file system that did not unmount
-			continue
-		}
 		rep.violate(invCleanShutdown, n+" did not exit 0 within 10s of SIGTERM")
+	}
+	for _, err := range joined(disksErr) {
+		rep.violate(invCleanShutdown, err.Error()) // a lossy file system that did not unmount
 	}
 	rep.Blasts = r.blaster.Summary()
 	rep.Total = time.Since(started)
@@ -297,7 +288,7 @@ func (r *runner) ensureUp() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		err := r.c.Start(ctx, n, "")
+		err := r.c.Start(ctx, n)
 		cancel()
 		if err != nil {
 			r.restartFailed(n, err)
@@ -319,7 +310,7 @@ func (r *runner) heal() {
 	for _, n := range r.c.Names() {
 		r.c.Resume(n)
 		if r.c.Armed(n) != "" && r.c.Running(n) {
-			r.c.Stop(n, 5*time.Second)
+			_ = r.c.Stop(n, 5*time.Second) // an armed process may not stop cleanly
 		}
 	}
 	r.ensureUp()
@@ -354,8 +345,8 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 			if s.Target == AllTargets {
 				targets = r.c.Names()
 			}
+			r.c.Kill(targets...)
 			for _, t := range targets {
-				r.c.Kill(t)
 				r.event("kill", t, "SIGKILL")
 			}
 			time.Sleep(s.Hold)
@@ -363,25 +354,27 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 				r.restart(t, "after SIGKILL")
 			}
 		case FaultCrashPoint:
-			r.c.Stop(s.Target, 5*time.Second)
+			_ = r.c.Stop(s.Target, 5*time.Second) // to restart it armed
 			point := fmt.Sprintf("%s:%d", s.Point, s.N)
 			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			err := r.c.Start(sctx, s.Target, point)
+			err := r.c.StartArmed(sctx, s.Target, point)
 			cancel()
 			if err != nil {
 				r.event("arm-failed", s.Target, err.Error())
 				continue
 			}
 			r.event("armed", s.Target, point)
-			select {
-			case <-r.c.Done(s.Target):
+			wctx, cancel := context.WithTimeout(ctx, s.Hold)
+			_, err = r.c.WaitExit(wctx, s.Target)
+			cancel()
+			if err == nil {
 				r.event("crashpoint", s.Target, point+" fired")
 				r.report.CrashPointsFired = append(r.report.CrashPointsFired, point)
 				time.Sleep(time.Duration(100+rand.IntN(500)) * time.Millisecond)
-			case <-time.After(s.Hold):
+			} else {
 				r.event("crashpoint-missed", s.Target, point+" not reached in "+s.Hold.String())
 				r.report.CrashPointsMissed = append(r.report.CrashPointsMissed, point)
-				r.c.Stop(s.Target, 5*time.Second)
+				_ = r.c.Stop(s.Target, 5*time.Second) // an armed process may not stop cleanly
 			}
 			r.restart(s.Target, "without crash point")
 		case FaultPartition:
@@ -392,7 +385,7 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 			r.event("partition", s.Target, s.Mode.String())
 			time.Sleep(s.Hold)
 			for _, p := range links {
-				p.SetMode(Pass, 0)
+				p.SetMode(cluster.Pass, 0)
 			}
 			r.event("heal", s.Target, "")
 			r.watchResolve("heal "+s.Target, time.Now())
@@ -420,18 +413,36 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 	}
 }
 
-func (r *runner) links(target string) []*Proxy {
+// links returns the proxies of a partition's target: one link, or both of "master-NODE".
+func (r *runner) links(target string) []*cluster.Proxy {
 	if p := r.c.Proxy(target); p != nil {
-		return []*Proxy{p} // one link, one way
+		return []*cluster.Proxy{p} // one link, one way
 	}
 	node := strings.TrimPrefix(target, "master-")
-	return []*Proxy{r.c.Proxy("master->" + node), r.c.Proxy(node + "->master")}
+	return []*cluster.Proxy{r.c.Proxy(cluster.MasterToNode(node)), r.c.Proxy(cluster.NodeToMaster(node))}
+}
+
+// dial returns a client of the master at addr: the client->master proxy for the workloads,
+// the master itself for the runner's own checks.
+func dial(ctx context.Context, addr, name string) (*client.Client, error) {
+	return client.Dial(ctx, addr, client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name})
+}
+
+// joined returns the errors an errors.Join holds, or err alone.
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err != nil {
+		return []error{err}
+	}
+	return nil
 }
 
 func (r *runner) restart(name, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := r.c.Start(ctx, name, ""); err != nil {
+	if err := r.c.Start(ctx, name); err != nil {
 		r.restartFailed(name, err)
 		return
 	}

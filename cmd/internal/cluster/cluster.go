@@ -1,15 +1,13 @@
-package chaos
+package cluster
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -18,39 +16,80 @@ import (
 
 	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 	"github.com/kvtx/kvtx/txn"
-	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
 )
 
-// ClusterConfig describes a cluster of real kvmaster and kvnode processes on 127.0.0.1.
-type ClusterConfig struct {
-	// BinDir holds kvmaster and kvnode (built with -tags crashpoints for crash-point faults).
-	BinDir string
-	// Dir receives the config files, data directories and process logs.
+// Config describes a cluster of real kvmaster and kvnode processes on 127.0.0.1. A zero field
+// takes the default its comment gives.
+type Config struct {
+	// Binaries are the programs the cluster runs (Build). Binaries.Dir is required;
+	// Binaries.LossyFS too when LossyDisks is set.
+	Binaries Binaries
+	// Dir receives the config files, the data directories and one log file per process run;
+	// required.
 	Dir string
-	// Nodes is the number of shard nodes (default 2).
+	// Nodes is the number of shard nodes, named node1, node2, ... (default 2).
 	Nodes int
-	// Timeouts are the protocol's clocks; zero fields take the short defaults of
-	// ShortTimeouts.
+	// Timeouts are the protocol's clocks; zero fields take those of ShortTimeouts.
 	Timeouts txn.Timeouts
+	// LogLevel is every process's --log-level (default info).
+	LogLevel string
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
 	StartTimeout time.Duration
-	// LossyBin, if set, is the lossyfs binary (BuildLossyFS): every process then gets a lossy
-	// file system of its own (one machine each) that holds its data directory, and PowerCut
-	// can cut its power. Without it the data directories are plain ones under Dir.
-	LossyBin string
+	// FaultProxies puts a Proxy on every link: the master reaches each node through
+	// MasterToNode(node), each node reaches the master through NodeToMaster(node), and clients
+	// reach the master through ClientToMaster (ClientAddr). Each process then reads a config
+	// file of its own that names its peers at their proxies. Without it every process reads
+	// ConfigPath and the links are direct.
+	FaultProxies bool
+	// LossyDisks gives every process a lossy file system of its own (one machine each) that
+	// holds its data directory, so that PowerCut can cut its power. It needs root and
+	// /dev/fuse, and costs a FUSE mount per process; without it the data directories are plain
+	// directories under Dir.
+	LossyDisks bool
 }
 
-// ShortTimeouts are protocol timeouts short enough for recovery to take well under a second:
-// prepare 2s, commit_wait 1s, in_doubt 300ms, resolve 100ms, lock_wait 2s, request 2s.
-func ShortTimeouts() txn.Timeouts {
-	return txn.Timeouts{
-		Prepare: 2 * time.Second, CommitWait: time.Second, InDoubt: 300 * time.Millisecond,
-		Resolve: 100 * time.Millisecond, LockWait: 2 * time.Second, Request: 2 * time.Second,
+// validate reports every problem of cfg at once.
+func (cfg Config) validate() error {
+	var errs []error
+	if cfg.Binaries.Dir == "" {
+		errs = append(errs, errors.New("Binaries.Dir is required"))
+	}
+	if cfg.Dir == "" {
+		errs = append(errs, errors.New("Dir is required"))
+	}
+	if cfg.LossyDisks && cfg.Binaries.LossyFS == "" {
+		errs = append(errs, errors.New("LossyDisks needs Binaries.LossyFS"))
+	}
+	if cfg.Nodes < 0 {
+		errs = append(errs, fmt.Errorf("Nodes is %d: want 0 (the default, 2) or more", cfg.Nodes))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cluster: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 2
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 15 * time.Second
+	}
+	short := ShortTimeouts()
+	t := &cfg.Timeouts
+	for _, f := range []struct{ p, d *time.Duration }{{&t.Prepare, &short.Prepare}, {&t.CommitWait, &short.CommitWait}, {&t.InDoubt, &short.InDoubt}, {&t.Resolve, &short.Resolve}, {&t.LockWait, &short.LockWait}, {&t.Request, &short.Request}} {
+		if *f.p == 0 {
+			*f.p = *f.d
+		}
 	}
 }
 
-// Exit is how a process run ended.
+// Exit is how one run of a process ended.
 type Exit struct {
 	// Name is the process.
 	Name string
@@ -60,9 +99,11 @@ type Exit struct {
 	At time.Time
 	// Err is what Wait returned (nil: status 0).
 	Err error
-	// Expected says the runner caused it: a signal it sent, or a crash point it armed.
+	// Expected says the caller caused it: a signal sent through the Cluster, or a crash point
+	// armed with StartArmed.
 	Expected bool
-	// Cause describes it: "sigkill", "sigterm", "crashpoint POINT:N", or "unexpected".
+	// Cause describes it: "sigkill", "sigterm", "power cut", "crashpoint POINT:N", or
+	// "unexpected".
 	Cause string
 }
 
@@ -71,74 +112,46 @@ type process struct {
 	name    string
 	run     int
 	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
-	crashAt string // armed crash point, if any
-	// expect is set before the runner signals the process, so its exit is not a crash.
-	expect  string
-	stopped bool // SIGSTOPped
+	crashAt string        // armed crash point, if any
+	done    chan struct{} // closed once exit is set
+	exit    Exit
+	// expect is set, under Cluster.mu, before the Cluster signals the process, so that its
+	// exit is not taken for a crash.
+	expect string
 }
 
-// Cluster runs a master and its nodes as real processes and puts a Proxy on every link: the
-// master reaches each node through "master->NODE", each node reaches the master through
-// "NODE->master", and workload clients reach the master through "client->master". Each process
-// gets its own config file so that its peers' addresses are the proxies' while its own listen
-// address is real. A Cluster is safe for concurrent use.
+// Cluster runs a master and its nodes as real processes, each run with its own log file, and
+// optionally a fault proxy on every link and a lossy file system under every process. A Cluster
+// is safe for concurrent use; Close releases it.
 type Cluster struct {
-	cfg     ClusterConfig
-	base    txn.Config // real addresses
-	proxies map[string]*Proxy
-	cfgPath map[string]string
-	// disks holds each process's lossy file system when ClusterConfig.LossyBin is set.
+	cfg  Config
+	real txn.Config // real addresses
+	// configPath is the file with the real addresses; processConfig the file each process
+	// reads (configPath itself without FaultProxies).
+	configPath    string
+	processConfig map[string]string
+	proxies       map[string]*Proxy
+	// disks holds each process's lossy file system when Config.LossyDisks is set.
 	disks map[string]*lossy.Process
 
 	mu struct {
 		sync.Mutex
-		procs  map[string]*process
+		procs  map[string]*process // the latest run of each process
 		runs   map[string]int
 		exits  []Exit
 		closed bool
 	}
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1 (free when it returns: another
-// process could take one before the caller listens on it, which tests accept).
-func FreePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("chaos: free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+// New writes the config files on free ports, mounts the lossy file systems and starts the
+// proxies the config asks for, but starts no process: call StartAll or Start.
+func New(cfg Config) (*Cluster, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	return ports, nil
-}
-
-// NewCluster writes the config files and starts the proxies, but no process; call StartAll.
-func NewCluster(cfg ClusterConfig) (*Cluster, error) {
-	if cfg.BinDir == "" || cfg.Dir == "" {
-		return nil, errors.New("chaos: ClusterConfig needs BinDir and Dir")
-	}
-	if cfg.Nodes <= 0 {
-		cfg.Nodes = 2
-	}
-	if cfg.StartTimeout <= 0 {
-		cfg.StartTimeout = 15 * time.Second
-	}
-	def := ShortTimeouts()
-	t := &cfg.Timeouts
-	for _, f := range []struct{ p, d *time.Duration }{{&t.Prepare, &def.Prepare}, {&t.CommitWait, &def.CommitWait}, {&t.InDoubt, &def.InDoubt}, {&t.Resolve, &def.Resolve}, {&t.LockWait, &def.LockWait}, {&t.Request, &def.Request}} {
-		if *f.p == 0 {
-			*f.p = *f.d
-		}
+	cfg.setDefaults()
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	ports, err := FreePorts(2 * (cfg.Nodes + 1))
 	if err != nil {
@@ -146,10 +159,10 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	names := []string{txn.MasterName}
-	for i := 0; i < cfg.Nodes; i++ {
+	for i := range cfg.Nodes {
 		names = append(names, fmt.Sprintf("node%d", i+1))
 	}
-	c := &Cluster{cfg: cfg, proxies: map[string]*Proxy{}, cfgPath: map[string]string{}}
+	c := &Cluster{cfg: cfg, configPath: filepath.Join(cfg.Dir, "cluster.yaml"), processConfig: map[string]string{}, proxies: map[string]*Proxy{}}
 	c.mu.procs = map[string]*process{}
 	c.mu.runs = map[string]int{}
 	fail := func(err error) (*Cluster, error) {
@@ -158,63 +171,81 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	dataDir := func(name string) string { return filepath.Join(cfg.Dir, name) }
-	if cfg.LossyBin != "" {
+	if cfg.LossyDisks {
 		if err := c.mountDisks(names); err != nil {
 			return fail(err)
 		}
 		dataDir = func(name string) string { return filepath.Join(c.disks[name].Mountpoint, "data") }
 	}
-	base := txn.Config{
+	real := txn.Config{
 		Master:   txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
 		Timeouts: cfg.Timeouts,
 	}
 	for i, name := range names[1:] {
-		base.Nodes = append(base.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
+		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
 	}
-	c.base = base.WithDefaults()
-	add := func(name, target string) error {
-		p, err := NewProxy(name, target)
+	c.real = real.WithDefaults()
+	if err := WriteConfig(c.configPath, c.real); err != nil {
+		return fail(err)
+	}
+	if !cfg.FaultProxies {
+		for _, name := range names {
+			c.processConfig[name] = c.configPath
+		}
+		return c, nil
+	}
+	add := func(link, target string) error {
+		p, err := NewProxy(link, target)
 		if err != nil {
 			return err
 		}
-		c.proxies[name] = p
+		c.proxies[link] = p
 		return nil
 	}
-	if err := add("client->master", base.Master.Listen); err != nil {
+	if err := add(ClientToMaster, c.real.Master.Listen); err != nil {
 		return fail(err)
 	}
-	for _, n := range base.Nodes {
-		if err := add("master->"+n.Name, n.Listen); err != nil {
+	for _, n := range c.real.Nodes {
+		if err := add(MasterToNode(n.Name), n.Listen); err != nil {
 			return fail(err)
 		}
-		if err := add(n.Name+"->master", base.Master.Listen); err != nil {
+		if err := add(NodeToMaster(n.Name), c.real.Master.Listen); err != nil {
 			return fail(err)
 		}
 	}
-	// The master's view: nodes at their proxies.
-	mview := c.base
-	mview.Nodes = append([]txn.Process(nil), c.base.Nodes...)
+	// The master's view: the nodes at their proxies.
+	mview := c.Config()
 	for i := range mview.Nodes {
-		mview.Nodes[i].Listen = c.proxies["master->"+mview.Nodes[i].Name].Addr()
+		mview.Nodes[i].Listen = c.proxies[MasterToNode(mview.Nodes[i].Name)].Addr()
 	}
-	if err := c.writeConfig(txn.MasterName, mview); err != nil {
+	if err := c.writeProcessConfig(txn.MasterName, mview); err != nil {
 		return fail(err)
 	}
-	for _, n := range base.Nodes {
-		nview := c.base
-		nview.Master.Listen = c.proxies[n.Name+"->master"].Addr()
-		if err := c.writeConfig(n.Name, nview); err != nil {
+	// Each node's view: the master at its proxy.
+	for _, n := range c.real.Nodes {
+		nview := c.Config()
+		nview.Master.Listen = c.proxies[NodeToMaster(n.Name)].Addr()
+		if err := c.writeProcessConfig(n.Name, nview); err != nil {
 			return fail(err)
 		}
 	}
 	return c, nil
 }
 
+func (c *Cluster) writeProcessConfig(name string, view txn.Config) error {
+	path := filepath.Join(c.cfg.Dir, name+".yaml")
+	if err := WriteConfig(path, view); err != nil {
+		return err
+	}
+	c.processConfig[name] = path
+	return nil
+}
+
 // mountDisks starts one lossy file system per process, its backing directory and its
 // mountpoint side by side under Dir/disks.
 func (c *Cluster) mountDisks(names []string) error {
 	if err := lossy.Available(); err != nil {
-		return fmt.Errorf("chaos: power loss needs a lossy file system: %w", err)
+		return fmt.Errorf("cluster: power loss needs a lossy file system: %w", err)
 	}
 	c.disks = map[string]*lossy.Process{}
 	root := filepath.Join(c.cfg.Dir, "disks")
@@ -222,12 +253,12 @@ func (c *Cluster) mountDisks(names []string) error {
 		backing, mountpoint := filepath.Join(root, name+".backing"), filepath.Join(root, name)
 		for _, d := range []string{backing, mountpoint} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
-				return fmt.Errorf("chaos: %w", err)
+				return fmt.Errorf("cluster: %w", err)
 			}
 		}
-		d, err := lossy.Start(c.cfg.LossyBin, backing, mountpoint)
+		d, err := lossy.Start(c.cfg.Binaries.LossyFS, backing, mountpoint)
 		if err != nil {
-			return fmt.Errorf("chaos: disk of %s: %w", name, err)
+			return fmt.Errorf("cluster: disk of %s: %w", name, err)
 		}
 		c.disks[name] = d
 	}
@@ -235,97 +266,102 @@ func (c *Cluster) mountDisks(names []string) error {
 }
 
 // stopDisks unmounts every lossy file system; the processes using them must be dead.
-func (c *Cluster) stopDisks() []error {
+func (c *Cluster) stopDisks() error {
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(c.disks)) {
 		if err := c.disks[name].Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("chaos: disk of %s: %w", name, err))
+			errs = append(errs, fmt.Errorf("cluster: disk of %s: %w", name, err))
 		}
 	}
-	return errs
+	return errors.Join(errs...)
 }
 
-// Lossy reports whether the data directories are on lossy file systems (PowerCut works).
-func (c *Cluster) Lossy() bool { return c.disks != nil }
-
-func (c *Cluster) writeConfig(name string, cfg txn.Config) error {
-	var y strings.Builder
-	fmt.Fprintf(&y, "master: {listen: %q, metrics: %q, data_dir: %q}\nnodes:\n", cfg.Master.Listen, cfg.Master.Metrics, cfg.Master.DataDir)
-	for _, n := range cfg.Nodes {
-		fmt.Fprintf(&y, "  - {name: %s, listen: %q, metrics: %q, data_dir: %q}\n", n.Name, n.Listen, n.Metrics, n.DataDir)
-	}
-	t := cfg.Timeouts
-	fmt.Fprintf(&y, "timeouts: {prepare: %s, commit_wait: %s, in_doubt: %s, resolve: %s, lock_wait: %s, request: %s}\n",
-		t.Prepare, t.CommitWait, t.InDoubt, t.Resolve, t.LockWait, t.Request)
-	if err := os.MkdirAll(c.cfg.Dir, 0o755); err != nil {
-		return fmt.Errorf("chaos: %w", err)
-	}
-	path := filepath.Join(c.cfg.Dir, name+".yaml")
-	if err := os.WriteFile(path, []byte(y.String()), 0o644); err != nil {
-		return fmt.Errorf("chaos: write config: %w", err)
-	}
-	c.cfgPath[name] = path
-	return nil
+// Config returns the cluster config with the real addresses (a copy).
+func (c *Cluster) Config() txn.Config {
+	cfg := c.real
+	cfg.Nodes = slices.Clone(c.real.Nodes)
+	return cfg
 }
 
-// Config returns the cluster config with the real addresses.
-func (c *Cluster) Config() txn.Config { return c.base }
+// ConfigPath is the config file with the real addresses, for kvctl --config. Without
+// FaultProxies every process reads it too.
+func (c *Cluster) ConfigPath() string { return c.configPath }
+
+// Dir is the directory that holds the cluster's files.
+func (c *Cluster) Dir() string { return c.cfg.Dir }
 
 // Names returns the processes: "master" first, then the nodes in shard order.
 func (c *Cluster) Names() []string {
 	names := []string{txn.MasterName}
-	for _, n := range c.base.Nodes {
+	for _, n := range c.real.Nodes {
 		names = append(names, n.Name)
 	}
 	return names
 }
 
-// Proxy returns the proxy of a link ("client->master", "master->node1", "node1->master").
-func (c *Cluster) Proxy(name string) *Proxy { return c.proxies[name] }
-
-// Proxies returns every proxy.
-func (c *Cluster) Proxies() []*Proxy {
-	var out []*Proxy
-	for _, p := range c.proxies {
-		out = append(out, p)
-	}
-	return out
-}
-
-// ClientAddr is the address workload clients dial: the client->master proxy.
-func (c *Cluster) ClientAddr() string { return c.proxies["client->master"].Addr() }
-
-// Addr returns a process's real protocol address.
+// Addr returns a process's real protocol address ("" for an unknown name).
 func (c *Cluster) Addr(name string) string {
 	if name == txn.MasterName {
-		return c.base.Master.Listen
+		return c.real.Master.Listen
 	}
-	p, _ := c.base.Node(name)
+	p, _ := c.real.Node(name)
 	return p.Listen
 }
 
-// MetricsAddr returns a process's real metrics address.
+// MetricsAddr returns a process's real metrics address ("" for an unknown name).
 func (c *Cluster) MetricsAddr(name string) string {
 	if name == txn.MasterName {
-		return c.base.Master.Metrics
+		return c.real.Master.Metrics
 	}
-	p, _ := c.base.Node(name)
+	p, _ := c.real.Node(name)
 	return p.Metrics
 }
 
-// StartAll starts the nodes, then the master, and waits until each accepts a hello.
+// ClientAddr is the address clients dial: the ClientToMaster proxy with FaultProxies, the
+// master's real address without.
+func (c *Cluster) ClientAddr() string {
+	if p := c.proxies[ClientToMaster]; p != nil {
+		return p.Addr()
+	}
+	return c.real.Master.Listen
+}
+
+// Proxy returns the proxy of a link (ClientToMaster, MasterToNode(n), NodeToMaster(n)), or nil
+// without FaultProxies.
+func (c *Cluster) Proxy(link string) *Proxy { return c.proxies[link] }
+
+// HealNetwork sets every proxy back to Pass.
+func (c *Cluster) HealNetwork() {
+	for _, p := range c.proxies {
+		p.SetMode(Pass, 0)
+	}
+}
+
+// StartAll starts the nodes, then the master, each waiting until it accepts a hello.
 func (c *Cluster) StartAll(ctx context.Context) error {
-	for _, n := range c.base.Nodes {
-		if err := c.Start(ctx, n.Name, ""); err != nil {
+	for _, n := range c.real.Nodes {
+		if err := c.Start(ctx, n.Name); err != nil {
 			return err
 		}
 	}
-	return c.Start(ctx, txn.MasterName, "")
+	return c.Start(ctx, txn.MasterName)
 }
 
-// Start starts a process (crashAt, if not empty, arms KVTX_CRASH_AT) and waits until it
-// accepts a hello. An armed process that kills itself during start-up is not an error.
-func (c *Cluster) Start(ctx context.Context, name, crashAt string) error {
+// Start starts a process whose previous run, if any, has ended (so it also restarts one after
+// Kill, Stop or PowerCut), with its output in a new log file, and waits until it accepts a
+// hello: up to Config.StartTimeout, and no longer than ctx.
+func (c *Cluster) Start(ctx context.Context, name string) error {
+	return c.start(ctx, name, "")
+}
+
+// StartArmed is Start with a crash point armed: the process reads KVTX_CRASH_AT=crashAt
+// (POINT or POINT:N) and SIGKILLs itself when it reaches the point. An armed process that
+// kills itself while it starts is not an error; its exit counts as expected.
+func (c *Cluster) StartArmed(ctx context.Context, name, crashAt string) error {
+	return c.start(ctx, name, crashAt)
+}
+
+func (c *Cluster) start(ctx context.Context, name, crashAt string) error {
 	p, err := c.spawn(name, crashAt)
 	if err != nil {
 		return err
@@ -333,32 +369,43 @@ func (c *Cluster) Start(ctx context.Context, name, crashAt string) error {
 	return c.waitReady(ctx, p)
 }
 
+// logPath names the log file of a process run.
+func (c *Cluster) logPath(name string, run int) string {
+	return filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.%d.log", name, run))
+}
+
 func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.mu.closed {
-		return nil, errors.New("chaos: cluster closed")
+		return nil, errors.New("cluster: closed")
+	}
+	configPath := c.processConfig[name]
+	if configPath == "" {
+		return nil, fmt.Errorf("cluster: no process named %q (the cluster has %s)", name, strings.Join(c.Names(), ", "))
 	}
 	if old := c.mu.procs[name]; old != nil {
 		select {
 		case <-old.done:
 		default:
-			return nil, fmt.Errorf("chaos: %s is still running", name)
+			return nil, fmt.Errorf("cluster: %s is still running", name)
 		}
 	}
 	c.mu.runs[name]++
 	run := c.mu.runs[name]
-	out, err := os.Create(filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.%d.log", name, run)))
+	out, err := os.Create(c.logPath(name, run))
 	if err != nil {
-		return nil, fmt.Errorf("chaos: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	args := []string{"--config", configPath, "--log-level", c.cfg.LogLevel}
 	var cmd *exec.Cmd
 	if name == txn.MasterName {
-		cmd = exec.Command(filepath.Join(c.cfg.BinDir, "kvmaster"), "--config", c.cfgPath[name], "--log-level", "info")
+		cmd = exec.Command(c.cfg.Binaries.Path("kvmaster"), args...)
 	} else {
-		cmd = exec.Command(filepath.Join(c.cfg.BinDir, "kvnode"), "--config", c.cfgPath[name], "--log-level", "info", name)
+		cmd = exec.Command(c.cfg.Binaries.Path("kvnode"), append(args, name)...)
 	}
 	cmd.Stdout, cmd.Stderr = out, out
+	// The process sees none of the caller's KVTX_ variables, only the crash point asked for.
 	env := make([]string, 0, len(os.Environ())+1)
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "KVTX_") {
@@ -371,15 +418,13 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		out.Close()
-		return nil, fmt.Errorf("chaos: start %s: %w", name, err)
+		return nil, fmt.Errorf("cluster: start %s: %w", name, err)
 	}
-	p := &process{name: name, run: run, cmd: cmd, done: make(chan struct{}), crashAt: crashAt}
+	p := &process{name: name, run: run, cmd: cmd, crashAt: crashAt, done: make(chan struct{})}
 	c.mu.procs[name] = p
 	go func() {
 		err := cmd.Wait()
 		out.Close()
-		c.mu.Lock()
-		p.err = err
 		e := Exit{Name: name, Run: run, At: time.Now(), Err: err}
 		killed := false
 		var ee *exec.ExitError
@@ -388,6 +433,7 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 				killed = true
 			}
 		}
+		c.mu.Lock()
 		switch {
 		case p.expect != "":
 			e.Expected, e.Cause = true, p.expect
@@ -396,6 +442,7 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 		default:
 			e.Cause = "unexpected"
 		}
+		p.exit = e
 		c.mu.exits = append(c.mu.exits, e)
 		c.mu.Unlock()
 		close(p.done)
@@ -410,20 +457,20 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 		select {
 		case <-p.done:
 			if p.crashAt != "" {
-				return nil // fired during recovery: the caller sees it exited
+				return nil // fired during recovery: the caller sees that it exited
 			}
-			return fmt.Errorf("chaos: %s exited during start-up: %v\n%s", p.name, p.err, c.tail(p.name, p.run))
+			return fmt.Errorf("cluster: %s exited during start-up: %v\n%s", p.name, p.exit.Err, c.tail(p.name, p.run))
 		default:
 		}
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		conn, err := wire.Dial(dctx, addr, wire.DialOptions{Role: "client", Name: "chaos"})
+		conn, err := wire.Dial(dctx, addr, wire.DialOptions{Role: "client", Name: "cluster"})
 		cancel()
 		if err == nil {
 			conn.Close()
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("chaos: %s not ready after %v: %v", p.name, c.cfg.StartTimeout, err)
+			return fmt.Errorf("cluster: %s not ready after %v: %v\n%s", p.name, c.cfg.StartTimeout, err, c.tail(p.name, p.run))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -431,18 +478,23 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 
 // tail returns the end of a process run's log.
 func (c *Cluster) tail(name string, run int) string {
-	data, _ := os.ReadFile(filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.%d.log", name, run)))
+	data, _ := os.ReadFile(c.logPath(name, run))
 	if len(data) > 4000 {
 		data = data[len(data)-4000:]
 	}
 	return string(data)
 }
 
+// latest returns the latest run of a process, nil if it never started.
+func (c *Cluster) latest(name string) *process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.procs[name]
+}
+
 // Running reports whether the process's latest run is alive.
 func (c *Cluster) Running(name string) bool {
-	c.mu.Lock()
-	p := c.mu.procs[name]
-	c.mu.Unlock()
+	p := c.latest(name)
 	if p == nil {
 		return false
 	}
@@ -454,27 +506,31 @@ func (c *Cluster) Running(name string) bool {
 	}
 }
 
-// Done returns a channel closed when the process's latest run exits (nil if never started).
-func (c *Cluster) Done(name string) <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p := c.mu.procs[name]; p != nil {
-		return p.done
-	}
-	return nil
-}
-
 // Armed returns the crash point the latest run was started with ("" for none).
 func (c *Cluster) Armed(name string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p := c.mu.procs[name]; p != nil {
+	if p := c.latest(name); p != nil {
 		return p.crashAt
 	}
 	return ""
 }
 
-// signal sends sig to the latest run, marking its exit as caused by the runner (cause).
+// WaitExit waits until the process's latest run exits and returns how it ended; it fails if
+// ctx ends first or the process never started.
+func (c *Cluster) WaitExit(ctx context.Context, name string) (Exit, error) {
+	p := c.latest(name)
+	if p == nil {
+		return Exit{}, fmt.Errorf("cluster: %s never started", name)
+	}
+	select {
+	case <-p.done:
+		return p.exit, nil
+	case <-ctx.Done():
+		return Exit{}, fmt.Errorf("cluster: %s still running: %w", name, ctx.Err())
+	}
+}
+
+// signal sends sig to the latest run, marking its exit as caused by the caller (cause, if not
+// empty). It returns the run, nil if the process never started.
 func (c *Cluster) signal(name string, sig syscall.Signal, cause string) *process {
 	c.mu.Lock()
 	p := c.mu.procs[name]
@@ -494,35 +550,38 @@ func (c *Cluster) signal(name string, sig syscall.Signal, cause string) *process
 	return p
 }
 
-// Kill sends SIGKILL and waits for the process to die.
-func (c *Cluster) Kill(name string) {
-	if p := c.signal(name, syscall.SIGCONT, ""); p != nil {
-		c.signal(name, syscall.SIGKILL, "sigkill")
-		<-p.done
-	}
-}
-
-// PowerCut cuts the power of the named processes' machines at once, as a rack losing power:
-// it SIGKILLs every one of them that runs, waits until all are dead, then makes their lossy
-// file systems forget every write that was not fsynced, concurrently, and returns once each is
-// mounted again with only its durable state (a summary per process). It needs LossyBin.
-func (c *Cluster) PowerCut(names ...string) (map[string]lossy.Summary, error) {
-	if c.disks == nil {
-		return nil, errors.New("chaos: power cut of a cluster without lossy file systems (ClusterConfig.LossyBin)")
-	}
+// kill SIGKILLs the named processes at once (paused ones too) and waits until all are dead.
+func (c *Cluster) kill(cause string, names []string) {
 	var dying []*process
 	for _, name := range names {
-		if c.disks[name] == nil {
-			return nil, fmt.Errorf("chaos: power cut of %s: no such process", name)
-		}
 		if p := c.signal(name, syscall.SIGCONT, ""); p != nil {
-			c.signal(name, syscall.SIGKILL, "power cut")
+			c.signal(name, syscall.SIGKILL, cause)
 			dying = append(dying, p)
 		}
 	}
 	for _, p := range dying {
 		<-p.done
 	}
+}
+
+// Kill sends SIGKILL to the named processes at once (paused ones too) and returns when all are
+// dead. A process that is not running is left alone.
+func (c *Cluster) Kill(names ...string) { c.kill("sigkill", names) }
+
+// PowerCut cuts the power of the named processes' machines at once, as a rack losing power:
+// it SIGKILLs every one of them that runs, waits until all are dead, then makes their lossy
+// file systems forget every write that was not fsynced, concurrently, and returns once each is
+// mounted again with only its durable state (a summary per process). It needs LossyDisks.
+func (c *Cluster) PowerCut(names ...string) (map[string]lossy.Summary, error) {
+	if c.disks == nil {
+		return nil, errors.New("cluster: power cut of a cluster without lossy file systems (Config.LossyDisks)")
+	}
+	for _, name := range names {
+		if c.disks[name] == nil {
+			return nil, fmt.Errorf("cluster: power cut of %s: no such process", name)
+		}
+	}
+	c.kill("power cut", names)
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -535,7 +594,7 @@ func (c *Cluster) PowerCut(names ...string) (map[string]lossy.Summary, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, fmt.Errorf("chaos: power cut of %s: %w", name, err))
+				errs = append(errs, fmt.Errorf("cluster: power cut of %s: %w", name, err))
 				return
 			}
 			sums[name] = sum
@@ -545,55 +604,55 @@ func (c *Cluster) PowerCut(names ...string) (map[string]lossy.Summary, error) {
 	return sums, errors.Join(errs...)
 }
 
-// Stop sends SIGTERM and waits up to d for a clean exit, then SIGKILL. It reports whether the
-// process exited cleanly by itself.
-func (c *Cluster) Stop(name string, d time.Duration) bool {
+// Stop sends SIGTERM (and SIGCONT, in case the process is paused) and waits up to within for
+// the process to exit, then SIGKILLs it. It returns nil if the process exited 0 by itself, or
+// was never started.
+func (c *Cluster) Stop(name string, within time.Duration) error {
 	c.signal(name, syscall.SIGCONT, "")
 	p := c.signal(name, syscall.SIGTERM, "sigterm")
 	if p == nil {
-		return true
+		return nil
 	}
 	select {
 	case <-p.done:
-		return p.err == nil
-	case <-time.After(d):
+		if p.exit.Err != nil {
+			return fmt.Errorf("cluster: %s exited with %v after SIGTERM", name, p.exit.Err)
+		}
+		return nil
+	case <-time.After(within):
 		c.signal(name, syscall.SIGKILL, "sigkill after sigterm timeout")
 		<-p.done
-		return false
+		return fmt.Errorf("cluster: %s did not exit within %v of SIGTERM (killed)", name, within)
 	}
 }
 
-// Pause sends SIGSTOP; Resume sends SIGCONT.
-func (c *Cluster) Pause(name string) {
-	c.mu.Lock()
-	if p := c.mu.procs[name]; p != nil {
-		p.stopped = true
+// StopAll stops every running process with Stop, the master first as an operator would (nodes
+// first would leave it retrying), and returns the names of those that did not exit 0 by
+// themselves within the given time.
+func (c *Cluster) StopAll(within time.Duration) []string {
+	var unclean []string
+	for _, n := range c.Names() {
+		if !c.Running(n) {
+			continue
+		}
+		if err := c.Stop(n, within); err != nil {
+			unclean = append(unclean, n)
+		}
 	}
-	c.mu.Unlock()
-	c.signal(name, syscall.SIGSTOP, "")
+	return unclean
 }
+
+// Pause sends SIGSTOP.
+func (c *Cluster) Pause(name string) { c.signal(name, syscall.SIGSTOP, "") }
 
 // Resume sends SIGCONT to a paused process.
-func (c *Cluster) Resume(name string) {
-	c.mu.Lock()
-	if p := c.mu.procs[name]; p != nil {
-		p.stopped = false
-	}
-	c.mu.Unlock()
-	c.signal(name, syscall.SIGCONT, "")
-}
+func (c *Cluster) Resume(name string) { c.signal(name, syscall.SIGCONT, "") }
 
-// Exits returns every process exit seen so far.
+// Exits returns every process exit seen so far, in order.
 func (c *Cluster) Exits() []Exit {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]Exit(nil), c.mu.exits...)
-}
-
-// Logs returns the path of every log file of a process.
-func (c *Cluster) Logs(name string) []string {
-	files, _ := filepath.Glob(filepath.Join(c.cfg.Dir, name+".*.log"))
-	return files
+	return slices.Clone(c.mu.exits)
 }
 
 // LastLog returns the path of the log of the process's latest run ("" if it never ran).
@@ -604,80 +663,43 @@ func (c *Cluster) LastLog(name string) string {
 	if run == 0 {
 		return ""
 	}
-	return filepath.Join(c.cfg.Dir, fmt.Sprintf("%s.%d.log", name, run))
+	return c.logPath(name, run)
 }
 
-// HealNetwork sets every proxy back to Pass.
-func (c *Cluster) HealNetwork() {
-	for _, p := range c.proxies {
-		p.SetMode(Pass, 0)
-	}
-}
-
-// Dial returns a client of the master: through the client->master proxy when proxied, or
-// directly (for the runner's own checks).
-func (c *Cluster) Dial(ctx context.Context, proxied bool, name string) (*client.Client, error) {
-	addr := c.base.Master.Listen
-	if proxied {
-		addr = c.ClientAddr()
-	}
-	return client.Dial(ctx, addr, client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name})
-}
-
-// Close stops every process (SIGTERM, then SIGKILL after 10s), then every proxy and lossy file
-// system. It returns the processes that did not shut down cleanly, and the file systems that
-// did not unmount cleanly, as "disk of NAME: ERROR".
-func (c *Cluster) Close() []string {
+// Output returns what every run of the process wrote, in run order, each run under a
+// "--- NAME.RUN.log ---" line.
+func (c *Cluster) Output(name string) string {
 	c.mu.Lock()
-	c.mu.closed = true
-	names := make([]string, 0, len(c.mu.procs))
-	for n := range c.mu.procs {
-		names = append(names, n)
-	}
+	runs := c.mu.runs[name]
 	c.mu.Unlock()
-	var unclean []string
-	// Nodes first would leave the master retrying; stop the master first, as an operator would.
-	for _, n := range append([]string{txn.MasterName}, names...) {
-		if !c.Running(n) {
-			continue
-		}
-		if !c.Stop(n, 10*time.Second) {
-			unclean = append(unclean, n)
-		}
+	var b strings.Builder
+	for run := 1; run <= runs; run++ {
+		path := c.logPath(name, run)
+		data, _ := os.ReadFile(path)
+		fmt.Fprintf(&b, "--- %s ---\n%s", filepath.Base(path), data)
 	}
+	return b.String()
+}
+
+// Close kills every process that still runs (call StopAll first for a clean shutdown), then
+// closes the proxies and unmounts the lossy file systems. It returns an error per file system
+// that did not unmount cleanly, joined. Calls after the first do nothing.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.closed = true
+	c.mu.Unlock()
+	c.kill("sigkill", c.Names())
 	c.closeProxies()
 	// Only now that nothing uses them.
-	for _, err := range c.stopDisks() {
-		unclean = append(unclean, strings.TrimPrefix(err.Error(), "chaos: "))
-	}
-	return unclean
+	return c.stopDisks()
 }
 
 func (c *Cluster) closeProxies() {
 	for _, p := range c.proxies {
 		p.Close()
 	}
-}
-
-// BuildBinaries builds kvmaster, kvnode and kvctl with the crashpoints tag into dir, from the
-// module this package belongs to, with the go command on PATH.
-func BuildBinaries(dir string) error {
-	_, file, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-tags", "crashpoints", "-o", dir+string(filepath.Separator),
-		"./cmd/kvmaster", "./cmd/kvnode", "./cmd/kvctl")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("chaos: build binaries: %w\n%s", err, out)
-	}
-	return nil
-}
-
-// BuildLossyFS builds the lossyfs binary into dir (next to BuildBinaries' binaries) and returns
-// its path, for ClusterConfig.LossyBin.
-func BuildLossyFS(dir string) (string, error) {
-	bin, err := lossy.Build(dir)
-	if err != nil {
-		return "", fmt.Errorf("chaos: %w", err)
-	}
-	return bin, nil
 }

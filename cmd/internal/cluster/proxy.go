@@ -1,4 +1,4 @@
-package chaos
+package cluster
 
 import (
 	"errors"
@@ -65,7 +65,7 @@ type Proxy struct {
 func NewProxy(name, target string) (*Proxy, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("chaos: proxy %s: %w", name, err)
+		return nil, fmt.Errorf("cluster: proxy %s: %w", name, err)
 	}
 	p := &Proxy{Name: name, target: target, l: l}
 	p.mu.changed = make(chan struct{})
