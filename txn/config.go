@@ -29,7 +29,8 @@ type Limits struct {
 	MaxKeyBytes int `yaml:"max_key_bytes"`
 	// MaxValueBytes is the largest value (default 1 MiB).
 	MaxValueBytes int `yaml:"max_value_bytes"`
-	// MaxTxnOps is the largest number of operations plus compares in one transaction (default 1,024).
+	// MaxTxnOps is the largest number of operations plus compares in one transaction
+	// (default 1,024).
 	MaxTxnOps int `yaml:"max_txn_ops"`
 	// MaxTxnBytes is the largest total of key and value bytes in one transaction (default 4 MiB).
 	MaxTxnBytes int `yaml:"max_txn_bytes"`

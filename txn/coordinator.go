@@ -29,7 +29,7 @@ type CoordinatorConfig struct {
 	Logger  *slog.Logger
 	// Directory, optional, gives the addresses Status reports, by process name.
 	Directory map[string]Process
-	// Runtime runs background work and sleeps (default RealRuntime).
+	// Runtime runs background work and measures every timeout (default RealRuntime).
 	Runtime Runtime
 	// Hooks are called at the coordinator's named points (optional).
 	Hooks Hooks
@@ -50,8 +50,10 @@ type Coordinator struct {
 
 	mu struct {
 		sync.Mutex
-		txns map[uint64]*txnState // cross-shard transactions being prepared or committed
-		// unacked maps each key of a committed or aborted transaction whose phase 2 is still
+		// txns holds the cross-shard transactions in phase preparing, committed, unknown or
+		// applied, by id.
+		txns map[uint64]*txnState
+		// unacked maps each key of a committed or aborting transaction whose phase 2 is still
 		// under way to it: a later transaction on the key waits for that phase 2 instead of
 		// meeting its locks.
 		unacked map[string]*txnState

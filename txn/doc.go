@@ -6,6 +6,10 @@
 // The protocol never opens a socket itself: coordinator and participant talk through the
 // Transport interface. WireTransport carries messages over kvtx's msgpack-over-TCP protocol;
 // InmemTransport delivers them in process, with injected loss, duplication and delay, for tests.
+// Nor does it touch files, metrics or the environment: it records through CoordinatorMetrics,
+// ParticipantMetrics and TxnLog, keeps decisions in a DecisionStore, measures every timeout on
+// a Runtime and calls Hooks at its named points. Package txn/server supplies the real ones
+// (config files, Prometheus, the transaction-log file, the Badger decision log).
 //
 // Timestamps follow the Percolator rule. The master's oracle hands out strictly increasing
 // timestamps; a transaction's start timestamp is its id; its commit timestamp is allocated only

@@ -44,7 +44,7 @@ type ParticipantConfig struct {
 	Metrics ParticipantMetrics
 	TxnLog  TxnLog
 	Logger  *slog.Logger
-	// Runtime runs background work and reads the clock (default RealRuntime).
+	// Runtime runs background work and measures every timeout (default RealRuntime).
 	Runtime Runtime
 	// Hooks are called at the participant's named points (optional).
 	Hooks Hooks

@@ -58,8 +58,8 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 			out[groups[s].pos[j]] = v
 		}
 	})
-	if err := errors.Join(errs...); err != nil {
-		return nil, firstError(errs)
+	if err := firstError(errs); err != nil {
+		return nil, err
 	}
 	return &wire.GetReply{Values: out, ReadTS: ts}, nil
 }
@@ -135,6 +135,8 @@ func (c *Coordinator) Txn(ctx context.Context, req *wire.TxnRequest) (*wire.TxnR
 	return c.twoPhase(ctx, parts)
 }
 
+// onePhase has the one node of a single-shard transaction apply it in one durable step: no
+// prepare, no decision record.
 func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply, error) {
 	start := c.cfg.Runtime.Now()
 	ts, err := c.oracle.Next(ctx)

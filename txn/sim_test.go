@@ -24,9 +24,10 @@ import (
 // (a node's crash is a power loss: it takes back every write not yet synced, such as a
 // one-phase Apply's writes before its round), followed by restarts. Everything runs inline
 // (simRuntime), and every protocol timeout runs on the virtual clock, so one seed is one
-// schedule: a failing seed replays exactly and prints its trace. The workload has writes with and without compares, and compare-only transactions on
-// one shard and across shards. After each schedule it heals every fault, lets recovery finish,
-// takes one more power loss on every node, and checks against the final durable history:
+// schedule: a failing seed replays exactly and prints its trace. The workload has writes with
+// and without compares, and compare-only transactions on one shard and across shards. After
+// each schedule it heals every fault, lets recovery finish, takes one more power loss on every
+// node, and checks against the final durable history:
 //   - every transaction is all or nothing on every shard, at one commit timestamp;
 //   - what the client was told holds (committed is visible at its commit timestamp, its
 //     compares held just below it; a definite abort left nothing), and unknown outcomes

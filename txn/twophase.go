@@ -8,6 +8,8 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
+// twoPhase runs presumed-abort two-phase commit over parts: it returns once the decision is
+// durable (or the transaction aborted), and phase 2 goes on in the background.
 func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.TxnReply, error) {
 	start := c.cfg.Runtime.Now()
 	txnID, err := c.oracle.Next(ctx)

@@ -21,9 +21,8 @@ import (
 //	applied   → forgotten   every participant synced it, and the decision record is forgotten
 //	aborting  → aborted     every participant acknowledged the abort, or the attempts ran out
 //
-// Recover registers every durable decision as committed. A transaction that the master does
-// not hold (aborting, aborted, forgotten, or never heard of) and that has no decision record
-// is aborted: presumed abort.
+// Recover registers every durable decision as committed. The coordinator holds a transaction
+// in its txns map while it is preparing, committed, unknown or applied.
 type txnPhase uint8
 
 const (
@@ -57,8 +56,7 @@ func (ph txnPhase) String() string {
 	return fmt.Sprintf("phase(%d)", uint8(ph))
 }
 
-// outcome is what the master answers a participant that asks about a transaction in this
-// phase. It is never "aborted" for one that may still commit.
+// outcome is what Outcome answers about a transaction in this phase.
 func (ph txnPhase) outcome() wire.OutcomeState {
 	switch ph {
 	case phaseCommitted, phaseApplied:

@@ -14,10 +14,9 @@ import (
 )
 
 // nodeGCPercent is the node's GOGC unless the environment sets one. Badger's memtable arenas
-// (64 MiB each, one or two per node) count as live heap, so at the default of 100 the garbage
-// collector lets as much garbage again pile up before it runs: in the benchmark suite a node's
-// RSS reached 213-216 MiB at 100 and stayed under 180 MiB at 50, for about one more collection
-// every few seconds under load.
+// (one or two per node) count as live heap, so at the default of 100 the garbage collector lets
+// as much garbage again pile up before it runs; at 50 a node holds much less memory, for a few
+// more collections under load.
 const nodeGCPercent = 50
 
 func main() {

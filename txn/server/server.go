@@ -1,7 +1,9 @@
 // Package server runs kvtx's processes: it turns a txn.Config into a listening master or node
 // (data directory identity check, Badger, protocol server, metrics endpoint, background
-// recovery) and shuts it down cleanly. The binaries in cmd only bind flags to it, and the
-// end-to-end tests start the same code as real processes.
+// recovery) and shuts it down cleanly. It supplies what the txn protocol leaves to its
+// deployment: YAML config files, the Prometheus metrics, the transaction-log file and the
+// Badger decision log. The binaries in cmd only bind flags to it, and the end-to-end tests
+// start the same code as real processes.
 package server
 
 import (
