@@ -31,8 +31,6 @@ type MemDecisionStore struct {
 	mu        sync.Mutex
 	mark      uint64
 	decisions map[uint64]Decision
-	// FailRecord, when set, makes Record fail with this error (a broken disk).
-	FailRecord error
 }
 
 var _ DecisionStore = (*MemDecisionStore)(nil)
@@ -61,9 +59,6 @@ func (s *MemDecisionStore) SaveMark(_ context.Context, mark uint64) error {
 func (s *MemDecisionStore) Record(_ context.Context, d Decision) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.FailRecord != nil {
-		return s.FailRecord
-	}
 	d.Participants = append([]string(nil), d.Participants...)
 	s.decisions[d.TxnID] = d
 	return nil
