@@ -56,7 +56,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		refusal = &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: "the client gave up before the decision"}
 	}
 	if refusal != nil {
-		c.abort(txnID, st, keys, refusal)
+		c.abort(st, keys, refusal)
 		c.cfg.Metrics.TxnDone("2pc", "aborted", c.since(start))
 		return nil, refusal
 	}
@@ -72,7 +72,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	}
 	if err != nil {
 		werr := &wire.Error{Code: wire.CodeAborted, TxnID: txnID, Message: fmt.Sprintf("allocate commit timestamp: %v", err)}
-		c.abort(txnID, st, keys, werr)
+		c.abort(st, keys, werr)
 		c.cfg.Metrics.TxnDone("2pc", "aborted", c.since(start))
 		return nil, werr
 	}
@@ -141,9 +141,9 @@ func txnKeys(parts []shardTxn) []string {
 	return keys
 }
 
-// waitUnacked waits, up to CommitWait, until no key is held by a committed transaction whose
-// phase 2 is still under way: its prepare locks would make this transaction's prepare
-// conflict, although the outcome is already known.
+// waitUnacked waits, up to CommitWait, until no key is held by a committed or aborting
+// transaction whose phase 2 is still under way: its prepare locks would make this
+// transaction's prepare conflict, although the outcome is already known.
 func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
 	deadline := c.cfg.Runtime.Now().Add(c.cfg.Timeouts.CommitWait)
 	for {
@@ -171,8 +171,8 @@ func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
 // Until the participants have acknowledged the abort (or the attempts run out), its keys are
 // registered as unacknowledged, so that the client's retry waits for the locks to go instead of
 // meeting them.
-func (c *Coordinator) abort(txnID uint64, st *txnState, keys []string, reason *wire.Error) {
-	names := st.participants
+func (c *Coordinator) abort(st *txnState, keys []string, reason *wire.Error) {
+	txnID, names := st.id, st.participants
 	c.mu.Lock()
 	delete(c.mu.txns, txnID)
 	c.becomeLocked(st, phaseAborting)
