@@ -77,21 +77,21 @@ func TestCrashPointsWithPowerLoss(t *testing.T) {
 // runCrashPoint runs one crash point: the victim dies there (mode says how much is lost with
 // it), restarts, and the transaction's outcome must be the one promised, on every shard.
 func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
-	var c *cluster
+	var c *testCluster
 	if mode == dieOnly {
 		c = prepareCluster(t, 2)
 	} else {
 		c = preparePowerLossCluster(t, 2)
 	}
-	for _, n := range c.cfg.Nodes {
+	for _, n := range c.Config().Nodes {
 		if n.Name == tc.victim {
-			c.start(n.Name, "KVTX_CRASH_AT="+tc.point)
+			c.startArmed(n.Name, tc.point)
 		} else {
 			c.start(n.Name)
 		}
 	}
 	if tc.victim == "master" {
-		c.start("master", "KVTX_CRASH_AT="+tc.point)
+		c.startArmed("master", tc.point)
 	} else {
 		c.start("master")
 	}
@@ -165,7 +165,7 @@ func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
 	if _, err := cl.Txn(ctx, nil, client.Put([]byte(keys[0]), []byte("after")), client.Put([]byte(keys[1]), []byte("after"))); err != nil {
 		t.Fatalf("transaction after recovery: %v", err)
 	}
-	logs := c.logs(tc.victim)
+	logs := c.Output(tc.victim)
 	if !strings.Contains(logs, "serving") {
 		t.Fatalf("restarted %s did not log that it is serving", tc.victim)
 	}
@@ -181,12 +181,12 @@ func describeKVs(kvs []client.KeyValue) string {
 
 // checkInDoubtListedWithoutMaster proves that while the master is down, kvctl txn list still
 // shows, from the nodes themselves, the transaction both hold prepared and cannot resolve.
-func checkInDoubtListedWithoutMaster(t *testing.T, c *cluster) {
+func checkInDoubtListedWithoutMaster(t *testing.T, c *testCluster) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		out, errOut, code := c.kvctl("txn", "list", "--config", c.cfgPath, "-o", "json")
+		out, errOut, code := c.kvctl("txn", "list", "--config", c.ConfigPath(), "-o", "json")
 		last = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
 		inDoubt := map[string]bool{}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
 )
@@ -82,7 +83,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	}
 	for _, target := range []string{"master", "node1"} {
 		for _, tc := range cases {
-			conn, err := net.DialTimeout("tcp", c.addr(target), 2*time.Second)
+			conn, err := net.DialTimeout("tcp", c.Addr(target), 2*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +156,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 func TestStartupErrors(t *testing.T) {
 	c := prepareCluster(t, 2)
 	run := func(args ...string) (string, int) {
-		cmd := exec.Command(filepath.Join(binDir, args[0]), args[1:]...)
+		cmd := exec.Command(bins.Path(args[0]), args[1:]...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -168,32 +169,32 @@ func TestStartupErrors(t *testing.T) {
 		}
 		return out.String(), 0
 	}
-	out, code := run("kvnode", "--config", c.cfgPath, "node9")
+	out, code := run("kvnode", "--config", c.ConfigPath(), "node9")
 	if code != 1 || !strings.Contains(out, `unknown node "node9"`) {
 		t.Fatalf("unknown node: %d %q", code, out)
 	}
-	badCfg := filepath.Join(c.dir, "bad.yaml")
+	badCfg := filepath.Join(c.Dir(), "bad.yaml")
 	os.WriteFile(badCfg, []byte("master: [this is not\n"), 0o644)
 	out, code = run("kvmaster", "--config", badCfg)
 	if code != 1 || !strings.Contains(out, "parse config") {
 		t.Fatalf("invalid config: %d %q", code, out)
 	}
-	typo := filepath.Join(c.dir, "typo.yaml")
+	typo := filepath.Join(c.Dir(), "typo.yaml")
 	os.WriteFile(typo, []byte("master: {listen: 127.0.0.1:1, lissten: x}\n"), 0o644)
 	out, code = run("kvmaster", "--config", typo)
 	if code != 1 || !strings.Contains(out, "lissten") {
 		t.Fatalf("unknown field: %d %q", code, out)
 	}
-	out, code = run("kvmaster", "--config", filepath.Join(c.dir, "missing.yaml"))
+	out, code = run("kvmaster", "--config", filepath.Join(c.Dir(), "missing.yaml"))
 	if code != 1 || !strings.Contains(out, "missing.yaml") {
 		t.Fatalf("unreadable config: %d %q", code, out)
 	}
 
-	l, err := net.Listen("tcp", c.addr("node1"))
+	l, err := net.Listen("tcp", c.Addr("node1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, code = run("kvnode", "--config", c.cfgPath, "node1")
+	out, code = run("kvnode", "--config", c.ConfigPath(), "node1")
 	l.Close()
 	if code != 1 || !strings.Contains(out, "address already in use") {
 		t.Fatalf("port in use: %d %q", code, out)
@@ -204,14 +205,12 @@ func TestStartupErrors(t *testing.T) {
 	c.start("node2")
 	c.stop("node1")
 	c.stop("node2")
-	cfg, err := os.ReadFile(c.cfgPath)
-	if err != nil {
+	swapped := c.Config()
+	swapped.Nodes[0].DataDir, swapped.Nodes[1].DataDir = swapped.Nodes[1].DataDir, swapped.Nodes[0].DataDir
+	swappedPath := filepath.Join(c.Dir(), "swapped.yaml")
+	if err := cluster.WriteConfig(swappedPath, swapped); err != nil {
 		t.Fatal(err)
 	}
-	d1, d2 := c.cfg.Nodes[0].DataDir, c.cfg.Nodes[1].DataDir
-	swapped := strings.NewReplacer(fmt.Sprintf("%q", d1), fmt.Sprintf("%q", d2), fmt.Sprintf("%q", d2), fmt.Sprintf("%q", d1)).Replace(string(cfg))
-	swappedPath := filepath.Join(c.dir, "swapped.yaml")
-	os.WriteFile(swappedPath, []byte(swapped), 0o644)
 	out, code = run("kvnode", "--config", swappedPath, "node1")
 	if code != 1 || !strings.Contains(out, "belongs to") {
 		t.Fatalf("data dir of another node: %d %q", code, out)
@@ -241,11 +240,15 @@ func TestPrometheusScrapesEveryProcess(t *testing.T) {
 		}
 	}
 
-	targets := []string{c.cfg.Master.Metrics}
-	for _, n := range c.cfg.Nodes {
-		targets = append(targets, n.Metrics)
+	var targets []string
+	for _, name := range c.Names() {
+		targets = append(targets, c.MetricsAddr(name))
 	}
-	promPort := freePorts(t, 1)[0]
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promPort := ports[0]
 	dir := t.TempDir()
 	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: kvtx\n    static_configs:\n      - targets: ['%s']\n", strings.Join(targets, "', '"))
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)

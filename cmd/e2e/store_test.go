@@ -96,14 +96,14 @@ func TestKvctlPutReadsTheValueFromStandardInput(t *testing.T) {
 	c := newCluster(t, 2)
 	value := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB
 	value = append(value, '\n')
-	if out, errOut, code := runKvctlWithInput(t, bytes.NewReader(value), "--endpoint", c.cfg.Master.Listen, "put", "big"); code != 0 || out != "OK\n" {
+	if out, errOut, code := runKvctlWithInput(t, bytes.NewReader(value), "--endpoint", c.ClientAddr(), "put", "big"); code != 0 || out != "OK\n" {
 		t.Fatalf("put from standard input: code %d out %q err %q", code, out, errOut)
 	}
 	kv, err := c.client().Get(context.Background(), []byte("big"))
 	if err != nil || !bytes.Equal(kv.Value, value) {
 		t.Fatalf("get after a put from standard input: %d bytes, %v; want the %d bytes sent", len(kv.Value), err, len(value))
 	}
-	_, errOut, code := runKvctlWithInput(t, bytes.NewReader(make([]byte, 2<<20)), "--endpoint", c.cfg.Master.Listen, "put", "huge")
+	_, errOut, code := runKvctlWithInput(t, bytes.NewReader(make([]byte, 2<<20)), "--endpoint", c.ClientAddr(), "put", "huge")
 	if code == 0 || !strings.Contains(errOut, "limit") {
 		t.Fatalf("put of 2 MiB from standard input: code %d err %q, want the value limit named", code, errOut)
 	}
@@ -181,7 +181,7 @@ func TestNodeDownAbortsWithUnavailable(t *testing.T) {
 	c := newCluster(t, 2)
 	cl := c.client()
 	keys := c.keysOnEveryShard("down")
-	c.kill("node2")
+	c.Kill("node2")
 
 	args := []string{"txn"}
 	for _, k := range keys {
@@ -242,9 +242,7 @@ func TestThreeNodes(t *testing.T) {
 func TestDataSurvivesRestartOfEveryProcess(t *testing.T) {
 	c := newCluster(t, 2)
 	check := writeSurvivors(t, c)
-	for _, p := range []string{"master", "node1", "node2"} {
-		c.kill(p)
-	}
+	c.Kill("master", "node1", "node2")
 	c.startAll()
 	check("after SIGKILL of every process")
 	for _, p := range []string{"master", "node1", "node2"} {
@@ -274,7 +272,7 @@ func TestDataSurvivesPowerLoss(t *testing.T) {
 
 // writeSurvivors writes one-phase puts, cross-shard transactions and a delete (keys with the
 // given prefix) and returns a check that every acknowledged write is there.
-func writeSurvivors(t *testing.T, c *cluster, prefix ...string) func(when string) {
+func writeSurvivors(t *testing.T, c *testCluster, prefix ...string) func(when string) {
 	t.Helper()
 	pre := strings.Join(prefix, "")
 	cl := c.client()
