@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,16 +15,21 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/txn"
-	"github.com/kvtx/kvtx/cmd/chaos"
 	"github.com/kvtx/kvtx/txn/server"
 )
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
+// freePorts returns n distinct free TCP ports on 127.0.0.1 (free when it returns: another
+// process could take one before the test listens on it, which tests accept).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	ports, err := chaos.FreePorts(n)
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are chosen, so that none comes up twice
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports
 }
