@@ -2,8 +2,9 @@
 GO      ?= go
 BIN     ?= bin
 PKGS    := ./...
-# Packages with concurrency run under the race detector.
-RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/...
+# Packages with concurrency run under the race detector (cmd/chaos: the unit tests of its
+# checkers and schedule; its fault runs are chaos-short and chaos).
+RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/... ./cmd/chaos/ ./cmd/internal/cluster/
 
 .PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean chaos chaos-short
 
