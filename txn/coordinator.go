@@ -156,10 +156,10 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 	c.mu.Lock()
 	now := c.cfg.Runtime.Now()
 	for id, st := range c.mu.txns {
-		self.Prepared = append(self.Prepared, wire.TxnInfo{
+		self.Prepared = append(self.Prepared, statusInfo(wire.TxnInfo{
 			TxnID: id, StartTS: id, AgeMillis: now.Sub(st.started).Milliseconds(), Participants: st.participants,
-			InDoubt: st.phase == phaseUnknown, Waiting: statusWaiting(st.phase),
-		})
+			InDoubt: st.phase == phaseUnknown,
+		}, st.phase))
 	}
 	c.mu.Unlock()
 	sort.Slice(self.Prepared, func(i, j int) bool { return self.Prepared[i].TxnID < self.Prepared[j].TxnID })

@@ -438,7 +438,7 @@ func TestMasterRestartAfterDecisionRedrivesCommit(t *testing.T) {
 	if len(master.Prepared) != 1 {
 		t.Fatalf("the master's status lists %d transactions, want 1", len(master.Prepared))
 	}
-	if phase, waiting := MasterTxnState(master.Prepared[0]); phase != "committed" || waiting != "commit acknowledgements" {
+	if phase, waiting := master.Prepared[0].State, master.Prepared[0].Waiting; phase != "committed" || waiting != "commit acknowledgements" {
 		t.Fatalf("the master's status shows the transaction %q, waiting for %q; want committed, waiting for commit acknowledgements", phase, waiting)
 	}
 	c.crashMaster()

@@ -3,7 +3,6 @@ package txn
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kvtx/kvtx/wire"
@@ -116,17 +115,9 @@ func (c *Coordinator) becomeLocked(st *txnState, to txnPhase) {
 	}
 }
 
-// MasterTxnState splits the Waiting text of a transaction in the master's status report into
-// the transaction's phase (preparing, committed, unknown, applied) and what it waits for.
-// wire.TxnInfo has no field for the phase, so the master's Status writes "phase: what" there.
-func MasterTxnState(info wire.TxnInfo) (phase, waitingFor string) {
-	phase, waitingFor, ok := strings.Cut(info.Waiting, ": ")
-	if !ok {
-		return "", info.Waiting
-	}
-	return phase, waitingFor
+// statusInfo fills the phase and what it waits for into a transaction's line of the master's
+// status report.
+func statusInfo(info wire.TxnInfo, ph txnPhase) wire.TxnInfo {
+	info.State, info.Waiting = ph.String(), ph.waitingFor()
+	return info
 }
-
-// statusWaiting is the Waiting text of a transaction in phase ph in the master's status
-// report, as MasterTxnState reads it.
-func statusWaiting(ph txnPhase) string { return ph.String() + ": " + ph.waitingFor() }

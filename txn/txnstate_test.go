@@ -1,7 +1,6 @@
 package txn
 
 import (
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -61,16 +60,12 @@ func TestTxnPhasesMoveOnlyAlongTheDocumentedTransitions(t *testing.T) {
 	}
 }
 
-// The master's status report carries each transaction's phase, and MasterTxnState reads it
-// back apart from what the transaction waits for.
+// The master's status report carries each transaction's phase and what it waits for.
 func TestMasterStatusNamesEachTransactionsPhase(t *testing.T) {
 	for _, ph := range []txnPhase{phasePreparing, phaseCommitted, phaseUnknown, phaseApplied} {
-		phase, waiting := MasterTxnState(wire.TxnInfo{Waiting: statusWaiting(ph)})
-		if phase != ph.String() || waiting != ph.waitingFor() || waiting == "" {
-			t.Errorf("%s read back as %q waiting for %q", ph, phase, waiting)
+		info := statusInfo(wire.TxnInfo{TxnID: 7}, ph)
+		if info.State != ph.String() || info.Waiting != ph.waitingFor() || info.Waiting == "" || info.TxnID != 7 {
+			t.Errorf("%s reported as %+v", ph, info)
 		}
-	}
-	if phase, waiting := MasterTxnState(wire.TxnInfo{Waiting: "votes"}); phase != "" || waiting != "votes" {
-		t.Errorf("a report without a phase read as %q, %q", phase, fmt.Sprint(waiting))
 	}
 }

@@ -66,7 +66,7 @@ var (
 	_ = AbortRequest{TxnID: 0}
 	_ = OutcomeRequest{TxnID: 0, From: ""}
 	_ = OutcomeReply{State: OutcomePending | OutcomeCommitted | OutcomeAborted, CommitTS: 0}
-	_ = TxnInfo{TxnID: 0, StartTS: 0, AgeMillis: int64(0), Keys: nil, Participants: nil, InDoubt: false, Waiting: ""}
+	_ = TxnInfo{TxnID: 0, StartTS: 0, AgeMillis: int64(0), Keys: nil, Participants: nil, InDoubt: false, Waiting: "", State: ""}
 	_ = ProcessStatus{Name: "", Role: "", Addr: "", MetricsAddr: "", Up: false, Error: "", Prepared: nil, LocksHeld: 0, InDoubt: 0}
 	_ = StatusReply{Processes: nil}
 	_ = ScanRequest{Start: nil, End: nil, ReadTS: 0, Limit: 0, MaxBytes: 0, KeysOnly: false}

@@ -562,6 +562,10 @@ type TxnInfo struct {
 	Participants []string `codec:",omitempty"`
 	InDoubt      bool     `codec:",omitempty"`
 	Waiting      string   `codec:",omitempty"`
+	// State is the transaction's phase where the reporting process has one to tell (the
+	// master: preparing, committed, unknown, applied); empty from a node, whose transactions
+	// are all prepared.
+	State string `codec:",omitempty"`
 }
 
 // ProcessStatus describes one process of the cluster in a status report.

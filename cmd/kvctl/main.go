@@ -536,10 +536,10 @@ func txnState(p wire.ProcessStatus, t wire.TxnInfo) (state, waiting string) {
 	if p.Role != "master" {
 		return "prepared", t.Waiting
 	}
-	if state, waiting = txn.MasterTxnState(t); state == "" {
-		state = "in flight"
+	if t.State == "" {
+		return "in flight", t.Waiting
 	}
-	return state, waiting
+	return t.State, t.Waiting
 }
 
 // readValue reads a put's value from r, refusing one larger than a frame (the cluster's value
