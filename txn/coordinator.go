@@ -103,6 +103,8 @@ func (c *Coordinator) Handle(ctx context.Context, req wire.Message) (wire.Messag
 	switch m := req.(type) {
 	case *wire.GetRequest:
 		return c.Get(ctx, m)
+	case *wire.ScanRequest:
+		return c.Scan(ctx, m)
 	case *wire.TxnRequest:
 		return c.Txn(ctx, m)
 	case *wire.OutcomeRequest:

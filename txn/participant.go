@@ -15,6 +15,7 @@ import (
 // Storage is what a participant needs of its shard; *kv.Store implements it.
 type Storage interface {
 	Get(ctx context.Context, keys [][]byte, ts uint64) ([]kv.Value, error)
+	Scan(ctx context.Context, start, end []byte, ts uint64, opts kv.ScanOptions) ([]kv.Value, bool, error)
 	Apply(ctx context.Context, txnID, ts uint64, cmps []kv.Compare, ops []kv.Op) (uint64, error)
 	Prepare(ctx context.Context, rec kv.PrepareRecord, cmps []kv.Compare) (uint64, error)
 	Commit(ctx context.Context, txnID, commitTS uint64) error
@@ -109,6 +110,8 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 	switch m := req.(type) {
 	case *wire.GetRequest:
 		return p.get(ctx, m)
+	case *wire.ScanRequest:
+		return p.scan(ctx, m)
 	case *wire.ApplyRequest:
 		return p.apply(ctx, m)
 	case *wire.PrepareRequest:

@@ -14,14 +14,9 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	if err := checkRead(c.cfg.Limits, req.Keys); err != nil {
 		return nil, err
 	}
-	ts := req.ReadTS
-	if ts == 0 {
-		var err error
-		if ts, err = c.oracle.Next(ctx); err != nil {
-			return nil, wire.Errorf(wire.CodeInternal, "allocate read timestamp: %v", err)
-		}
-	} else if ts > c.oracle.Last() {
-		return nil, wire.Errorf(wire.CodeBadRequest, "read timestamp %d is in the future", ts)
+	ts, err := c.readTS(ctx, req.ReadTS)
+	if err != nil {
+		return nil, err
 	}
 	// Group the keys by shard, remembering each key's place in the request.
 	type shardKeys struct {

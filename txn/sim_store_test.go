@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -208,6 +209,31 @@ func (st *simStore) value(key string, ts uint64) kv.Value {
 		return kv.Value{Key: []byte(key)}
 	}
 	return kv.Value{Key: []byte(key), Value: v.value, Version: v.ts, Found: true}
+}
+
+// Scan is Get over the keys of [start, end) that have any version, in order, in one page (the
+// simulation's workload does not scan; the real store's paging is tested in kv).
+func (st *simStore) Scan(ctx context.Context, start, end []byte, ts uint64, _ kv.ScanOptions) ([]kv.Value, bool, error) {
+	var keys [][]byte
+	for k := range st.versions {
+		if k >= string(start) && (len(end) == 0 || k < string(end)) {
+			keys = append(keys, []byte(k))
+		}
+	}
+	for k := range st.locks {
+		if k >= string(start) && (len(end) == 0 || k < string(end)) && st.versions[k] == nil {
+			keys = append(keys, []byte(k))
+		}
+	}
+	slices.SortFunc(keys, bytes.Compare)
+	if len(keys) == 0 {
+		return nil, false, nil
+	}
+	vals, err := st.Get(ctx, keys, ts)
+	if err != nil {
+		return nil, false, err
+	}
+	return slices.DeleteFunc(vals, func(v kv.Value) bool { return !v.Found }), false, nil
 }
 
 func (st *simStore) Get(_ context.Context, keys [][]byte, ts uint64) ([]kv.Value, error) {

@@ -1,4 +1,4 @@
-// Package client is kvtx's Go API: Dial a master, then Get, Snapshot, Put, Delete and
+// Package client is kvtx's Go API: Dial a master, then Get, Snapshot, ReadAt, Scan, Put, Delete and
 // conditional transactions (Txn), each with a context. Every write ends in exactly one of three
 // ways, which the error tells apart:
 //
@@ -11,9 +11,11 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
@@ -289,4 +291,80 @@ func (c *Client) Status(ctx context.Context) ([]wire.ProcessStatus, error) {
 		return nil, err
 	}
 	return rep.Processes, nil
+}
+
+// ReadAt reads keys as one atomic snapshot at version ts (a read timestamp or commit timestamp
+// the cluster has handed out), as Snapshot does at a fresh one: the state every later read at
+// ts sees too.
+func (c *Client) ReadAt(ctx context.Context, ts uint64, keys ...[]byte) ([]KeyValue, error) {
+	if ts == 0 {
+		return nil, &Error{Code: wire.CodeBadRequest, Message: "read at version 0: want a version the cluster has handed out"}
+	}
+	var rep wire.GetReply
+	if err := c.call(ctx, &wire.GetRequest{Keys: keys, ReadTS: ts}, &rep, false); err != nil {
+		return nil, err
+	}
+	return rep.Values, nil
+}
+
+// ScanOption tunes a Scan.
+type ScanOption func(*wire.ScanRequest)
+
+// ScanAt reads at version ts instead of a fresh read timestamp.
+func ScanAt(ts uint64) ScanOption { return func(r *wire.ScanRequest) { r.ReadTS = ts } }
+
+// ScanKeysOnly leaves the values out.
+func ScanKeysOnly() ScanOption { return func(r *wire.ScanRequest) { r.KeysOnly = true } }
+
+// ScanPageSize sets how many keys one request fetches (default 1,000, at most 10,000).
+func ScanPageSize(n int) ScanOption { return func(r *wire.ScanRequest) { r.Limit = n } }
+
+// ScanPageBytes bounds the keys and values one request fetches (default and most 4 MiB;
+// every shard gets at least 64 KiB of it): a page stops growing once it reaches n.
+func ScanPageBytes(n int) ScanOption { return func(r *wire.ScanRequest) { r.MaxBytes = n } }
+
+// Scan returns the keys of [start, end) in key order (an empty end: to the last key), every
+// one at the same version, which is the read timestamp of the first page: the iterator pages
+// under the hood, each page starting just after the last key of the one before, and sees one
+// snapshot however long it takes (never half of a transaction). An error ends the sequence.
+// ScanPage gives the version and paging to a caller that wants them.
+func (c *Client) Scan(ctx context.Context, start, end []byte, opts ...ScanOption) iter.Seq2[KeyValue, error] {
+	return func(yield func(KeyValue, error) bool) {
+		req := wire.ScanRequest{Start: start, End: end}
+		for _, o := range opts {
+			o(&req)
+		}
+		for {
+			var rep wire.ScanReply
+			if err := c.call(ctx, &req, &rep, false); err != nil {
+				yield(KeyValue{}, err)
+				return
+			}
+			for _, v := range rep.Values {
+				if !yield(v, nil) {
+					return
+				}
+			}
+			if !rep.More || len(rep.Values) == 0 {
+				return
+			}
+			req.ReadTS = rep.ReadTS
+			req.Start = append(bytes.Clone(rep.Values[len(rep.Values)-1].Key), 0)
+		}
+	}
+}
+
+// ScanPage reads one page of [start, end) (at most limit keys; 0: the server's default) and
+// returns it with the version it was read at and whether keys remain: the next page is
+// ScanPage from just after the last key, at that version.
+func (c *Client) ScanPage(ctx context.Context, start, end []byte, limit int, opts ...ScanOption) (page []KeyValue, version uint64, more bool, err error) {
+	req := wire.ScanRequest{Start: start, End: end, Limit: limit}
+	for _, o := range opts {
+		o(&req)
+	}
+	var rep wire.ScanReply
+	if err := c.call(ctx, &req, &rep, false); err != nil {
+		return nil, 0, false, err
+	}
+	return rep.Values, rep.ReadTS, rep.More, nil
 }
