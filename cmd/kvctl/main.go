@@ -74,7 +74,7 @@ func main() {
 					"starting with P), --range KEY END (the half-open [KEY, END)), --from-key KEY (KEY and every key after it).\n" +
 					"With -o json a range prints one object per key and a closing {\"more\":…,\"version\":…}: the next page\n" +
 					"reads from just after the last key with --at that version, and sees the same snapshot.",
-				Flags: append(commonFlags(), rangeFlags()...),
+				Flags:  append(commonFlags(), rangeFlags()...),
 				Action: runGet,
 			},
 			{
