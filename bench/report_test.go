@@ -68,7 +68,7 @@ func TestHistogramClampsOutOfRangeLatencies(t *testing.T) {
 	}
 }
 
-func TestFormatting(t *testing.T) {
+func TestDurationsAndRatesPrintInReadableUnits(t *testing.T) {
 	for us, want := range map[int64]string{0: "0µs", 850: "850µs", 1250: "1.25ms", 12_500: "12.5ms", 125_000: "125ms", 1_200_000: "1.20s"} {
 		if got := formatMicros(us); got != want {
 			t.Errorf("formatMicros(%d) = %q, want %q", us, got, want)

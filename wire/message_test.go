@@ -100,7 +100,8 @@ func TestNewMessage(t *testing.T) {
 	}
 }
 
-func TestStrings(t *testing.T) {
+// Message types, codes and kinds print as their names, and unknown values say so.
+func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{MsgGet.String(), "get"},
 		{MsgTxn.String(), "txn"},

@@ -700,7 +700,9 @@ func TestObserver(t *testing.T) {
 	}
 }
 
-func TestLimits(t *testing.T) {
+// The server refuses frames over MaxFrame, runs at most MaxInFlight handlers at a time and
+// refuses connections past MaxConns.
+func TestServerEnforcesFrameHandlerAndConnectionLimits(t *testing.T) {
 	var running, peak atomic.Int64
 	release := make(chan struct{})
 	s := startServer(t, HandlerFunc(func(ctx context.Context, req *Request) (Message, error) {

@@ -183,11 +183,8 @@ func describeKVs(kvs []client.KeyValue) string {
 // shows, from the nodes themselves, the transaction both hold prepared and cannot resolve.
 func checkInDoubtListedWithoutMaster(t *testing.T, c *testCluster) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	waitFor(t, 10*time.Second, "kvctl txn list with the master down showing the transaction in doubt on both nodes", func() (bool, string) {
 		out, errOut, code := c.kvctl("txn", "list", "--config", c.ConfigPath(), "-o", "json")
-		last = fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
 		inDoubt := map[string]bool{}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			var row struct {
@@ -198,10 +195,7 @@ func checkInDoubtListedWithoutMaster(t *testing.T, c *testCluster) {
 				inDoubt[row.Process] = true
 			}
 		}
-		if code == 2 && strings.Contains(errOut, "master is down") && inDoubt["node1"] && inDoubt["node2"] {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("kvctl txn list with the master down should show the transaction in doubt on both nodes: %s", last)
+		ok := code == 2 && strings.Contains(errOut, "master is down") && inDoubt["node1"] && inDoubt["node2"]
+		return ok, fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	})
 }

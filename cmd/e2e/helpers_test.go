@@ -210,31 +210,40 @@ func (c *testCluster) keysOnEveryShard(prefix string) []string {
 // with the status if that does not happen within d.
 func (c *testCluster) waitQuiet(cl *client.Client, d time.Duration) {
 	c.t.Helper()
-	deadline := time.Now().Add(d)
-	var last string
-	for time.Now().Before(deadline) {
+	waitFor(c.t, d, "the cluster quiet", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		procs, err := cl.Status(ctx)
 		cancel()
-		if err == nil {
-			quiet := true
-			var b strings.Builder
-			for _, p := range procs {
-				fmt.Fprintf(&b, "%s up=%v locks=%d prepared=%d in_doubt=%d err=%s; ", p.Name, p.Up, p.LocksHeld, len(p.Prepared), p.InDoubt, p.Error)
-				if !p.Up || p.LocksHeld != 0 || len(p.Prepared) != 0 {
-					quiet = false
-				}
+		if err != nil {
+			return false, err.Error()
+		}
+		quiet := true
+		var b strings.Builder
+		for _, p := range procs {
+			fmt.Fprintf(&b, "%s up=%v locks=%d prepared=%d in_doubt=%d err=%s; ", p.Name, p.Up, p.LocksHeld, len(p.Prepared), p.InDoubt, p.Error)
+			if !p.Up || p.LocksHeld != 0 || len(p.Prepared) != 0 {
+				quiet = false
 			}
-			last = b.String()
-			if quiet {
-				return
-			}
-		} else {
-			last = err.Error()
+		}
+		return quiet, b.String()
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after within with what and the last
+// state cond described. It is the e2e tests' one way of waiting for the cluster.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() (ok bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %s", what, within, state)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Fatalf("cluster not quiet after %v: %s", d, last)
 }
 
 // ctx returns a context bounded for one test step.

@@ -298,17 +298,10 @@ func TestPrometheusScrapesEveryProcess(t *testing.T) {
 		{`count(kvtx_fsync_duration_seconds_count)`, "3"},
 		{`sum(kvtx_prepared_txns)`, "0"},
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	for _, ch := range checks {
-		for {
+		waitFor(t, 60*time.Second, "prometheus "+ch.q+" = "+ch.want, func() (bool, string) {
 			got, err := query(ch.q)
-			if err == nil && got == ch.want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("prometheus %s = %q (%v), want %s", ch.q, got, err, ch.want)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return err == nil && got == ch.want, fmt.Sprintf("%q (%v)", got, err)
+		})
 	}
 }

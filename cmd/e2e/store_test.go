@@ -204,9 +204,9 @@ func TestNodeDownAbortsWithUnavailable(t *testing.T) {
 	c.waitQuiet(cl, 5*time.Second)
 }
 
-// TestThreeNodes proves that nothing assumes two nodes: keys of all three shards commit in one
+// TestCrossShardTransactionOnThreeNodes proves that nothing assumes two nodes: keys of all three shards commit in one
 // transaction and read back as one snapshot.
-func TestThreeNodes(t *testing.T) {
+func TestCrossShardTransactionOnThreeNodes(t *testing.T) {
 	c := newCluster(t, 3)
 	cl := c.client()
 	ctx := stepCtx(t)
