@@ -193,21 +193,9 @@ func TestNewApplyDoesNotTakeAKeyLeftToAPrepare(t *testing.T) {
 // for its round. A read at or above a write not yet durable waits for it, and sees both writes
 // once their rounds are done; a read below them does not wait.
 func TestWritersOfAKeyShareARoundAndReadersWaitForDurability(t *testing.T) {
-	opts := testOpts(t, t.TempDir())
-	opts.LockWait = 10 * time.Second
-	var hold atomic.Bool
-	release := make(chan struct{})
-	opts.OnSync = func(time.Duration) {
-		if hold.Load() {
-			<-release // the round's fsync is done but its waiters are not released yet
-		}
-	}
-	s := openTest(t, opts)
-	var once sync.Once
-	unhold := func() { once.Do(func() { hold.Store(false); close(release) }) }
-	t.Cleanup(unhold) // runs before the store closes, also when the test fails early
+	s, hold, unhold := openHeldRounds(t)
 	base := mustApply(t, s, 5, nil, put("k", "0"))
-	hold.Store(true)
+	hold()
 	first := goApply(s, 2, 10, nil, put("k", "1"))
 	waitPending(t, s, "k", 1)
 	second := goApply(s, 3, 11, []Compare{{Kind: CmpValueEqual, Key: []byte("k"), Value: []byte("1")}}, put("k", "2"))
@@ -270,21 +258,9 @@ func waitPending(t *testing.T, s *Store, k string, n int) {
 // a Prepare's no vote all wait for the sync round of the write they read, which a crash before
 // that round would take back.
 func TestRepliesThatReadUndurableWritesWaitForTheirRound(t *testing.T) {
-	opts := testOpts(t, t.TempDir())
-	opts.LockWait = 10 * time.Second
-	var hold atomic.Bool
-	release := make(chan struct{})
-	opts.OnSync = func(time.Duration) {
-		if hold.Load() {
-			<-release
-		}
-	}
-	s := openTest(t, opts)
-	var once sync.Once
-	unhold := func() { once.Do(func() { hold.Store(false); close(release) }) }
-	t.Cleanup(unhold)
+	s, hold, unhold := openHeldRounds(t)
 	mustApply(t, s, 5, nil, put("k", "0"))
-	hold.Store(true)
+	hold()
 	first := goApply(s, 2, 10, nil, put("k", "1"))
 	waitPending(t, s, "k", 1)
 
@@ -317,4 +293,24 @@ func TestRepliesThatReadUndurableWritesWaitForTheirRound(t *testing.T) {
 		}
 	}
 	assertQuiescent(t, s)
+}
+
+// openHeldRounds opens a store whose sync rounds, once hold is called, finish their fsync but
+// do not release their waiters until unhold (which the test's cleanup also calls, before the
+// store closes).
+func openHeldRounds(t *testing.T) (s *Store, hold, unhold func()) {
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 10 * time.Second
+	var held atomic.Bool
+	release := make(chan struct{})
+	opts.OnSync = func(time.Duration) {
+		if held.Load() {
+			<-release
+		}
+	}
+	s = openTest(t, opts)
+	var once sync.Once
+	unhold = func() { once.Do(func() { held.Store(false); close(release) }) }
+	t.Cleanup(unhold)
+	return s, func() { held.Store(true) }, unhold
 }
