@@ -95,12 +95,19 @@
 // MaxTSBatch timestamps.
 //
 // Late duplicates: a Prepare for a transaction this store has committed or
-// aborted is refused with ErrAborted, from an in-memory set of the last
-// 100,000 finished ids and, for transactions that were prepared here, from
-// the tombstone their prepare record leaves in Badger, which survives
-// restarts. A Commit or Abort for a transaction already finished here is a
-// no-op, so both may be retried freely; a Commit for one never prepared here
-// fails with ErrNotPrepared, an Abort of it only remembers the id.
+// aborted (or refused in Resolve) is refused with ErrAborted, from an
+// in-memory set of the last 100,000 finished ids and from the outcome marker
+// ("committed at T" or "aborted") every finished transaction leaves in
+// Badger, which survives restarts (see outcome.go). A Commit or Abort for a
+// transaction already finished here is a no-op, so both may be retried
+// freely; a Commit for one never prepared here, or aborted here, fails with
+// ErrNotPrepared, an Abort of one never prepared only remembers the id.
+//
+// Termination: Resolve answers what the store durably knows of a transaction
+// (prepared with its minimum commit timestamp, committed at T, aborted), and
+// first records "aborted" for one it never prepared, so that no Prepare of it
+// can succeed later. This is what the parallel commit protocol's participants
+// ask each other.
 //
 // # Badger layout
 //
@@ -109,7 +116,8 @@
 // included, is stored unambiguously. Prepare records live under
 // 'p'+big-endian(txnID) at version StartTS and are deleted at the commit
 // timestamp (Commit, which must exceed StartTS) or at StartTS+1 (Abort).
-// The maxTS mark lives under a meta key at version = the mark. Prepare
+// Outcome markers live under 'o'+big-endian(txnID). The maxTS mark lives
+// under a meta key at version = the mark. Prepare
 // records and the mark are read at math.MaxUint64. Old versions are never
 // discarded (the Badger discard timestamp stays 0).
 package kv

@@ -39,11 +39,15 @@ var (
 	ErrInvalidArgument = errors.New("kv: invalid argument")
 
 	// ErrNotPrepared is returned by Commit and CommitNoSync for a transaction
-	// this store never prepared: no prepare record of it was ever written
-	// here (a committed or aborted one leaves a tombstone, for which Commit
-	// returns nil). It means the store lost a prepare record, for example a
+	// this store never prepared, or aborted: no prepare record of it was
+	// ever written here (a committed one leaves an outcome marker, for which
+	// Commit returns nil). It means the store lost a prepare record, for example a
 	// wiped data directory, or a coordinator bug; nothing was written.
 	ErrNotPrepared = errors.New("kv: transaction not prepared here")
+
+	// ErrOutcomeUnknown is returned by Resolve for a transaction that finished here before
+	// outcome markers were recorded: the store knows it finished, not how.
+	ErrOutcomeUnknown = errors.New("kv: outcome not recorded")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID

@@ -27,11 +27,11 @@ type lockOwner struct {
 	// its writes, if any, will be committed at a timestamp >= readFrom, so a
 	// Get below it cannot see them and need not wait. For an Apply it is the
 	// commit timestamp (chosen when the locks are taken); for a prepared
-	// transaction it is the minimum commit timestamp Prepare returned, the
-	// commit timestamp once Commit starts, startTS+1 after recovery, and
-	// noWait while Prepare is still writing (any reader that gets ahead of
-	// it raises maxTS above its ts, and the minimum commit timestamp is
-	// computed from maxTS after the write) or once Abort has started.
+	// transaction it is the minimum commit timestamp, fixed when Prepare
+	// takes the locks (any reader that got there first raised maxTS above its
+	// ts), the commit timestamp once Commit starts, startTS+1 after the
+	// recovery of a record that does not hold its minimum, and noWait once
+	// Abort has started.
 	readFrom uint64
 
 	// wake is created by the first waiter and closed on release.

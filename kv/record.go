@@ -14,6 +14,7 @@ const (
 	tagData    = 'd' // 'd' + user key, version = commit timestamp
 	tagPrepare = 'p' // 'p' + big-endian txn id, version = start timestamp
 	tagMeta    = 'm' // metadata, read at math.MaxUint64
+	tagOutcome = 'o' // 'o' + big-endian txn id: how a transaction finished here (outcome.go)
 )
 
 // markKey holds the persisted maxTS high-water mark; each write is versioned
@@ -28,8 +29,12 @@ func prepareKey(txnID uint64) []byte {
 	return k[:]
 }
 
-// recordVersion is the format version of encoded prepare records.
-const recordVersion = 1
+// recordVersion is the format version of encoded prepare records. Version 1 records (no
+// minimum commit timestamp, no flags) are still read.
+const recordVersion = 2
+
+// recordParallel is the flag of a record prepared under the parallel commit protocol.
+const recordParallel = 1
 
 // diskRecord is a decoded prepare record.
 type diskRecord struct {
@@ -39,6 +44,8 @@ type diskRecord struct {
 	Ops          []Op
 	ReadKeys     [][]byte // compare keys that are not also op keys
 	Participants []string
+	MinCommitTS  uint64 // 0 in version 1 records
+	Parallel     bool
 }
 
 // encodeRecord serialises a prepare record:
@@ -48,8 +55,9 @@ type diskRecord struct {
 //	uvarint len(ops), then per op: kind byte, uvarint len(key), key, uvarint len(value), value
 //	uvarint len(readKeys), then per key: uvarint len, bytes
 //	uvarint len(participants), then per name: uvarint len, bytes
+//	uvarint minCommitTS, flags byte (recordParallel)         (version 2 on)
 func encodeRecord(r *diskRecord) []byte {
-	n := 1 + 3*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+	n := 2 + 4*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
 	for _, op := range r.Ops {
 		n += 1 + 2*binary.MaxVarintLen64 + len(op.Key) + len(op.Value)
 	}
@@ -79,7 +87,12 @@ func encodeRecord(r *diskRecord) []byte {
 		b = binary.AppendUvarint(b, uint64(len(p)))
 		b = append(b, p...)
 	}
-	return b
+	b = binary.AppendUvarint(b, r.MinCommitTS)
+	var flags byte
+	if r.Parallel {
+		flags |= recordParallel
+	}
+	return append(b, flags)
 }
 
 func appendBytes(b, v []byte) []byte {
@@ -167,8 +180,9 @@ func (d *recordDecoder) count(minSize int) int {
 // decodeRecord parses an encoded prepare record. The returned slices alias b.
 func decodeRecord(b []byte) (*diskRecord, error) {
 	d := &recordDecoder{b: b}
-	if v := d.byte1(); d.err == nil && v != recordVersion {
-		return nil, fmt.Errorf("%w: unknown format version %d", errCorrupt, v)
+	version := d.byte1()
+	if d.err == nil && version != 1 && version != recordVersion {
+		return nil, fmt.Errorf("%w: unknown format version %d", errCorrupt, version)
 	}
 	r := &diskRecord{}
 	r.TxnID = d.uvarint()
@@ -196,6 +210,14 @@ func decodeRecord(b []byte) (*diskRecord, error) {
 		for i := range r.Participants {
 			r.Participants[i] = string(d.bytes())
 		}
+	}
+	if version >= 2 {
+		r.MinCommitTS = d.uvarint()
+		flags := d.byte1()
+		if d.err == nil && flags&^recordParallel != 0 {
+			return nil, fmt.Errorf("%w: unknown flags %#x", errCorrupt, flags)
+		}
+		r.Parallel = flags&recordParallel != 0
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -16,6 +16,8 @@ func sampleRecord() *diskRecord {
 		Ops:          []Op{put("a", "1"), del("b"), {Kind: OpPut, Key: []byte{}, Value: []byte{}}, put("c", string(make([]byte, 300)))},
 		ReadKeys:     [][]byte{[]byte("guard"), {}},
 		Participants: []string{"node-1", "node-2", ""},
+		MinCommitTS:  123456790,
+		Parallel:     true,
 	}
 }
 
@@ -26,7 +28,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.TxnID != want.TxnID || got.StartTS != want.StartTS || !got.PreparedAt.Equal(want.PreparedAt) ||
-		!slices.Equal(got.Participants, want.Participants) || len(got.Ops) != len(want.Ops) || len(got.ReadKeys) != len(want.ReadKeys) {
+		!slices.Equal(got.Participants, want.Participants) || len(got.Ops) != len(want.Ops) || len(got.ReadKeys) != len(want.ReadKeys) ||
+		got.MinCommitTS != want.MinCommitTS || got.Parallel != want.Parallel {
 		t.Fatalf("round trip: got %+v, want %+v", got, want)
 	}
 	for i := range want.Ops {
@@ -41,8 +44,28 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 	}
 	empty, err := decodeRecord(encodeRecord(&diskRecord{TxnID: 1, StartTS: 2}))
-	if err != nil || empty.TxnID != 1 || empty.StartTS != 2 || len(empty.Ops) != 0 {
+	if err != nil || empty.TxnID != 1 || empty.StartTS != 2 || len(empty.Ops) != 0 || empty.Parallel {
 		t.Fatalf("empty record: %+v, %v", empty, err)
+	}
+}
+
+// A store written by the previous format (version 1: no minimum commit timestamp, no flags)
+// still opens: its records decode with the minimum unknown (0) and the classic protocol.
+func TestRecordVersion1StillDecodes(t *testing.T) {
+	v2 := encodeRecord(&diskRecord{TxnID: 7, StartTS: 9, Ops: []Op{put("k", "v")}, Participants: []string{"n1"}})
+	v1 := slices.Clone(v2[:len(v2)-2]) // without the minimum (one byte here) and the flags
+	v1[0] = 1
+	got, err := decodeRecord(v1)
+	if err != nil || got.TxnID != 7 || got.StartTS != 9 || got.MinCommitTS != 0 || got.Parallel || len(got.Ops) != 1 {
+		t.Fatalf("version 1 record: %+v, %v", got, err)
+	}
+	if _, err := decodeRecord(v2[:len(v2)-1]); !errors.Is(err, errCorrupt) {
+		t.Fatalf("version 2 record without its flags: %v, want errCorrupt", err)
+	}
+	bad := slices.Clone(v2)
+	bad[len(bad)-1] = 0x80
+	if _, err := decodeRecord(bad); !errors.Is(err, errCorrupt) {
+		t.Fatalf("unknown flags: %v, want errCorrupt", err)
 	}
 }
 

@@ -102,7 +102,7 @@ const (
 	defaultMaxTSBatch = 1_000_000
 	// finishedMemory is how many finished transaction ids are remembered to
 	// refuse late duplicate Prepares; older ones are caught by the durable
-	// prepare-record tombstones when they were prepared here.
+	// outcome markers.
 	finishedMemory = 100_000
 )
 
@@ -231,9 +231,13 @@ func (s *Store) recover() error {
 		}
 		p := newPrepared(rec.TxnID, rec.StartTS, rec.Ops, rec.ReadKeys, rec.Participants, rec.PreparedAt)
 		p.recovered = true
+		p.parallel = rec.Parallel
 		p.phase = phasePrepared
-		p.owner.readFrom = rec.StartTS + 1
-		p.minCommitTS = max(s.mu.maxTS, rec.StartTS) + 1
+		p.owner.readFrom, p.minCommitTS = rec.MinCommitTS, rec.MinCommitTS
+		if rec.MinCommitTS == 0 { // a version 1 record: the vote's minimum is not known
+			p.owner.readFrom = rec.StartTS + 1
+			p.minCommitTS = max(s.mu.maxTS, rec.StartTS) + 1
+		}
 		if k, o := s.holderLocked(p.keys); o != nil {
 			return fmt.Errorf("kv: open %s: prepared transactions %d and %d both lock key %s: %w",
 				s.dir, o.txnID, rec.TxnID, quoteKey([]byte(k)), errCorrupt)
@@ -381,11 +385,10 @@ func (s *Store) writeMark(mark uint64) error {
 // transaction that could still commit at or below ts makes the read wait
 // for the release and check again: a one-phase Apply whose commit timestamp
 // is <= ts, or a prepared transaction whose minimum commit timestamp is
-// <= ts (for one recovered at Open: whose StartTS is < ts). Locks of
-// transactions bound to commit above ts are ignored: every prepared
-// transaction with StartTS >= ts, and one whose Prepare is still writing
-// (its minimum commit timestamp will exceed ts, because this read raised
-// maxTS first). If a lock is still held after Options.LockWait, Get returns
+// <= ts (fixed when its Prepare took the locks). Locks of transactions
+// bound to commit above ts are ignored: every prepared transaction with
+// StartTS >= ts, and one whose Prepare took its locks after this read
+// raised maxTS to ts. If a lock is still held after Options.LockWait, Get returns
 // *LockedError; ctx ends the wait early. When ts is above the durable
 // high-water mark, Get first makes a higher mark durable (one small write
 // and sync per Options.MaxTSBatch timestamps), so the guarantee survives a

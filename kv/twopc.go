@@ -18,8 +18,12 @@ type PrepareRecord struct {
 	TxnID        uint64
 	StartTS      uint64 // must be > 0; the commit timestamp must exceed it
 	Ops          []Op
-	Participants []string  // node names taking part (for logs and status only)
+	Participants []string  // every participant's node name, this one included
 	PreparedAt   time.Time // zero means now
+	// Parallel marks a transaction of the parallel commit protocol: it is committed exactly when
+	// every participant holds its yes vote, so it is resolved by asking the other participants
+	// (Resolve), not a coordinator. The flag is kept in the record.
+	Parallel bool
 }
 
 // PreparedTxn describes a transaction holding prepare locks here.
@@ -28,7 +32,9 @@ type PreparedTxn struct {
 	Keys           [][]byte // every locked key: op keys, then compare-only keys
 	Participants   []string
 	PreparedAt     time.Time
-	Recovered      bool // loaded from disk by Open rather than prepared by this process
+	MinCommitTS    uint64 // fixed in the prepare record: the vote's minimum commit timestamp
+	Parallel       bool   // PrepareRecord.Parallel
+	Recovered      bool   // loaded from disk by Open rather than prepared by this process
 }
 
 // prepPhase is where a transaction holding prepare locks here is in its life. Every
@@ -75,6 +81,7 @@ type preparedTxn struct {
 	participants []string
 	preparedAt   time.Time
 	minCommitTS  uint64
+	parallel     bool
 	recovered    bool
 	phase        prepPhase
 
@@ -137,22 +144,24 @@ func newPrepared(txnID, startTS uint64, ops []Op, readKeys [][]byte, participant
 // and waits for a group sync. When Prepare returns nil the record is
 // durable: the locks are re-taken after a crash and the transaction can
 // still be committed or aborted. The result is the minimum commit
-// timestamp, max(maxTS, StartTS)+1: Commit must use a timestamp at least
-// this large, which places the writes above every read this store served.
+// timestamp, max(maxTS, StartTS)+1 when the locks were taken, kept in the
+// record: Commit must use a timestamp at least this large, which places the
+// writes above every read this store served; from the moment the locks are
+// taken, a read at or above it waits for the transaction.
 // Prepare does not by itself look for writes committed after StartTS; a
 // caller that wants snapshot isolation says so with compares (for example
 // CmpVersionLess with Version StartTS+1 on each written key).
 //
 // Prepare is idempotent: for a transaction already prepared here it
 // returns the same minimum commit timestamp again. For a transaction this
-// store has already committed or aborted it returns *AbortedError (a late
-// duplicate): recent ones are remembered in memory, and any that were
-// prepared here are also recognised from the tombstone of their prepare
-// record, across restarts. ctx bounds the waits and is checked before the
+// store has already committed or aborted, or refused in Resolve, it returns
+// *AbortedError (a late duplicate, whatever the outcome: Resolve tells it):
+// recent ones are remembered in memory, and all are recognised from their
+// outcome marker, across restarts. ctx bounds the waits and is checked before the
 // record is written; once written, Prepare waits for the sync regardless.
 //
 // Cost: one Badger read per compare plus one point lookup for the
-// tombstone check, a dry run of the commit's Badger transaction (so a yes
+// outcome-marker check, a dry run of the commit's Badger transaction (so a yes
 // vote can always be committed), one Badger write, one share of a group
 // sync; ops are copied once and kept in memory until Commit or Abort.
 func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) (minCommitTS uint64, err error) {
@@ -169,7 +178,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 		at = time.Now()
 	}
 	p := newPrepared(rec.TxnID, rec.StartTS, ops, raw[len(ops):], rec.Participants, at)
-	p.owner.readFrom = noWait // see lockOwner.readFrom
+	p.parallel = rec.Parallel
 	p.phase = phasePreparing
 	p.busy = make(chan struct{})
 
@@ -223,6 +232,10 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			leave()
 			return 0, &ConflictError{Key: []byte(k), TxnID: holder.txnID}
 		}
+		if s.mu.maxTS >= math.MaxUint64-2 {
+			leave()
+			return 0, invalidf("prepare transaction %d: timestamps exhausted (maxTS %d)", rec.TxnID, s.mu.maxTS)
+		}
 		// Hand on any key an earlier wait held back: this Prepare is not taking it now.
 		s.grantLocked(p.keys)
 		if timer, err = s.waitForHolderLocked(ctx, k, holder, timer); err != nil {
@@ -231,6 +244,10 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			return 0, err
 		}
 	}
+	// The minimum commit timestamp is fixed now, under the locks: every read served so far is
+	// below it, and from now on a read at or above it waits for this transaction.
+	p.minCommitTS = max(s.mu.maxTS, p.startTS) + 1
+	p.owner.readFrom = p.minCommitTS
 	s.acquireLocked(p.keys, &p.owner)
 	s.mu.prepared[rec.TxnID] = p
 	s.mu.Unlock()
@@ -260,8 +277,6 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 
 	s.mu.Lock()
 	if err == nil {
-		p.minCommitTS = max(s.mu.maxTS, p.startTS) + 1
-		p.owner.readFrom = p.minCommitTS
 		p.phase = phasePrepared
 	} // else the store has failed: keep the locks, and waiters see the failure
 	close(p.busy)
@@ -282,8 +297,10 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 	defer txn.Discard()
 	pkey := prepareKey(id)
 
-	if everPrepared(txn, id) {
-		return &AbortedError{TxnID: id, Reason: "its prepare record was already removed here (late duplicate prepare)"}
+	if done, err := finishedHere(txn, id); err != nil {
+		return err
+	} else if done {
+		return &AbortedError{TxnID: id, Reason: "it already finished here (late duplicate prepare)"}
 	}
 	if err := s.checkCompares(txn, cmps); err != nil {
 		return err
@@ -301,6 +318,8 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 		Ops:          p.ops,
 		ReadKeys:     p.readKeys,
 		Participants: p.participants,
+		MinCommitTS:  p.minCommitTS,
+		Parallel:     p.parallel,
 	})
 	if err := setValue(txn, pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
@@ -320,6 +339,9 @@ func (s *Store) checkCommitFits(p *preparedTxn) error {
 	err := s.writeOps(txn, p.ops)
 	if err == nil {
 		err = txn.Delete(prepareKey(p.owner.txnID))
+	}
+	if err == nil {
+		err = txn.Set(outcomeKey(p.owner.txnID), committedMarker(math.MaxUint64-1))
 	}
 	if err != nil {
 		return invalidf("prepare transaction %d: its commit cannot be written in one Badger transaction: %w", p.owner.txnID, err)
@@ -476,8 +498,8 @@ func (s *Store) commit(ctx context.Context, txnID, commitTS uint64, sync bool) e
 }
 
 // everPrepared reports whether txn sees any version of id's prepare record, even a deletion
-// marker: a record, once committed or aborted, leaves that tombstone, so a store that finds
-// one prepared the transaction before.
+// marker: a record, once committed or aborted, leaves that tombstone (and an outcome marker),
+// so a store that finds one prepared the transaction before.
 func everPrepared(txn *badger.Txn, id uint64) bool {
 	it := txn.NewKeyIterator(prepareKey(id), badger.IteratorOptions{})
 	defer it.Close()
@@ -486,11 +508,18 @@ func everPrepared(txn *badger.Txn, id uint64) bool {
 }
 
 // checkFinished tells a Commit of a transaction that is not prepared here whether it was
-// finished here (nil: the Commit is a repeat) or never prepared here (ErrNotPrepared).
+// committed here (nil: the Commit is a repeat), or never prepared or aborted here
+// (ErrNotPrepared).
 func (s *Store) checkFinished(txnID uint64) error {
 	txn := s.db.NewTransactionAt(math.MaxUint64, false)
 	defer txn.Discard()
-	if !everPrepared(txn, txnID) {
+	r, found, legacy, err := readOutcome(txn, txnID)
+	switch {
+	case err != nil:
+		return err
+	case found && r.State == ResolvedAborted:
+		return fmt.Errorf("kv: commit transaction %d: it was aborted here: %w", txnID, ErrNotPrepared)
+	case !found && !legacy:
 		return fmt.Errorf("kv: commit transaction %d: no prepare record of it was ever written here: %w", txnID, ErrNotPrepared)
 	}
 	return nil
@@ -511,6 +540,9 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 	if err := txn.Delete(prepareKey(id)); err != nil {
 		return fmt.Errorf("kv: commit transaction %d: delete prepare record: %w", id, err)
 	}
+	if err := txn.Set(outcomeKey(id), committedMarker(commitTS)); err != nil {
+		return fmt.Errorf("kv: commit transaction %d: record outcome: %w", id, err)
+	}
 	if err := txn.CommitAt(commitTS, nil); err != nil {
 		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
 	}
@@ -521,8 +553,9 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 }
 
 // Abort is the second phase for a transaction decided aborted: it deletes
-// the prepare record (if any), waits for a group sync, releases the locks
-// and remembers the id as finished, so a late duplicate Prepare is refused.
+// the prepare record (if any) and records the outcome "aborted", waits for
+// a group sync, releases the locks and remembers the id as finished, so a
+// late duplicate Prepare is refused.
 // When it returns nil the abort is durable. Abort is idempotent: for a
 // transaction not prepared here it only remembers the id. An Abort
 // arriving while this transaction's Prepare is still writing waits for it
@@ -562,6 +595,9 @@ func (s *Store) abortHeld(p *preparedTxn) error {
 	if err := txn.Delete(prepareKey(id)); err != nil {
 		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
 	}
+	if err := txn.Set(outcomeKey(id), abortedMarker); err != nil {
+		return fmt.Errorf("kv: abort transaction %d: record outcome: %w", id, err)
+	}
 	// Versioned just above the record, so the deletion shadows it.
 	if err := txn.CommitAt(p.startTS+1, nil); err != nil {
 		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
@@ -589,6 +625,8 @@ func (s *Store) Prepared() []PreparedTxn {
 			Keys:         keys,
 			Participants: slices.Clone(p.participants),
 			PreparedAt:   p.preparedAt,
+			MinCommitTS:  p.minCommitTS,
+			Parallel:     p.parallel,
 			Recovered:    p.recovered,
 		})
 	}

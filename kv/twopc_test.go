@@ -149,8 +149,10 @@ func TestCommitAbortIdempotent(t *testing.T) {
 			t.Fatalf("Abort #%d: %v", i, err)
 		}
 	}
-	if err := s.Commit(ctx, 2, min+10); err != nil {
-		t.Fatal(err)
+	// A Commit after the Abort is refused, not taken as a repeat: the caller must not count
+	// it as applied.
+	if err := s.Commit(ctx, 2, min+10); !errors.Is(err, ErrNotPrepared) {
+		t.Fatalf("Commit of an aborted transaction: %v, want ErrNotPrepared", err)
 	}
 	wantValue(t, mustGet(t, s, min+10, "k"), "v", min)
 }
@@ -326,10 +328,11 @@ func TestCommitOfATransactionNeverPreparedHereFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openTest(t, testOpts(t, dir))
-	for _, id := range []uint64{8, 9} {
-		if err := s.Commit(ctx, id, min+1); err != nil {
-			t.Fatalf("Commit of %d, finished here before a restart: %v", id, err)
-		}
+	if err := s.Commit(ctx, 8, min+1); err != nil {
+		t.Fatalf("Commit of a transaction committed here before a restart: %v", err)
+	}
+	if err := s.Commit(ctx, 9, min+1); !errors.Is(err, ErrNotPrepared) {
+		t.Fatalf("Commit of a transaction aborted here before a restart: %v, want ErrNotPrepared", err)
 	}
 	if err := s.Commit(ctx, 7, min+1); !errors.Is(err, ErrNotPrepared) {
 		t.Fatalf("Commit of a transaction never prepared, after a restart: %v", err)
