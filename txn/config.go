@@ -67,7 +67,18 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Timeouts are the protocol's clocks.
 	Timeouts Timeouts `yaml:"timeouts"`
+	// CommitProtocol is how cross-shard transactions commit: "classic" (the master's durable
+	// decision record is the commit point) or "parallel" (the participants' durable yes votes
+	// are; no decision record, and participants resolve a transaction among themselves).
+	// Default classic.
+	CommitProtocol string `yaml:"commit_protocol"`
 }
+
+// The commit protocols (Config.CommitProtocol).
+const (
+	ProtocolClassic  = "classic"
+	ProtocolParallel = "parallel"
+)
 
 // MasterName is the name the master goes by in logs, hellos and status.
 const MasterName = "master"
@@ -93,6 +104,9 @@ func (c Config) WithDefaults() Config {
 	setInt(&l.MaxTxnOps, 1024)
 	setInt(&l.MaxTxnBytes, 4<<20)
 	setInt(&l.MaxFrameBytes, 8<<20)
+	if c.CommitProtocol == "" {
+		c.CommitProtocol = ProtocolClassic
+	}
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)
 	setDur(&t.CommitWait, 2*time.Second)
@@ -177,6 +191,9 @@ func (c Config) Validate() error {
 	}
 	if l.MaxFrameBytes < l.MaxTxnBytes+64<<10 {
 		add("limits.max_frame_bytes (%d) must exceed max_txn_bytes (%d) by at least 64 KiB", l.MaxFrameBytes, l.MaxTxnBytes)
+	}
+	if c.CommitProtocol != ProtocolClassic && c.CommitProtocol != ProtocolParallel {
+		add("commit_protocol: %q is neither %q nor %q", c.CommitProtocol, ProtocolClassic, ProtocolParallel)
 	}
 	t := c.Timeouts
 	for _, d := range []struct {

@@ -33,6 +33,9 @@ type CoordinatorConfig struct {
 	Runtime Runtime
 	// Hooks are called at the coordinator's named points (optional).
 	Hooks Hooks
+	// Parallel selects the parallel commit protocol for cross-shard transactions (parallel.go);
+	// false is classic presumed-abort two-phase commit.
+	Parallel bool
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast

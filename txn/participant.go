@@ -22,6 +22,7 @@ type Storage interface {
 	CommitNoSync(ctx context.Context, txnID, commitTS uint64) error
 	Sync(ctx context.Context) error
 	Abort(ctx context.Context, txnID uint64) error
+	Resolve(ctx context.Context, txnID uint64) (kv.Resolution, error)
 	Prepared() []kv.PreparedTxn
 	Stats() kv.Stats
 }
@@ -38,6 +39,9 @@ type ParticipantConfig struct {
 	Store Storage
 	// Master reaches the master (as MasterName) to ask for outcomes.
 	Master Transport
+	// Peers reaches the other nodes by name, to settle transactions of the parallel commit
+	// protocol among the participants (default Master, which then must reach them too).
+	Peers Transport
 	// Limits and Timeouts: zero fields take their defaults.
 	Limits   Limits
 	Timeouts Timeouts
@@ -53,7 +57,8 @@ type ParticipantConfig struct {
 
 // Participant is a node's side of the protocol: reads at a timestamp, one-phase apply,
 // prepare/commit/abort, and termination of prepared transactions whose outcome it has not
-// heard, by asking the master. A participant never decides a prepared transaction alone.
+// heard: by asking the master (classic protocol), or the other participants (parallel
+// protocol, terminate.go). A participant never decides a prepared transaction alone.
 type Participant struct {
 	cfg   ParticipantConfig
 	shard int
@@ -100,6 +105,9 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 	if cfg.TxnLog == nil {
 		cfg.TxnLog = noTxnLog{}
 	}
+	if cfg.Peers == nil {
+		cfg.Peers = cfg.Master
+	}
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}
 	return p, nil
@@ -127,6 +135,8 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return &wire.Ack{}, nil
 	case *wire.AbortRequest:
 		return p.abort(ctx, m)
+	case *wire.OutcomeRequest:
+		return p.outcome(ctx, m)
 	case *wire.StatusRequest:
 		return &wire.StatusReply{Processes: []wire.ProcessStatus{p.Status()}}, nil
 	case *wire.SyncRequest:
@@ -201,7 +211,8 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 		return nil, p.stepDone("prepare", err)
 	}
 	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
-	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants, PreparedAt: p.cfg.Runtime.Now()}
+	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants,
+		PreparedAt: p.cfg.Runtime.Now(), Parallel: req.Parallel}
 	// Once the record is being written, finish: a vote the master never hears is harmless,
 	// a record written but reported as failed would only hold locks until asked about.
 	minTS, err := p.cfg.Store.Prepare(context.WithoutCancel(ctx), rec, kvCompares(req.Compares))
@@ -392,9 +403,16 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 	actx, cancel := p.cfg.Runtime.WithTimeout(ctx, p.cfg.Timeouts.Request)
 	defer cancel()
 	var rep wire.OutcomeReply
-	err := p.cfg.Master.Call(actx, MasterName, &wire.OutcomeRequest{TxnID: t.TxnID, From: p.cfg.Name}, &rep)
+	var err error
+	if t.Parallel {
+		rep, err = p.askPeers(actx, t)
+	} else {
+		err = p.cfg.Master.Call(actx, MasterName, &wire.OutcomeRequest{TxnID: t.TxnID, From: p.cfg.Name}, &rep)
+	}
 	var reason string
 	switch {
+	case err != nil && t.Parallel:
+		reason = err.Error()
 	case err != nil:
 		reason = fmt.Sprintf("master unreachable: %v", err)
 	case rep.State == wire.OutcomeCommitted:
@@ -439,6 +457,9 @@ func (p *Participant) Status() wire.ProcessStatus {
 	defer p.mu.Unlock()
 	for _, t := range p.cfg.Store.Prepared() {
 		info := wire.TxnInfo{TxnID: t.TxnID, StartTS: t.StartTS, AgeMillis: now.Sub(t.PreparedAt).Milliseconds(), Keys: t.Keys, Participants: t.Participants, Waiting: "decision from master"}
+		if t.Parallel {
+			info.Waiting = "phase 2 from master, or the other participants' records"
+		}
 		if a := p.mu.asks[t.TxnID]; a != nil && a.inDoubt {
 			info.InDoubt, info.Waiting = true, a.reason
 			out.InDoubt++

@@ -201,8 +201,12 @@ func (c *Coordinator) forgetApplied() {
 	c.mu.forget = nil
 	c.mu.forgetTimer = false
 	commits := map[string][]wire.CommitRequest{}
+	var recorded []uint64 // the classic ones: the parallel protocol writes no decision record
 	for _, id := range batch {
 		st := c.mu.txns[id]
+		if !st.parallel {
+			recorded = append(recorded, id)
+		}
 		for _, n := range st.participants {
 			commits[n] = append(commits[n], wire.CommitRequest{TxnID: id, CommitTS: st.commitTS})
 		}
@@ -223,8 +227,10 @@ func (c *Coordinator) forgetApplied() {
 	if slices.Contains(ok, false) {
 		return // closing: the decisions stay in the log and are driven again after a restart
 	}
-	if err := c.cfg.Decisions.Forget(batch...); err != nil {
-		c.log.Warn("forget decisions", "txns", len(batch), "err", err)
+	if len(recorded) > 0 {
+		if err := c.cfg.Decisions.Forget(recorded...); err != nil {
+			c.log.Warn("forget decisions", "txns", len(recorded), "err", err)
+		}
 	}
 	c.mu.Lock()
 	for _, id := range batch {

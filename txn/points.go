@@ -8,7 +8,8 @@ const (
 	PointMasterBeforePrepare = "master.before-prepare"
 	// PointMasterAfterVotes: every participant voted yes, no decision record yet.
 	PointMasterAfterVotes = "master.after-votes"
-	// PointMasterAfterDecision: the commit decision is durable, no phase-2 message sent.
+	// PointMasterAfterDecision: the commit decision is durable, no phase-2 message sent (parallel
+	// protocol: every vote is yes and the commit timestamp observed, the reply not sent).
 	PointMasterAfterDecision = "master.after-decision"
 	// PointMasterAfterFirstCommit: one participant acknowledged its commit, and the master has
 	// recorded no acknowledgement yet. The other participants' commits went out at the same
@@ -18,6 +19,9 @@ const (
 	PointNodeBeforePrepareRecord = "node.before-prepare-record"
 	// PointNodeAfterPrepareRecord: the prepare record is durable, the vote not sent.
 	PointNodeAfterPrepareRecord = "node.after-prepare-record"
+	// PointNodeAfterRefusalRecord: asked about a transaction it never prepared (parallel
+	// protocol), the node has durably recorded it aborted and not answered yet.
+	PointNodeAfterRefusalRecord = "node.after-refusal-record"
 	// PointNodeBeforeCommitApply: the node got a commit, has applied nothing.
 	PointNodeBeforeCommitApply = "node.before-commit-apply"
 	// PointNodeAfterCommitApply: the commit is applied (durable at the node's next sync), not
@@ -28,7 +32,7 @@ const (
 // CrashPoints lists every named point, master's first.
 var CrashPoints = []string{
 	PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterAfterFirstCommit,
-	PointNodeBeforePrepareRecord, PointNodeAfterPrepareRecord, PointNodeBeforeCommitApply, PointNodeAfterCommitApply,
+	PointNodeBeforePrepareRecord, PointNodeAfterPrepareRecord, PointNodeAfterRefusalRecord, PointNodeBeforeCommitApply, PointNodeAfterCommitApply,
 }
 
 // Hooks are testing knobs, passed in CoordinatorConfig and ParticipantConfig: optional

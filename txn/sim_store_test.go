@@ -13,8 +13,9 @@ import (
 )
 
 // simStore is the simulator's shard: an in-memory Storage with the same contract as kv.Store,
-// split into what a crash keeps (versions, prepare records, the maxTS mark) and what a crash
-// loses (locks, maxTS, minimum commit timestamps, and every write not yet synced). As in
+// split into what a crash keeps (versions, prepare records with their minimum commit
+// timestamps, outcome markers, the maxTS mark) and what a crash loses (locks, maxTS, the
+// memory of ids aborted before they were prepared, and every write not yet synced). As in
 // kv.Store, Prepare, Commit and Abort sync before they return, while an Apply writes, releases
 // its locks and only then waits for its sync round: its writes are pending meanwhile, visible
 // to later writers and compares but taken back by a crash, and other calls may run before
@@ -33,9 +34,10 @@ type simStore struct {
 	// Durable.
 	versions map[string][]simVersion // per key, ascending commit timestamp
 	records  map[uint64]kv.PrepareRecord
-	cmpKeys  map[uint64][]string // compare keys of each prepare record
-	finished map[uint64]bool     // tombstones of prepare records
-	mark     uint64              // persisted maxTS (kv.Store syncs a new mark before serving above it)
+	minTS    map[uint64]uint64        // each record's minimum commit timestamp, fixed with its locks
+	cmpKeys  map[uint64][]string      // compare keys of each prepare record
+	outcomes map[uint64]kv.Resolution // outcome markers: committed at T, or aborted
+	mark     uint64                   // persisted maxTS (kv.Store syncs a new mark before serving above it)
 	// pending lists the writes applied since the last sync, oldest first: the Applies waiting
 	// for their sync round and the commits of CommitNoSync. A crash before the next sync takes
 	// them back; any sync makes them durable, since a sync round covers every earlier write.
@@ -44,8 +46,8 @@ type simStore struct {
 	// Volatile: rebuilt by restart.
 	maxTS     uint64
 	locks     map[string]uint64 // key → prepared transaction holding it
-	minTS     map[uint64]uint64
 	recovered map[uint64]bool
+	forgotten map[uint64]bool // Aborts of transactions never prepared here (kv keeps them in memory)
 }
 
 type simVersion struct {
@@ -84,7 +86,7 @@ var _ Storage = (*simStore)(nil)
 
 func newSimStore(s *sim, name string) *simStore {
 	st := &simStore{sim: s, name: name, versions: map[string][]simVersion{}, records: map[uint64]kv.PrepareRecord{},
-		cmpKeys: map[uint64][]string{}, finished: map[uint64]bool{}}
+		cmpKeys: map[uint64][]string{}, outcomes: map[uint64]kv.Resolution{}, minTS: map[uint64]uint64{}}
 	st.restart()
 	return st
 }
@@ -103,13 +105,12 @@ func (st *simStore) restart() {
 	st.pending = nil
 	st.maxTS = st.mark
 	st.locks = map[string]uint64{}
-	st.minTS = map[uint64]uint64{}
 	st.recovered = map[uint64]bool{}
+	st.forgotten = map[uint64]bool{}
 	for id, rec := range st.records {
 		for _, k := range st.recordKeys(id, rec) {
 			st.locks[k] = id
 		}
-		st.minTS[id] = rec.StartTS + 1
 		st.recovered[id] = true
 	}
 }
@@ -390,7 +391,7 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 	if _, ok := st.records[rec.TxnID]; ok {
 		return st.minTS[rec.TxnID], nil
 	}
-	if st.finished[rec.TxnID] {
+	if _, done := st.outcomes[rec.TxnID]; done || st.forgotten[rec.TxnID] {
 		return 0, &kv.AbortedError{TxnID: rec.TxnID, Reason: "already finished here (late duplicate prepare)"}
 	}
 	var cmpKeys []string
@@ -413,20 +414,21 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 		return 0, err
 	}
 	st.crashPoint("prepare.before-record")
+	min := max(st.maxTS, rec.StartTS) + 1
+	st.minTS[rec.TxnID] = min
 	st.records[rec.TxnID] = rec
 	st.cmpKeys[rec.TxnID] = cmpKeys
 	for _, k := range keys {
 		st.locks[k] = rec.TxnID
 	}
-	min := max(st.maxTS, rec.StartTS) + 1
-	st.minTS[rec.TxnID] = min
 	st.synced()
 	st.crashPoint("prepare.after-record")
 	st.observe("prepare", rec.TxnID, at, read, nil)
 	return min, nil
 }
 
-func (st *simStore) finish(id uint64) {
+// finish releases a prepared transaction and leaves its outcome marker.
+func (st *simStore) finish(id uint64, out kv.Resolution) {
 	for _, k := range st.recordKeys(id, st.records[id]) {
 		if st.locks[k] == id {
 			delete(st.locks, k)
@@ -436,7 +438,7 @@ func (st *simStore) finish(id uint64) {
 	delete(st.cmpKeys, id)
 	delete(st.minTS, id)
 	delete(st.recovered, id)
-	st.finished[id] = true
+	st.outcomes[id] = out
 }
 
 func (st *simStore) Commit(_ context.Context, txnID, commitTS uint64) error {
@@ -452,10 +454,17 @@ func (st *simStore) CommitNoSync(_ context.Context, txnID, commitTS uint64) erro
 func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 	rec, ok := st.records[txnID]
 	if !ok {
-		if !st.finished[txnID] {
-			// The master commits only where a yes vote came from, after its record was durable.
+		out, done := st.outcomes[txnID]
+		switch {
+		case !done:
+			// Commits go only where a yes vote came from, after its record was durable.
 			st.sim.violation("%s: commit of %d, which this node never prepared", st.name, txnID)
 			return fmt.Errorf("sim: commit of %d: %w", txnID, kv.ErrNotPrepared)
+		case out.State == kv.ResolvedAborted:
+			st.sim.violation("%s: commit of %d at %d, which this node aborted", st.name, txnID, commitTS)
+			return fmt.Errorf("sim: commit of %d: %w", txnID, kv.ErrNotPrepared)
+		case out.CommitTS != commitTS:
+			st.sim.violation("%s: commit of %d at %d, which this node committed at %d", st.name, txnID, commitTS, out.CommitTS)
 		}
 		return nil
 	}
@@ -464,9 +473,9 @@ func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 		return fmt.Errorf("%w: commit below minimum", kv.ErrInvalidArgument)
 	}
 	st.crashPoint(fmt.Sprintf("commit(sync=%v).before-apply", sync))
-	cmpKeys := st.cmpKeys[txnID]
+	cmpKeys, min := st.cmpKeys[txnID], st.minTS[txnID]
 	st.write(rec.Ops, commitTS)
-	st.finish(txnID)
+	st.finish(txnID, kv.Resolution{State: kv.ResolvedCommitted, CommitTS: commitTS})
 	st.raise(commitTS)
 	if sync {
 		st.synced()
@@ -479,7 +488,8 @@ func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 			st.unwrite(written, commitTS)
 			st.records[txnID] = rec
 			st.cmpKeys[txnID] = cmpKeys
-			delete(st.finished, txnID)
+			st.minTS[txnID] = min
+			delete(st.outcomes, txnID)
 		}})
 	}
 	st.crashPoint(fmt.Sprintf("commit(sync=%v).after-apply", sync))
@@ -494,14 +504,41 @@ func (st *simStore) Sync(context.Context) error {
 
 func (st *simStore) Abort(_ context.Context, txnID uint64) error {
 	if _, ok := st.records[txnID]; !ok {
-		st.finished[txnID] = true
+		if out, done := st.outcomes[txnID]; done && out.State == kv.ResolvedCommitted && st.sim.parallel {
+			// Under the parallel protocol an Abort goes only where the transaction cannot
+			// commit. (The classic master's Abort of a transaction it may have forgotten
+			// after committing it is a no-op.)
+			st.sim.violation("%s: abort of %d, which this node committed at %d", st.name, txnID, out.CommitTS)
+		}
+		st.forgotten[txnID] = true
 		return nil
 	}
 	st.crashPoint("abort.before")
-	st.finish(txnID)
+	st.finish(txnID, kv.Resolution{State: kv.ResolvedAborted})
 	st.synced()
 	st.crashPoint("abort.after")
 	return nil
+}
+
+// Resolve models kv.Store.Resolve: a prepared transaction answers its minimum; a finished one
+// its marker, once a sync makes it durable (a CommitNoSync's marker may be pending); one never
+// prepared here is recorded aborted (pending until the sync), and a Prepare of it is refused
+// from then on.
+func (st *simStore) Resolve(_ context.Context, txnID uint64) (kv.Resolution, error) {
+	gen := st.gen()
+	if _, ok := st.records[txnID]; ok {
+		return kv.Resolution{State: kv.ResolvedPrepared, MinCommitTS: st.minTS[txnID]}, nil
+	}
+	out, done := st.outcomes[txnID]
+	if !done {
+		st.crashPoint("resolve.before-refusal")
+		out = kv.Resolution{State: kv.ResolvedAborted}
+		st.outcomes[txnID] = out
+		st.pending = append(st.pending, simPending{ts: 0, undo: func() { delete(st.outcomes, txnID) }})
+		out.Refused = true
+	}
+	st.syncPoint("resolve", gen)
+	return out, nil
 }
 
 func (st *simStore) Prepared() []kv.PreparedTxn {
@@ -512,7 +549,7 @@ func (st *simStore) Prepared() []kv.PreparedTxn {
 			keys = append(keys, []byte(k))
 		}
 		out = append(out, kv.PreparedTxn{TxnID: id, StartTS: rec.StartTS, Keys: keys, Participants: rec.Participants,
-			PreparedAt: rec.PreparedAt, Recovered: st.recovered[id]})
+			PreparedAt: rec.PreparedAt, MinCommitTS: st.minTS[id], Parallel: rec.Parallel, Recovered: st.recovered[id]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].TxnID < out[j].TxnID })
 	return out

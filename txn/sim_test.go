@@ -38,7 +38,13 @@ import (
 //     value and version a failed compare reports) is the final history's at that point: no
 //     reply rests on a write that a power loss took back; every compare failure the client
 //     was told of is one of these;
-//   - nothing is left prepared or locked, and the master holds nothing in flight.
+//   - nothing is left prepared or locked, and the master holds nothing in flight;
+//   - no transaction is committed on one shard and aborted on another, or committed at two
+//     timestamps (the shards' outcome markers).
+//
+// Every seed runs under both commit protocols, classic and parallel, over the same schedule of
+// faults. Under the parallel protocol, half the seeds end with the master dead for good: every
+// in-doubt transaction must then be settled by its participants alone.
 //
 // KVTX_SIM_SEEDS sets the number of seeds (default 300, make test runs more without the race
 // detector); KVTX_SIM_SEED=S replays one seed and logs its trace.
@@ -94,6 +100,9 @@ type sim struct {
 	trace  []string
 	faults bool
 
+	parallel   bool // the parallel commit protocol
+	masterDead bool // the master is down for good (after the faults)
+
 	timeouts  Timeouts
 	shards    *ShardMap
 	names     []string
@@ -120,11 +129,13 @@ type simStats struct {
 	applyLost           int // pending Applies taken back by a power loss
 	compareFailedSeen   int // compare failures the client was told of, matched and checked
 	pastDeadline        int // replies that came after the sender's virtual deadline
+	masterDead          int // schedules that ended with the master dead for good
+	inDoubtAtDeath      int // transactions prepared on some node when the master died for good
 }
 
-func newSim(seed int64, nodes int) *sim {
+func newSim(seed int64, nodes int, parallel bool) *sim {
 	s := &sim{
-		seed: seed, rng: rand.New(rand.NewSource(seed)), now: time.Unix(1_000_000, 0), faults: true,
+		seed: seed, rng: rand.New(rand.NewSource(seed)), now: time.Unix(1_000_000, 0), faults: true, parallel: parallel,
 		timeouts: Timeouts{
 			Prepare: 2 * time.Second, CommitWait: time.Second, InDoubt: 300 * time.Millisecond,
 			Resolve: 100 * time.Millisecond, LockWait: 2 * time.Second, Request: 2 * time.Second,
@@ -268,7 +279,7 @@ func (s *sim) startNode(name string) {
 }
 
 func (s *sim) startMaster() {
-	if s.masterUp {
+	if s.masterUp || s.masterDead {
 		return
 	}
 	s.masterGen++
@@ -276,7 +287,7 @@ func (s *sim) startMaster() {
 	s.asProcess(MasterName, func() {
 		coord, err := NewCoordinator(context.Background(), CoordinatorConfig{
 			Shards: s.shards, Transport: simTransport{s, MasterName, gen}, Decisions: simDecisions{s.decisions, s, gen},
-			Timeouts: s.timeouts, Logger: quiet, Runtime: simRuntime{s, MasterName, gen},
+			Timeouts: s.timeouts, Logger: quiet, Runtime: simRuntime{s, MasterName, gen}, Parallel: s.parallel,
 		})
 		if err != nil {
 			panic(err)
@@ -422,7 +433,7 @@ func briefMsg(m wire.Message) string {
 	case *wire.ApplyRequest:
 		return fmt.Sprintf(" txn=%d ops=%d", m.TxnID, len(m.Ops))
 	case *wire.OutcomeRequest:
-		return fmt.Sprintf(" txn=%d", m.TxnID)
+		return fmt.Sprintf(" txn=%d from=%s", m.TxnID, m.From)
 	case *wire.GetRequest:
 		return fmt.Sprintf(" ts=%d keys=%d", m.ReadTS, len(m.Keys))
 	}
@@ -612,9 +623,19 @@ func (s *sim) clientOp(i int) func() {
 	return op
 }
 
-// heal stops injecting faults, restarts everything and lets recovery finish.
+// heal stops injecting faults, restarts everything (under the parallel protocol, half the time
+// everything but the master, which stays dead) and lets recovery finish.
 func (s *sim) heal() {
 	s.faults = false
+	if s.parallel && s.rng.Intn(2) == 0 {
+		s.crash(MasterName)
+		s.masterDead = true
+		s.stats.masterDead++
+		for _, n := range s.names {
+			s.stats.inDoubtAtDeath += len(s.nodes[n].store.records)
+		}
+		s.logf("heal: the master is dead for good")
+	}
 	s.logf("heal: no more faults")
 	for _, n := range s.names {
 		s.startNode(n)
@@ -635,6 +656,9 @@ func (s *sim) quiet() bool {
 		if st := s.nodes[n].store.Stats(); st.Prepared != 0 || st.LocksHeld != 0 {
 			return false
 		}
+	}
+	if s.masterDead {
+		return true
 	}
 	s.master.mu.Lock()
 	defer s.master.mu.Unlock()
@@ -676,9 +700,57 @@ func (s *sim) check() {
 			s.logf("final power loss on %s takes back %d pending writes", n, len(st.pending))
 		}
 		st.restart()
+		if s.parallel {
+			// A commit whose sync the master did not wait for (it crashed first, and has no
+			// decision record to drive it again) comes back prepared: the participants settle
+			// it again, at the same timestamp, from their prepare records.
+			continue
+		}
 		if stats := st.Stats(); stats.Prepared != 0 || stats.LocksHeld != 0 {
 			s.violation("after a final power loss %s holds %d prepared transactions and %d locks again: a commit the master forgot was not durable",
 				n, stats.Prepared, stats.LocksHeld)
+		}
+	}
+	if s.parallel {
+		for _, n := range s.names {
+			s.nodes[n].up = false
+			s.startNode(n)
+		}
+		for i := 0; i < 200 && !s.quiet(); i++ {
+			s.advance(s.timeouts.Resolve)
+		}
+		if !s.quiet() {
+			s.violation("after a final power loss, with the master dead, the participants did not settle their prepared transactions")
+		}
+	}
+	// No transaction finished one way on one shard and another way on another.
+	ids := map[uint64]bool{}
+	for _, n := range s.names {
+		for id := range s.nodes[n].store.outcomes {
+			ids[id] = true
+		}
+	}
+	for id := range ids {
+		var seen []string
+		var committed, aborted bool
+		var at uint64
+		for _, n := range s.names {
+			out, ok := s.nodes[n].store.outcomes[id]
+			switch {
+			case !ok:
+				continue
+			case out.State == kv.ResolvedCommitted:
+				if committed && out.CommitTS != at {
+					s.violation("transaction %d committed at %d and at %d", id, at, out.CommitTS)
+				}
+				committed, at = true, out.CommitTS
+			case out.State == kv.ResolvedAborted:
+				aborted = true
+			}
+			seen = append(seen, fmt.Sprintf("%s:%s", n, out.State))
+		}
+		if committed && aborted {
+			s.violation("transaction %d is both committed and aborted: %s", id, strings.Join(seen, " "))
 		}
 	}
 	// The final history of each key.
@@ -834,10 +906,10 @@ func simSeeds(t *testing.T) (first int64, count int) {
 	return 1, count
 }
 
-// runSim plays one seed and returns the simulator.
-func runSim(seed int64) (s *sim, failure string) {
+// runSim plays one seed under one protocol and returns the simulator.
+func runSim(seed int64, parallel bool) (s *sim, failure string) {
 	nodes := 2 + int(seed%2) // two or three shards
-	s = newSim(seed, nodes)
+	s = newSim(seed, nodes, parallel)
 	defer func() {
 		if r := recover(); r != nil {
 			failure = fmt.Sprintf("panic: %v", r)
@@ -848,18 +920,41 @@ func runSim(seed int64) (s *sim, failure string) {
 	return s, strings.Join(s.violations, "\n")
 }
 
+// simProtocols are the commit protocols the simulation runs, by name; KVTX_SIM_PROTOCOL selects
+// one of them.
+var simProtocols = []struct {
+	name     string
+	parallel bool
+}{{ProtocolClassic, false}, {ProtocolParallel, true}}
+
 func TestSimulation(t *testing.T) {
 	first, count := simSeeds(t)
+	ran := 0
+	for _, proto := range simProtocols {
+		if p := os.Getenv("KVTX_SIM_PROTOCOL"); p != "" && p != proto.name {
+			continue
+		}
+		ran++
+		simulateProtocol(t, proto.name, proto.parallel, first, count)
+	}
+	if ran == 0 {
+		t.Fatalf("KVTX_SIM_PROTOCOL=%s is neither %s nor %s", os.Getenv("KVTX_SIM_PROTOCOL"), ProtocolClassic, ProtocolParallel)
+	}
+}
+
+// simulateProtocol plays count seeds from first under one protocol and logs what they covered.
+func simulateProtocol(t *testing.T, proto string, parallel bool, first int64, count int) {
 	var writes, committed, aborted, unknown, reads int
 	var cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted int
 	var total simStats
 	for seed := first; seed < first+int64(count); seed++ {
-		s, failure := runSim(seed)
+		s, failure := runSim(seed, parallel)
 		if failure != "" || count == 1 {
-			t.Logf("seed %d trace:\n%s", seed, strings.Join(s.trace, "\n"))
+			t.Logf("seed %d (%s) trace:\n%s", seed, proto, strings.Join(s.trace, "\n"))
 		}
 		if failure != "" {
-			t.Fatalf("seed %d failed (replay: KVTX_SIM_SEED=%d go test -run TestSimulation ./txn/):\n%s", seed, seed, failure)
+			t.Fatalf("seed %d failed under the %s protocol (replay: KVTX_SIM_SEED=%d KVTX_SIM_PROTOCOL=%s go test -run TestSimulation ./txn/):\n%s",
+				seed, proto, seed, proto, failure)
 		}
 		reads += len(s.reads)
 		for _, w := range s.writes {
@@ -892,28 +987,35 @@ func TestSimulation(t *testing.T) {
 		total.applyLost += st.applyLost
 		total.compareFailedSeen += st.compareFailedSeen
 		total.pastDeadline += st.pastDeadline
+		total.masterDead += st.masterDead
+		total.inDoubtAtDeath += st.inDoubtAtDeath
 	}
-	t.Logf("%d seeds: %d writes (%d committed, %d aborted, %d unknown), %d snapshot reads, all invariants held",
-		count, writes, committed, aborted, unknown, reads)
-	t.Logf("compare-only: %d (%d across shards), %d committed (%d across shards); %d compare failures told and checked",
-		cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted, total.compareFailedSeen)
-	t.Logf("sync rounds: %d waits with other calls running, %d reads waited for a pending apply, %d compares read one, %d pending applies lost to power loss",
-		total.syncWaits, total.readWaits, total.comparesReadPending, total.applyLost)
-	t.Logf("deadlines: %d replies came after the sender's virtual deadline", total.pastDeadline)
+	t.Logf("%s: %d seeds: %d writes (%d committed, %d aborted, %d unknown), %d snapshot reads, all invariants held",
+		proto, count, writes, committed, aborted, unknown, reads)
+	t.Logf("%s: compare-only: %d (%d across shards), %d committed (%d across shards); %d compare failures told and checked",
+		proto, cmpOnly, cmpOnlyCross, cmpOnlyCommitted, cmpOnlyCrossCommitted, total.compareFailedSeen)
+	t.Logf("%s: sync rounds: %d waits with other calls running, %d reads waited for a pending apply, %d compares read one, %d pending applies lost to power loss",
+		proto, total.syncWaits, total.readWaits, total.comparesReadPending, total.applyLost)
+	t.Logf("%s: deadlines: %d replies came after the sender's virtual deadline", proto, total.pastDeadline)
+	if parallel {
+		t.Logf("%s: master dead for good in %d seeds, with %d transactions prepared on some node at that moment, all settled by their participants",
+			proto, total.masterDead, total.inDoubtAtDeath)
+	}
 	if committed == 0 || aborted == 0 || reads == 0 {
-		t.Fatalf("the schedules exercised too little: %d committed, %d aborted, %d reads", committed, aborted, reads)
+		t.Fatalf("%s: the schedules exercised too little: %d committed, %d aborted, %d reads", proto, committed, aborted, reads)
 	}
 	if count >= 300 && (cmpOnlyCommitted == 0 || cmpOnlyCrossCommitted == 0 || total.compareFailedSeen == 0 ||
-		total.readWaits == 0 || total.comparesReadPending == 0 || total.applyLost == 0 || total.pastDeadline == 0) {
-		t.Fatalf("the schedules never reached a case the checks are about: %+v, %d compare-only committed (%d across shards)",
-			total, cmpOnlyCommitted, cmpOnlyCrossCommitted)
+		total.readWaits == 0 || total.comparesReadPending == 0 || total.applyLost == 0 || total.pastDeadline == 0 ||
+		parallel && (total.masterDead == 0 || total.inDoubtAtDeath == 0)) {
+		t.Fatalf("%s: the schedules never reached a case the checks are about: %+v, %d compare-only committed (%d across shards)",
+			proto, total, cmpOnlyCommitted, cmpOnlyCrossCommitted)
 	}
 }
 
 func TestSimulationReplaysExactly(t *testing.T) {
 	for _, seed := range []int64{7, 42} {
-		a, _ := runSim(seed)
-		b, _ := runSim(seed)
+		a, _ := runSim(seed, seed == 42)
+		b, _ := runSim(seed, seed == 42)
 		if strings.Join(a.trace, "\n") != strings.Join(b.trace, "\n") {
 			t.Fatalf("seed %d produced two different schedules", seed)
 		}

@@ -8,8 +8,10 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
-// twoPhase runs presumed-abort two-phase commit over parts: it returns once the decision is
-// durable (or the transaction aborted), and phase 2 goes on in the background.
+// twoPhase runs two-phase commit over parts: it returns once the outcome is durable (or, under
+// the classic protocol, the transaction aborted), and phase 2 goes on in the background. The
+// classic protocol is presumed abort with the master's decision record as the commit point;
+// the parallel one has no decision record (parallel.go).
 func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.TxnReply, error) {
 	start := c.cfg.Runtime.Now()
 	txnID, err := c.oracle.Next(ctx)
@@ -36,11 +38,14 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	fanOut(c.cfg.Runtime, len(parts), func(i int) {
 		p := parts[i]
 		var rep wire.PrepareReply
-		err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names}, &rep)
+		err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names, Parallel: c.cfg.Parallel}, &rep)
 		minTS[i], errs[i] = rep.MinCommitTS, err
 	})
 	cancel()
 	c.cfg.Metrics.PhaseDone("prepare", c.since(start))
+	if c.cfg.Parallel {
+		return c.finishParallel(ctx, st, parts, keys, minTS, errs)
+	}
 
 	var refusal *wire.Error
 	for i, err := range errs {

@@ -11,13 +11,18 @@ import (
 // txnPhase is where a cross-shard transaction is in the master's memory. Every transition is
 // made by becomeLocked and is one of txnTransitions:
 //
-//	preparing → committed   its decision record is durable
+//	preparing → committed   its decision record is durable (parallel: every vote is yes, or
+//	                        the participants' records say so)
 //	preparing → aborting    a participant voted no or did not vote, or the commit timestamp
 //	                        could not be allocated: the master tells the participants
 //	preparing → unknown     its decision record may or may not be durable; only a restart can
-//	                        tell, so it stays unknown (Outcome: pending) until then
+//	                        tell, so it stays unknown (Outcome: pending) until then (parallel:
+//	                        a participant that did not vote cannot be reached; the
+//	                        participants resolve it among themselves)
 //	committed → applied     every participant acknowledged its commit
 //	applied   → forgotten   every participant synced it, and the decision record is forgotten
+//	                        (parallel: there is none; the sync keeps phase 2 as durable as
+//	                        the classic one's, so no participant finds it prepared again)
 //	aborting  → aborted     every participant acknowledged the abort, or the attempts ran out
 //
 // Recover registers every durable decision as committed. The coordinator holds a transaction
@@ -97,6 +102,7 @@ type txnState struct {
 	phase2Start  time.Time     // when its first commit was queued
 	acksLeft     int           // participants yet to acknowledge the commit, once phase 2 starts
 	acksReceived int           // acknowledgements received, recorded or not
+	parallel     bool          // committed by the parallel protocol: no decision record
 }
 
 func newTxnState(id uint64, participants []string, phase txnPhase, now time.Time) *txnState {

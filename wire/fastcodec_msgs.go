@@ -340,12 +340,15 @@ func (m *PrepareRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, fields(len(m.Compares) > 0, len(m.Ops) > 0, len(m.Participants) > 0, m.StartTS != 0, m.TxnID != 0))
+	b = appendMapHeader(b, fields(len(m.Compares) > 0, len(m.Ops) > 0, m.Parallel, len(m.Participants) > 0, m.StartTS != 0, m.TxnID != 0))
 	if len(m.Compares) > 0 {
 		b = appendList(appendStr(b, "Compares"), m.Compares)
 	}
 	if len(m.Ops) > 0 {
 		b = appendList(appendStr(b, "Ops"), m.Ops)
+	}
+	if m.Parallel {
+		b = appendBool(appendStr(b, "Parallel"), true)
 	}
 	if len(m.Participants) > 0 {
 		b = appendArrayHeader(appendStr(b, "Participants"), len(m.Participants))
@@ -369,6 +372,8 @@ func (m *PrepareRequest) decodeMsgpack(d *mpDecoder) error {
 			m.Compares, err = readStructs[Compare](d)
 		case "Ops":
 			m.Ops, err = readStructs[Op](d)
+		case "Parallel":
+			m.Parallel, err = d.readBool()
 		case "Participants":
 			m.Participants, err = readList(d, func(p *string) (err error) { *p, err = d.readStr(); return err })
 		case "StartTS":

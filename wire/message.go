@@ -445,6 +445,10 @@ type PrepareRequest struct {
 	Compares     []Compare `codec:",omitempty"`
 	Ops          []Op      `codec:",omitempty"`
 	Participants []string  `codec:",omitempty"`
+	// Parallel selects the parallel commit protocol: the transaction is committed exactly when
+	// every participant holds a durable yes vote, and participants in doubt resolve it among
+	// themselves (OutcomeRequest to each other). The participant keeps the flag in its record.
+	Parallel bool `codec:",omitempty"`
 }
 
 // MsgType returns MsgPrepare.
@@ -491,6 +495,9 @@ const (
 	OutcomePending   OutcomeState = 1
 	OutcomeCommitted OutcomeState = 2
 	OutcomeAborted   OutcomeState = 3
+	// OutcomePrepared is a node's answer for a transaction it holds a yes vote for and has
+	// not finished (OutcomeReply.MinCommitTS is its vote's minimum commit timestamp).
+	OutcomePrepared OutcomeState = 4
 )
 
 // String returns "pending", "committed", "aborted" or "outcome(N)".
@@ -502,12 +509,17 @@ func (s OutcomeState) String() string {
 		return "committed"
 	case OutcomeAborted:
 		return "aborted"
+	case OutcomePrepared:
+		return "prepared"
 	}
 	return "outcome(" + strconv.Itoa(int(s)) + ")"
 }
 
 // OutcomeRequest asks for the fate of a transaction (MsgOutcome); From names
-// the asker.
+// the asker. Asked of the master, it answers what it decided (classic protocol);
+// asked of a node, it answers what the node durably knows, and a node that never
+// prepared the transaction first records it aborted (the parallel protocol's
+// termination query).
 type OutcomeRequest struct {
 	TxnID uint64 `codec:",omitempty"`
 	From  string `codec:",omitempty"`
@@ -517,10 +529,11 @@ type OutcomeRequest struct {
 func (OutcomeRequest) MsgType() MsgType { return MsgOutcome }
 
 // OutcomeReply answers an OutcomeRequest (MsgOutcomeReply); CommitTS is set
-// when State is OutcomeCommitted.
+// when State is OutcomeCommitted, MinCommitTS when it is OutcomePrepared.
 type OutcomeReply struct {
-	State    OutcomeState `codec:",omitempty"`
-	CommitTS uint64       `codec:",omitempty"`
+	State       OutcomeState `codec:",omitempty"`
+	CommitTS    uint64       `codec:",omitempty"`
+	MinCommitTS uint64       `codec:",omitempty"`
 }
 
 // MsgType returns MsgOutcomeReply.

@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/cmd/internal/cluster"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
+	"github.com/kvtx/kvtx/wire"
 )
 
 // crashPointCase is one named point of the protocol at which a process dies, and what the
@@ -23,26 +26,54 @@ type crashPointCase struct {
 	committed bool  // the transaction's outcome after recovery
 	told      error // what the client hears: nil is "committed"
 	orTold    error // another acceptable answer, where the crash races the reply
+	refuse    bool  // the victim votes no (a compare fails there): the parallel refusal path
 }
 
-// crashPointCases are every crash point with its promise, the same whether the process only
-// dies or its machine also loses power: nothing the protocol relies on may be unsynced.
-func crashPointCases(t *testing.T) []crashPointCase {
-	cases := []crashPointCase{
-		{txn.PointMasterBeforePrepare, "master", false, client.ErrUnknownOutcome, nil},
-		{txn.PointMasterAfterVotes, "master", false, client.ErrUnknownOutcome, nil},
-		{txn.PointMasterAfterDecision, "master", true, client.ErrUnknownOutcome, nil},
-		{txn.PointMasterAfterFirstCommit, "master", true, nil, client.ErrUnknownOutcome},
-		{txn.PointNodeBeforePrepareRecord, "node1", false, client.ErrAborted, nil},
-		{txn.PointNodeAfterPrepareRecord, "node1", false, client.ErrAborted, nil},
-		{txn.PointNodeBeforeCommitApply, "node1", true, nil, nil},
-		{txn.PointNodeAfterCommitApply, "node1", true, nil, nil},
+// crashPointCases are every crash point a protocol reaches with its promise, the same whether
+// the process only dies or its machine also loses power: nothing the protocol relies on may be
+// unsynced. Under the parallel protocol the yes votes are the commit point, so a crash after
+// the last vote is durable commits the transaction; and a vote that does not arrive makes the
+// outcome unknown to the client until the participants settle it.
+func crashPointCases(t *testing.T, protocol string) []crashPointCase {
+	classic := []crashPointCase{
+		{point: txn.PointMasterBeforePrepare, victim: "master", told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterVotes, victim: "master", told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterDecision, victim: "master", committed: true, told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterFirstCommit, victim: "master", committed: true, orTold: client.ErrUnknownOutcome},
+		{point: txn.PointNodeBeforePrepareRecord, victim: "node1", told: client.ErrAborted},
+		{point: txn.PointNodeAfterPrepareRecord, victim: "node1", told: client.ErrAborted},
+		{point: txn.PointNodeBeforeCommitApply, victim: "node1", committed: true},
+		{point: txn.PointNodeAfterCommitApply, victim: "node1", committed: true},
 	}
-	if len(cases) != len(txn.CrashPoints) {
-		t.Fatalf("%d cases for %d crash points", len(cases), len(txn.CrashPoints))
+	parallel := []crashPointCase{
+		{point: txn.PointMasterBeforePrepare, victim: "master", told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterVotes, victim: "master", committed: true, told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterDecision, victim: "master", committed: true, told: client.ErrUnknownOutcome},
+		{point: txn.PointMasterAfterFirstCommit, victim: "master", committed: true, orTold: client.ErrUnknownOutcome},
+		{point: txn.PointNodeBeforePrepareRecord, victim: "node1", told: client.ErrUnknownOutcome, orTold: client.ErrAborted},
+		{point: txn.PointNodeAfterPrepareRecord, victim: "node1", committed: true, told: client.ErrUnknownOutcome},
+		{point: txn.PointNodeAfterRefusalRecord, victim: "node1", told: client.ErrUnknownOutcome, refuse: true},
+		{point: txn.PointNodeBeforeCommitApply, victim: "node1", committed: true},
+		{point: txn.PointNodeAfterCommitApply, victim: "node1", committed: true},
+	}
+	cases := classic
+	if protocol == txn.ProtocolParallel {
+		cases = parallel
+	}
+	covered := map[string]bool{}
+	for _, tc := range append(slices.Clone(classic), parallel...) {
+		covered[tc.point] = true
+	}
+	for _, p := range txn.CrashPoints {
+		if !covered[p] {
+			t.Fatalf("crash point %s has no case", p)
+		}
 	}
 	return cases
 }
+
+// crashProtocols are the commit protocols the crash tests run under.
+var crashProtocols = []string{txn.ProtocolClassic, txn.ProtocolParallel}
 
 // How a crash point's process dies.
 const (
@@ -57,8 +88,10 @@ const (
 // the protocol promises for that point (and agrees with what the client was told), and that
 // no lock or prepare record is left.
 func TestCrashPoints(t *testing.T) {
-	for _, tc := range crashPointCases(t) {
-		t.Run(tc.point, func(t *testing.T) { runCrashPoint(t, tc, dieOnly) })
+	for _, proto := range crashProtocols {
+		for _, tc := range crashPointCases(t, proto) {
+			t.Run(proto+"/"+tc.point, func(t *testing.T) { runCrashPoint(t, proto, tc, dieOnly) })
+		}
 	}
 }
 
@@ -67,22 +100,19 @@ func TestCrashPoints(t *testing.T) {
 // where every machine of the cluster loses power at once: the outcome promised for each point
 // still holds.
 func TestCrashPointsWithPowerLoss(t *testing.T) {
-	for _, mode := range []string{dieAndLose, everyoneLoses} {
-		for _, tc := range crashPointCases(t) {
-			t.Run(mode+"/"+tc.point, func(t *testing.T) { runCrashPoint(t, tc, mode) })
+	for _, proto := range crashProtocols {
+		for _, mode := range []string{dieAndLose, everyoneLoses} {
+			for _, tc := range crashPointCases(t, proto) {
+				t.Run(proto+"/"+mode+"/"+tc.point, func(t *testing.T) { runCrashPoint(t, proto, tc, mode) })
+			}
 		}
 	}
 }
 
 // runCrashPoint runs one crash point: the victim dies there (mode says how much is lost with
 // it), restarts, and the transaction's outcome must be the one promised, on every shard.
-func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
-	var c *testCluster
-	if mode == dieOnly {
-		c = prepareCluster(t, 2)
-	} else {
-		c = preparePowerLossCluster(t, 2)
-	}
+func runCrashPoint(t *testing.T, protocol string, tc crashPointCase, mode string) {
+	c := prepare(t, cluster.Config{Nodes: 2, LossyDisks: mode != dieOnly, CommitProtocol: protocol})
 	for _, n := range c.Config().Nodes {
 		if n.Name == tc.victim {
 			c.startArmed(n.Name, tc.point)
@@ -115,7 +145,11 @@ func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
 	for _, k := range keys {
 		ops = append(ops, client.Put([]byte(k), []byte("new")))
 	}
-	_, err := cl.Txn(ctx, nil, ops...)
+	var cmps []client.Compare
+	if tc.refuse { // the victim's compare fails: it votes no, and is asked about it
+		cmps = append(cmps, client.IfMissing([]byte(keys[0])))
+	}
+	_, err := cl.Txn(ctx, cmps, ops...)
 	matches := func(want error) bool {
 		if want == nil {
 			return err == nil
@@ -139,7 +173,12 @@ func runCrashPoint(t *testing.T, tc crashPointCase, mode string) {
 		c.cutPower("master", "node1", "node2")
 	}
 	if tc.point == txn.PointMasterAfterVotes && mode != everyoneLoses {
-		checkInDoubtListedWithoutMaster(t, c)
+		if protocol == txn.ProtocolParallel {
+			// The master is not needed: the participants settle the transaction themselves.
+			waitNothingPreparedWithoutMaster(t, c, "node1", "node2")
+		} else {
+			checkInDoubtListedWithoutMaster(t, c)
+		}
 	}
 	if mode == everyoneLoses {
 		c.startAll()
@@ -197,5 +236,37 @@ func checkInDoubtListedWithoutMaster(t *testing.T, c *testCluster) {
 		}
 		ok := code == 2 && strings.Contains(errOut, "master is down") && inDoubt["node1"] && inDoubt["node2"]
 		return ok, fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	})
+}
+
+// nodeStatus runs kvctl status (which asks the nodes directly when the master is down) and
+// returns each process's report by name, with a description for failure messages.
+func nodeStatus(c *testCluster) (map[string]wire.ProcessStatus, string) {
+	out, errOut, code := c.kvctl("status", "--config", c.ConfigPath(), "-o", "json")
+	procs := map[string]wire.ProcessStatus{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var p wire.ProcessStatus
+		if json.Unmarshal([]byte(line), &p) == nil && p.Name != "" {
+			procs[p.Name] = p
+		}
+	}
+	return procs, fmt.Sprintf("exit %d, stdout %q, stderr %q", code, out, errOut)
+}
+
+// waitNothingPreparedWithoutMaster waits until, with the master down, every one of nodes is up
+// and holds no prepared transaction.
+func waitNothingPreparedWithoutMaster(t *testing.T, c *testCluster, nodes ...string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "every node settled its prepared transactions without the master", func() (bool, string) {
+		procs, state := nodeStatus(c)
+		if procs[txn.MasterName].Up {
+			t.Fatalf("the master should be down: %s", state)
+		}
+		for _, n := range nodes {
+			if p := procs[n]; !p.Up || len(p.Prepared) > 0 || p.LocksHeld > 0 {
+				return false, state
+			}
+		}
+		return true, state
 	})
 }

@@ -242,6 +242,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	coord, err := txn.NewCoordinator(ctx, txn.CoordinatorConfig{
 		Shards: shards, Transport: tr, Decisions: store, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
 		Metrics: metrics, TxnLog: tlog, Logger: log, Directory: dir, Hooks: opts.Hooks,
+		Parallel: cfg.CommitProtocol == txn.ProtocolParallel,
 	})
 	if err != nil {
 		return nil, err
@@ -256,7 +257,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	_, m.cancel = context.WithCancel(context.Background())
 	m.start(l, ml, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
-		"nodes", len(cfg.Nodes), "recovered_decisions", n)
+		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol)
 	return m, nil
 }
 
@@ -326,8 +327,15 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	n.closers = append(n.closers, tlog.Close)
 	shards := cfg.ShardMap()
-	tr := txn.NewWireTransport(map[string]string{txn.MasterName: cfg.Master.Listen},
-		wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
+	// One transport reaches the master and the other nodes (the parallel protocol's
+	// participants settle transactions among themselves).
+	addrs := map[string]string{txn.MasterName: cfg.Master.Listen}
+	for _, p := range cfg.Nodes {
+		if p.Name != name {
+			addrs[p.Name] = p.Listen
+		}
+	}
+	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
 	n.closers = append(n.closers, tr.Close)
 	part, err := txn.NewParticipant(txn.ParticipantConfig{
 		Name: name, Shards: shards, Store: store, Master: tr, Limits: cfg.Limits, Timeouts: cfg.Timeouts,

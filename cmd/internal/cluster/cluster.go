@@ -32,6 +32,8 @@ type Config struct {
 	Nodes int
 	// Timeouts are the protocol's clocks; zero fields take those of ShortTimeouts.
 	Timeouts txn.Timeouts
+	// CommitProtocol is the cluster's commit_protocol (default classic).
+	CommitProtocol string
 	// LogLevel is every process's --log-level (default info).
 	LogLevel string
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
@@ -178,8 +180,9 @@ func New(cfg Config) (*Cluster, error) {
 		dataDir = func(name string) string { return filepath.Join(c.disks[name].Mountpoint, "data") }
 	}
 	real := txn.Config{
-		Master:   txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
-		Timeouts: cfg.Timeouts,
+		Master:         txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
+		Timeouts:       cfg.Timeouts,
+		CommitProtocol: cfg.CommitProtocol,
 	}
 	for i, name := range names[1:] {
 		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
