@@ -63,17 +63,19 @@ e2e:
 lossyfs-test:
 	$(GO) test -count=1 -timeout 5m ./cmd/lossyfs/...
 
-## chaos-short: every fault kind for a few seconds against real processes, with history checks (part of make test)
+## chaos-short: every fault kind for a few seconds against real processes, with history checks, under each commit protocol (part of make test)
 chaos-short:
-	CHAOS_MODE=short $(GO) test -count=1 -v -timeout 10m -run TestChaos ./cmd/chaos/
+	CHAOS_MODE=short CHAOS_PROTOCOL=classic $(GO) test -count=1 -v -timeout 10m -run TestChaos ./cmd/chaos/
+	CHAOS_MODE=short CHAOS_PROTOCOL=parallel $(GO) test -count=1 -v -timeout 10m -run TestChaos ./cmd/chaos/
 
-## chaos: the long fault-injection run (CHAOS_SECONDS of faults per kind, CHAOS_SEED replays, CHAOS_FAULTS=kill,... selects, reports in CHAOS_OUT)
-CHAOS_SECONDS ?= 60
-CHAOS_SEED    ?=
-CHAOS_FAULTS  ?=
-CHAOS_OUT     ?= chaos-out
+## chaos: the long fault-injection run (CHAOS_SECONDS of faults per kind, CHAOS_SEED replays, CHAOS_FAULTS=kill,... selects, CHAOS_PROTOCOL=classic|parallel the commit protocol, reports in CHAOS_OUT)
+CHAOS_SECONDS  ?= 60
+CHAOS_SEED     ?=
+CHAOS_FAULTS   ?=
+CHAOS_PROTOCOL ?=
+CHAOS_OUT      ?= chaos-out
 chaos:
-	CHAOS_MODE=long CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_OUT=$(abspath $(CHAOS_OUT)) \
+	CHAOS_MODE=long CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_PROTOCOL=$(CHAOS_PROTOCOL) CHAOS_OUT=$(abspath $(CHAOS_OUT)) \
 		$(GO) test -count=1 -v -timeout 3h -run TestChaos ./cmd/chaos/
 
 ## fuzz: run the frame decoder fuzzer (FUZZTIME: a count like 500000x; time-based -fuzztime can end with a spurious deadline error on Go 1.26)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/cmd/internal/cluster"
+	"github.com/kvtx/kvtx/txn"
 )
 
 // buildBinaries builds kvmaster, kvnode, kvctl and lossyfs for the test's clusters.
@@ -69,7 +70,11 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	out := os.Getenv("CHAOS_OUT")
-	t.Logf("chaos: mode=%s seed=%d seconds=%d kinds=%v (replay: CHAOS_SEED=%d)", mode, seed, seconds, kinds, seed)
+	protocol := os.Getenv("CHAOS_PROTOCOL")
+	if protocol == "" {
+		protocol = txn.DefaultConfig().CommitProtocol
+	}
+	t.Logf("chaos: mode=%s seed=%d seconds=%d kinds=%v protocol=%s (replay: CHAOS_SEED=%d CHAOS_PROTOCOL=%s)", mode, seed, seconds, kinds, protocol, seed, protocol)
 	var summary []string
 	for _, kind := range kinds {
 		t.Run(string(kind), func(t *testing.T) {
@@ -91,7 +96,7 @@ func TestChaos(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+5*time.Minute)
 			defer cancel()
 			rep, err := Run(ctx, Config{
-				Binaries: bins, Dir: dir, Fault: kind, Seed: seed,
+				Binaries: bins, Dir: dir, Fault: kind, Seed: seed, CommitProtocol: protocol,
 				FaultDuration: time.Duration(seconds) * time.Second, QuietDuration: quiet,
 				Logf: func(format string, args ...any) {
 					if testing.Verbose() && long {
@@ -106,7 +111,7 @@ func TestChaos(t *testing.T) {
 				t.Error(werr)
 			}
 			t.Logf("\n%s", rep)
-			summary = append(summary, fmt.Sprintf("%-11s seed=%d attempted=%d committed=%d unknown=%d acked-checked=%d lost=%d half-applied=%d power-cuts=%d verdict=%v", kind, seed, rep.Attempted, rep.Committed, rep.Unknown, rep.AckedChecked, rep.Lost, rep.HalfApplied, rep.PowerCutSteps, rep.Err() == nil))
+			summary = append(summary, fmt.Sprintf("%-11s protocol=%s seed=%d attempted=%d committed=%d unknown=%d acked-checked=%d lost=%d half-applied=%d power-cuts=%d verdict=%v", kind, protocol, seed, rep.Attempted, rep.Committed, rep.Unknown, rep.AckedChecked, rep.Lost, rep.HalfApplied, rep.PowerCutSteps, rep.Err() == nil))
 			if err := rep.Err(); err != nil {
 				t.Errorf("%v\nreport, schedule, events and process logs kept in %s", err, dir)
 				return

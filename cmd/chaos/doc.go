@@ -22,7 +22,9 @@
 // CHAOS_MODE=short|long; CHAOS_SECONDS, seconds of faults per kind (short 8, long 60);
 // CHAOS_SEED, the seed to replay (default: random, printed); CHAOS_FAULTS, a comma list of
 // kinds (default every kind, plus "mixed" in long mode); CHAOS_OUT, a directory that keeps the
-// reports and the clusters' logs (default: a temporary directory, kept only on failure).
+// reports and the clusters' logs (default: a temporary directory, kept only on failure);
+// CHAOS_PROTOCOL, the cluster's commit_protocol, classic or parallel (default the built-in
+// default; make chaos-short runs both).
 // Without CHAOS_MODE only the unit tests of the checkers and the schedule run. The powerloss
 // kind (and mixed, which draws it) needs root and /dev/fuse; without them its run fails, it
 // is not skipped.

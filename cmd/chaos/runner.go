@@ -34,6 +34,8 @@ type Config struct {
 	FaultDuration, QuietDuration time.Duration
 	// Nodes is the number of shard nodes (default 2).
 	Nodes int
+	// CommitProtocol is the cluster's commit_protocol (default classic).
+	CommitProtocol string
 	// Clients per workload (defaults: bank 3, append 2, register 3).
 	BankClients, AppendClients, RegisterClients int
 	// PorcupineTimeout bounds the linearizability check (default 60s).
@@ -124,7 +126,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	c, err := cluster.New(cluster.Config{
 		Binaries: cfg.Binaries, Dir: filepath.Join(cfg.Dir, "cluster"), Nodes: cfg.Nodes,
-		FaultProxies: true, LossyDisks: NeedsPowerLoss(cfg.Fault),
+		FaultProxies: true, LossyDisks: NeedsPowerLoss(cfg.Fault), CommitProtocol: cfg.CommitProtocol,
 	})
 	if err != nil {
 		return nil, err
