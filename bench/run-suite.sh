@@ -14,6 +14,7 @@
 #   BENCH_PPROF=1   serve /debug/pprof on the kvtx metrics ports, to profile while it runs
 #   BENCH_ARGS      more flags for kvctl bench (e.g. "--keys 100000 --value-size 1000")
 #   BENCH_ETCD      the etcd binary (default: etcd on $PATH)
+#   BENCH_PROTOCOL  the cluster's commit_protocol, classic or parallel (default: the built-in one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,9 @@ nodes:
   - {name: node1, listen: "$(addr 1)", metrics: "$(addr 11)", data_dir: "$dir/node1"}
   - {name: node2, listen: "$(addr 2)", metrics: "$(addr 12)", data_dir: "$dir/node2"}
 EOF
+if [ -n "${BENCH_PROTOCOL:-}" ]; then
+  echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/cluster.yaml"
+fi
 
 pprof=()
 if [ "${BENCH_PPROF:-}" = 1 ]; then pprof=(--pprof); fi
@@ -90,6 +94,6 @@ else
   args+=(--targets kvtx,badger --note "$note")
 fi
 
-echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), results in $out"
+echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), commit protocol ${BENCH_PROTOCOL:-default}, results in $out"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 "$BIN/kvctl" bench "${args[@]}" ${BENCH_ARGS:-}
