@@ -34,8 +34,9 @@ type testCluster struct {
 	// to age their prepared transactions without waiting.
 	masterRT, nodeRT *testRuntime
 	// Set before startMaster (all optional).
-	metrics CoordinatorMetrics
-	hooks   Hooks
+	metrics  CoordinatorMetrics
+	hooks    Hooks
+	parallel bool // the parallel commit protocol
 }
 
 // testRuntime is RealRuntime with a clock that a test can move forward (advance) and an
@@ -140,7 +141,7 @@ func (c *testCluster) startMaster() {
 	c.t.Helper()
 	coord, err := NewCoordinator(context.Background(), CoordinatorConfig{
 		Shards: c.shards, Transport: c.tr.From(MasterName), Decisions: c.decisions, Timeouts: c.timeouts, Logger: quiet,
-		Metrics: c.metrics, Hooks: c.hooks, Runtime: c.masterRT,
+		Metrics: c.metrics, Hooks: c.hooks, Runtime: c.masterRT, Parallel: c.parallel,
 	})
 	if err != nil {
 		c.t.Fatal(err)

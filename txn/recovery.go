@@ -3,6 +3,8 @@ package txn
 import (
 	"context"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/kvtx/kvtx/wire"
 )
@@ -35,6 +37,45 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		c.startPhase2(states[i])
 	}
 	return len(decisions), nil
+}
+
+// LearnTimestamps makes the oracle observe every node's highest timestamp (Status), so that
+// the master hands out timestamps above every commit the participants settled without it
+// (parallel protocol). It asks every node in parallel, again while some do not answer, until
+// each has answered or ctx ends, and returns the nodes that never answered.
+func (c *Coordinator) LearnTimestamps(ctx context.Context) []string {
+	names := c.cfg.Shards.Names()
+	done := make([]bool, len(names))
+	backoff := 10 * time.Millisecond
+	for {
+		fanOut(c.cfg.Runtime, len(names), func(i int) {
+			if done[i] {
+				return
+			}
+			sctx, cancel := c.cfg.Runtime.WithTimeout(ctx, statusTimeout)
+			defer cancel()
+			var rep wire.StatusReply
+			if c.cfg.Transport.Call(sctx, names[i], &wire.StatusRequest{}, &rep) != nil || len(rep.Processes) == 0 {
+				return
+			}
+			if ts := rep.Processes[0].MaxTS; ts > 0 && ts < math.MaxUint64 {
+				if c.oracle.Observe(ctx, ts+1) != nil {
+					return
+				}
+			}
+			done[i] = true
+		})
+		var missing []string
+		for i, ok := range done {
+			if !ok {
+				missing = append(missing, names[i])
+			}
+		}
+		if len(missing) == 0 || c.cfg.Runtime.Sleep(ctx, backoff) != nil {
+			return missing
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // Outcome answers a participant that asks about a transaction it prepared. It never says

@@ -297,6 +297,11 @@ func (s *sim) startMaster() {
 		if _, err := coord.Recover(context.Background()); err != nil {
 			panic(err)
 		}
+		if s.parallel {
+			ctx, cancel := simRuntime{s, MasterName, gen}.WithTimeout(context.Background(), s.timeouts.Request)
+			coord.LearnTimestamps(ctx)
+			cancel()
+		}
 	})
 }
 

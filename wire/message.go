@@ -592,6 +592,9 @@ type ProcessStatus struct {
 	Prepared    []TxnInfo `codec:",omitempty"`
 	LocksHeld   int       `codec:",omitempty"`
 	InDoubt     int       `codec:",omitempty"`
+	// MaxTS is a node's highest timestamp read at or committed at: every vote it gives from now
+	// on has a minimum commit timestamp above it.
+	MaxTS uint64 `codec:",omitempty"`
 }
 
 // StatusReply answers a StatusRequest (MsgStatusReply).

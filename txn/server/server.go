@@ -254,6 +254,17 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.CommitProtocol == txn.ProtocolParallel {
+		// A commit the participants settled while the master was down may sit above the
+		// oracle's persisted mark: start above every node's highest timestamp. That is not
+		// needed for consistency (txn/README.md, parallel commit), so a node that is down now
+		// is waited for a while only.
+		lctx, cancel := context.WithTimeout(ctx, cfg.Timeouts.Request)
+		if missing := coord.LearnTimestamps(lctx); len(missing) > 0 {
+			log.Warn("could not learn the highest timestamp of some nodes", "nodes", missing)
+		}
+		cancel()
+	}
 	_, m.cancel = context.WithCancel(context.Background())
 	m.start(l, ml, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,

@@ -1,0 +1,121 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kvtx/kvtx/kv"
+	"github.com/kvtx/kvtx/wire"
+)
+
+// newParallelTestCluster is newTestCluster with a master of the parallel commit protocol.
+func newParallelTestCluster(t *testing.T, n int) *testCluster {
+	c := newTestCluster(t, n)
+	c.crashMaster()
+	c.parallel = true
+	c.startMaster()
+	return c
+}
+
+// A lost yes vote does not abort under the parallel protocol: the master asks the participant
+// what its record says, hears "prepared", and the transaction is committed, as every yes vote
+// was durable.
+func TestParallelLostVoteIsSettledFromTheRecord(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		if _, ok := req.(*wire.PrepareRequest); ok && to == "node2" {
+			return DropReply
+		}
+		return Deliver
+	})
+	rep, err := c.txn(nil, put(k[0], "a"), put(k[1], "b"))
+	if err != nil {
+		t.Fatalf("a lost yes vote: %v, want committed", err)
+	}
+	c.tr.SetFault(nil)
+	c.waitAcked()
+	for _, v := range c.read(k...) {
+		if !v.Found || v.Version != rep.CommitTS {
+			t.Fatalf("committed at %d, read %+v", rep.CommitTS, v)
+		}
+	}
+}
+
+// A no vote aborts, and the refusing node records it: a prepare of the same transaction that
+// reaches it later (late, duplicated, after a restart) is refused, so the yes votes can never
+// all exist.
+func TestParallelNoVoteIsRecordedByTheRefusingNode(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	_, err := c.txn([]wire.Compare{{Kind: wire.CmpExists, Key: k[1]}}, put(k[0], "a"), put(k[1], "b"))
+	var werr *wire.Error
+	if !errors.As(err, &werr) || werr.Code != wire.CodeCompareFailed {
+		t.Fatalf("want the compare failure, got %v", err)
+	}
+	c.resolveAll()
+	c.crashNode("node2")
+	c.startNode("node2")
+	_, err = c.nodes["node2"].store.Prepare(context.Background(), kv.PrepareRecord{TxnID: werr.TxnID, StartTS: werr.TxnID,
+		Ops: []kv.Op{{Kind: kv.OpPut, Key: k[1], Value: []byte("late")}}, Participants: c.shards.Names(), Parallel: true}, nil)
+	if !errors.Is(err, kv.ErrAborted) {
+		t.Fatalf("a late prepare at the node that voted no, after its restart: %v, want refused", err)
+	}
+	for _, v := range c.read(k...) {
+		if v.Found {
+			t.Fatalf("aborted write visible: %+v", v)
+		}
+	}
+}
+
+// With the master gone for good after every yes vote, the participants settle the transaction
+// by asking each other, and it is committed on every shard at one timestamp.
+func TestParallelParticipantsSettleWithoutTheMaster(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+		if from == MasterName {
+			if _, ok := req.(*wire.PrepareRequest); !ok {
+				return DropRequest // the master dies after the votes: nothing else leaves it
+			}
+		}
+		return Deliver
+	})
+	if _, err := c.txn(nil, put(k[0], "a"), put(k[1], "b")); err != nil {
+		t.Fatal(err)
+	}
+	c.crashMaster()
+	c.tr.SetFault(nil)
+	c.resolveAll()
+	var versions []uint64
+	for _, n := range c.shards.Names() {
+		vals, err := c.nodes[n].store.Get(context.Background(), [][]byte{k[c.shards.Shard(k[0])], k[c.shards.Shard(k[1])]}, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals {
+			if v.Found {
+				versions = append(versions, v.Version)
+			}
+		}
+	}
+	if len(versions) != 2 || versions[0] != versions[1] {
+		t.Fatalf("after the participants settled it: versions %v, want one commit on both shards", versions)
+	}
+}
+
+// A restarted master starts its oracle above every node's highest timestamp.
+func TestLearnTimestampsStartsTheOracleAboveEveryNode(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	high := uint64(50_000_000)
+	if _, err := c.nodes["node2"].store.Get(context.Background(), [][]byte{[]byte("x")}, high); err != nil {
+		t.Fatal(err)
+	}
+	if missing := c.coord.LearnTimestamps(context.Background()); len(missing) != 0 {
+		t.Fatalf("nodes that did not answer: %v", missing)
+	}
+	if ts, err := c.coord.oracle.Next(context.Background()); err != nil || ts <= high {
+		t.Fatalf("next timestamp %d, %v; want above node2's %d", ts, err, high)
+	}
+}
