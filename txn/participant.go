@@ -184,6 +184,7 @@ func (p *Participant) get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	if err := p.checkShard(req.Keys...); err != nil {
 		return nil, err
 	}
+	p.applyCommitted(ctx, req.Committed)
 	vals, err := p.cfg.Store.Get(ctx, req.Keys, req.ReadTS)
 	if err != nil {
 		return nil, storeError(err)
@@ -199,6 +200,7 @@ func (p *Participant) apply(ctx context.Context, req *wire.ApplyRequest) (*wire.
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
 		return nil, err
 	}
+	p.applyCommitted(ctx, req.Committed)
 	ts, err := p.cfg.Store.Apply(ctx, req.TxnID, req.TS, kvCompares(req.Compares), kvOps(req.Ops))
 	if err = p.stepDone("apply", err); err != nil {
 		return nil, err
@@ -210,6 +212,7 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
 		return nil, p.stepDone("prepare", err)
 	}
+	p.applyCommitted(ctx, req.Committed)
 	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
 	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants,
 		PreparedAt: p.cfg.Runtime.Now(), Parallel: req.Parallel}
@@ -238,6 +241,18 @@ func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wir
 	p.forget(req.TxnID)
 	p.cfg.TxnLog.Event(req.TxnID, "commit", nil, fmt.Sprintf("commit_ts=%d", req.CommitTS))
 	return &wire.Ack{}, nil
+}
+
+// applyCommitted applies the commits the master sent along with a request, for transactions it
+// knows are committed whose locks the request may meet, as their phase 2 would (without a sync:
+// the master still drives their phase 2 and its Sync). A failure only leaves the lock to that
+// phase 2.
+func (p *Participant) applyCommitted(ctx context.Context, commits []wire.CommitRequest) {
+	for _, c := range commits {
+		if err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), c.TxnID, c.CommitTS); err != nil && !errors.Is(err, kv.ErrNotPrepared) {
+			p.log.Debug("commit carried by a request", "txn", c.TxnID, "commit_ts", c.CommitTS, "err", err)
+		}
+	}
 }
 
 // sync makes the listed commits durable: a commit this node applied without syncing and then

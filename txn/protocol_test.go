@@ -887,46 +887,51 @@ func (g *commitGate) open(id uint64) {
 }
 
 // TestBackToBackWritesDoNotConflictWithTheirOwnPhase2 proves that a client is told
-// "committed" once the decision is durable, and that its next transaction on the same keys
-// waits for the first one's phase 2 at the master instead of failing on its locks. Each
-// transaction's commits are held until the next transaction waits for them.
+// "committed" once the outcome is durable, and that neither its next transaction on the same
+// keys nor a read of them waits for the first one's phase 2, or fails on its locks: the master
+// sends the commit it knows of along with the request, and the node applies it first. Every
+// transaction's phase-2 messages are held back until the end.
 func TestBackToBackWritesDoNotConflictWithTheirOwnPhase2(t *testing.T) {
-	c := newTestCluster(t, 2)
-	k := c.keys("a")
-	gate := newCommitGate()
-	c.tr.SetFault(func(from, to string, req wire.Message) Fault {
-		gate.hold(req)
-		return Deliver
-	})
-	var lastID atomic.Uint64
-	var waits atomic.Int32
-	onWait := func() {
-		waits.Add(1)
-		gate.open(lastID.Load())
+	for _, parallel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parallel=%v", parallel), func(t *testing.T) {
+			c := newTestCluster(t, 2)
+			if parallel {
+				c.crashMaster()
+				c.parallel = true
+				c.startMaster()
+			}
+			k := c.keys("a")
+			gate := newCommitGate()
+			c.tr.SetFault(func(from, to string, req wire.Message) Fault {
+				gate.hold(req)
+				return Deliver
+			})
+			var waits atomic.Int32
+			onWait := func() { waits.Add(1) }
+			c.masterRT.onWait.Store(&onWait)
+			var last *wire.TxnReply
+			for i := 0; i < 5; i++ {
+				rep, err := c.txn(nil, put(k[0], fmt.Sprint(i)), put(k[1], fmt.Sprint(i)))
+				if err != nil {
+					t.Fatalf("write %d on the keys of the previous one: %v", i, err)
+				}
+				last = rep
+			}
+			if n := waits.Load(); n != 0 {
+				t.Fatalf("%d writes waited for the previous one's phase 2, want none", n)
+			}
+			// A read right after the reply, every phase 2 still held back, sees the last write.
+			got := c.read(k...)
+			for _, v := range got {
+				if string(v.Value) != "4" || v.Version != last.CommitTS {
+					t.Fatalf("read after the last commit: %+v, want 4 at %d", v, last.CommitTS)
+				}
+			}
+			gate.open(math.MaxUint64)
+			c.waitAcked()
+			c.resolveAll()
+		})
 	}
-	c.masterRT.onWait.Store(&onWait)
-	var last *wire.TxnReply
-	for i := 0; i < 5; i++ {
-		rep, err := c.txn(nil, put(k[0], fmt.Sprint(i)), put(k[1], fmt.Sprint(i)))
-		if err != nil {
-			t.Fatalf("write %d on the keys of the previous one: %v", i, err)
-		}
-		last = rep
-		lastID.Store(rep.TxnID)
-	}
-	if n := waits.Load(); n < 4 {
-		t.Fatalf("%d writes waited for the previous one's phase 2, want 4", n)
-	}
-	gate.open(math.MaxUint64)
-	// A read right after the reply waits for the locks and sees the last write.
-	got := c.read(k...)
-	for _, v := range got {
-		if string(v.Value) != "4" || v.Version != last.CommitTS {
-			t.Fatalf("read after the last commit: %+v, want 4 at %d", v, last.CommitTS)
-		}
-	}
-	c.waitAcked()
-	c.resolveAll()
 }
 
 // refusingNode is a participant that refuses every commit of one transaction, as a node with a

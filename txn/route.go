@@ -41,7 +41,7 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	fanOut(c.cfg.Runtime, len(busy), func(i int) {
 		s := busy[i]
 		var rep wire.GetReply
-		err := c.call(ctx, names[s], &wire.GetRequest{Keys: groups[s].keys, ReadTS: ts}, &rep)
+		err := c.call(ctx, names[s], &wire.GetRequest{Keys: groups[s].keys, ReadTS: ts, Committed: c.committedOn(groups[s].keys)}, &rep)
 		if err == nil && len(rep.Values) != len(groups[s].keys) {
 			err = wire.Errorf(wire.CodeInternal, "%s returned %d values for %d keys", names[s], len(rep.Values), len(groups[s].keys))
 		}
@@ -139,7 +139,7 @@ func (c *Coordinator) onePhase(ctx context.Context, p shardTxn) (*wire.TxnReply,
 		return nil, wire.Errorf(wire.CodeInternal, "allocate timestamp: %v", err)
 	}
 	var rep wire.ApplyReply
-	err = c.call(ctx, p.node, &wire.ApplyRequest{TxnID: ts, TS: ts, Compares: p.cmps, Ops: p.ops}, &rep)
+	err = c.call(ctx, p.node, &wire.ApplyRequest{TxnID: ts, TS: ts, Compares: p.cmps, Ops: p.ops, Committed: c.committedOn(partKeys(p))}, &rep)
 	if err != nil {
 		werr := c.voteError(ts, p, err, true)
 		c.cfg.Metrics.TxnDone("1pc", outcomeOf(werr), c.since(start))

@@ -38,7 +38,8 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	fanOut(c.cfg.Runtime, len(parts), func(i int) {
 		p := parts[i]
 		var rep wire.PrepareReply
-		err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names, Parallel: c.cfg.Parallel}, &rep)
+		err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names,
+			Parallel: c.cfg.Parallel, Committed: c.committedOn(partKeys(p))}, &rep)
 		minTS[i], errs[i] = rep.MinCommitTS, err
 	})
 	cancel()
@@ -111,6 +112,43 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }
 
+// maxCarriedCommits bounds the commits one request carries (committedOn).
+const maxCarriedCommits = 64
+
+// committedOn returns the commits of the transactions the master knows are committed, with
+// their phase 2 still under way, that hold any of keys: a request to the keys' node carries
+// them, and the node applies them first, so that the request does not wait for (or, a
+// prepare, conflict with) locks whose outcome is already known.
+func (c *Coordinator) committedOn(keys [][]byte) []wire.CommitRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.mu.unacked) == 0 {
+		return nil
+	}
+	var out []wire.CommitRequest
+	for _, k := range keys {
+		st := c.mu.unacked[string(k)]
+		if st == nil || st.phase != phaseCommitted || len(out) >= maxCarriedCommits ||
+			slices.ContainsFunc(out, func(cr wire.CommitRequest) bool { return cr.TxnID == st.id }) {
+			continue
+		}
+		out = append(out, wire.CommitRequest{TxnID: st.id, CommitTS: st.commitTS})
+	}
+	return out
+}
+
+// partKeys returns the keys a shard's part of a transaction writes or compares.
+func partKeys(p shardTxn) [][]byte {
+	keys := make([][]byte, 0, len(p.ops)+len(p.cmps))
+	for _, op := range p.ops {
+		keys = append(keys, op.Key)
+	}
+	for _, cmp := range p.cmps {
+		keys = append(keys, cmp.Key)
+	}
+	return keys
+}
+
 // votePriority orders refusals so that the client hears the most useful reason.
 func votePriority(code wire.Code) int {
 	switch code {
@@ -146,18 +184,20 @@ func txnKeys(parts []shardTxn) []string {
 	return keys
 }
 
-// waitUnacked waits, up to CommitWait, until no key is held by a committed or aborting
-// transaction whose phase 2 is still under way: its prepare locks would make this
-// transaction's prepare conflict, although the outcome is already known.
+// waitUnacked waits, up to CommitWait, until no key is held by an aborting transaction whose
+// abort is still under way: its prepare locks would make this transaction's prepare conflict,
+// although the outcome is already known. (A committed one's locks do not: the prepare carries
+// its commit, committedOn.)
 func (c *Coordinator) waitUnacked(ctx context.Context, keys []string) {
 	deadline := c.cfg.Runtime.Now().Add(c.cfg.Timeouts.CommitWait)
 	for {
 		c.mu.Lock()
 		var st *txnState
 		for _, k := range keys {
-			if st = c.mu.unacked[k]; st != nil {
+			if st = c.mu.unacked[k]; st != nil && st.phase == phaseAborting {
 				break
 			}
+			st = nil
 		}
 		c.mu.Unlock()
 		if st == nil {

@@ -84,7 +84,10 @@ func (m *GetRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, fields(len(m.Keys) > 0, m.ReadTS != 0))
+	b = appendMapHeader(b, fields(len(m.Committed) > 0, len(m.Keys) > 0, m.ReadTS != 0))
+	if len(m.Committed) > 0 {
+		b = appendList(appendStr(b, "Committed"), m.Committed)
+	}
 	if len(m.Keys) > 0 {
 		b = appendArrayHeader(appendStr(b, "Keys"), len(m.Keys))
 		for _, v := range m.Keys {
@@ -100,6 +103,8 @@ func (m *GetRequest) appendMsgpack(b []byte) []byte {
 func (m *GetRequest) decodeMsgpack(d *mpDecoder) error {
 	return d.readStruct(func(key []byte) (err error) {
 		switch string(key) {
+		case "Committed":
+			m.Committed, err = readStructs[CommitRequest](d)
 		case "Keys":
 			m.Keys, err = readList(d, func(p *[]byte) (err error) { *p, err = d.readBytes(); return err })
 		case "ReadTS":
@@ -279,7 +284,10 @@ func (m *ApplyRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, fields(len(m.Compares) > 0, len(m.Ops) > 0, m.TS != 0, m.TxnID != 0))
+	b = appendMapHeader(b, fields(len(m.Committed) > 0, len(m.Compares) > 0, len(m.Ops) > 0, m.TS != 0, m.TxnID != 0))
+	if len(m.Committed) > 0 {
+		b = appendList(appendStr(b, "Committed"), m.Committed)
+	}
 	if len(m.Compares) > 0 {
 		b = appendList(appendStr(b, "Compares"), m.Compares)
 	}
@@ -298,6 +306,8 @@ func (m *ApplyRequest) appendMsgpack(b []byte) []byte {
 func (m *ApplyRequest) decodeMsgpack(d *mpDecoder) error {
 	return d.readStruct(func(key []byte) (err error) {
 		switch string(key) {
+		case "Committed":
+			m.Committed, err = readStructs[CommitRequest](d)
 		case "Compares":
 			m.Compares, err = readStructs[Compare](d)
 		case "Ops":
@@ -340,7 +350,10 @@ func (m *PrepareRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, fields(len(m.Compares) > 0, len(m.Ops) > 0, m.Parallel, len(m.Participants) > 0, m.StartTS != 0, m.TxnID != 0))
+	b = appendMapHeader(b, fields(len(m.Committed) > 0, len(m.Compares) > 0, len(m.Ops) > 0, m.Parallel, len(m.Participants) > 0, m.StartTS != 0, m.TxnID != 0))
+	if len(m.Committed) > 0 {
+		b = appendList(appendStr(b, "Committed"), m.Committed)
+	}
 	if len(m.Compares) > 0 {
 		b = appendList(appendStr(b, "Compares"), m.Compares)
 	}
@@ -368,6 +381,8 @@ func (m *PrepareRequest) appendMsgpack(b []byte) []byte {
 func (m *PrepareRequest) decodeMsgpack(d *mpDecoder) error {
 	return d.readStruct(func(key []byte) (err error) {
 		switch string(key) {
+		case "Committed":
+			m.Committed, err = readStructs[CommitRequest](d)
 		case "Compares":
 			m.Compares, err = readStructs[Compare](d)
 		case "Ops":

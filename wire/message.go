@@ -289,6 +289,11 @@ type KeyValue struct {
 type GetRequest struct {
 	Keys   [][]byte `codec:",omitempty"`
 	ReadTS uint64   `codec:",omitempty"`
+	// Committed, from the master to a node, lists transactions the master knows are committed
+	// and whose phase 2 is still under way, that hold locks on this request's keys: the node
+	// applies them (as CommitRequests) before it serves the request, instead of waiting for
+	// their phase 2.
+	Committed []CommitRequest `codec:",omitempty"`
 }
 
 // MsgType returns MsgGet.
@@ -425,6 +430,8 @@ type ApplyRequest struct {
 	TS       uint64    `codec:",omitempty"`
 	Compares []Compare `codec:",omitempty"`
 	Ops      []Op      `codec:",omitempty"`
+	// Committed is as in GetRequest.
+	Committed []CommitRequest `codec:",omitempty"`
 }
 
 // MsgType returns MsgApply.
@@ -449,6 +456,8 @@ type PrepareRequest struct {
 	// every participant holds a durable yes vote, and participants in doubt resolve it among
 	// themselves (OutcomeRequest to each other). The participant keeps the flag in its record.
 	Parallel bool `codec:",omitempty"`
+	// Committed is as in GetRequest.
+	Committed []CommitRequest `codec:",omitempty"`
 }
 
 // MsgType returns MsgPrepare.
