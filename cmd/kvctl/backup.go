@@ -164,14 +164,17 @@ func printSummary(c *cli.Context, what string, s *backup.Summary) {
 		jsonOut(c.App.Writer, out)
 		return
 	}
-	what = fmt.Sprintf("%s: %d keys (%s) of %d shards at version %d", what, m.Keys, humanBytes(m.Bytes), len(m.Shards), m.BackupTS)
-	switch {
-	case s.Nodes != nil:
-		what += fmt.Sprintf(" onto %d nodes", len(s.Nodes))
-	case s.FileBytes > 0:
-		what += fmt.Sprintf(", taken %s, file %s", m.Created.Format(time.RFC3339), humanBytes(s.FileBytes))
+	line := fmt.Sprintf("%s: %d keys, %s, %d shards, version %d", what, m.Keys, humanBytes(m.Bytes), len(m.Shards), m.BackupTS)
+	switch what {
+	case "restore":
+		line += fmt.Sprintf(", onto %d nodes", len(s.Nodes))
+	case "verify":
+		line = fmt.Sprintf("verify: OK: %d keys, %s, %d shards (%s), version %d, taken %s, file %s", m.Keys, humanBytes(m.Bytes),
+			len(m.Shards), strings.Join(m.ShardMap.Nodes, ", "), m.BackupTS, m.Created.Format(time.RFC3339), humanBytes(s.FileBytes))
+	default:
+		line += ", file " + humanBytes(s.FileBytes)
 	}
-	fmt.Fprintf(c.App.Writer, "%s in %s: %s\n", what, s.Duration.Round(time.Millisecond), s.Path)
+	fmt.Fprintf(c.App.Writer, "%s, %s: %s\n", line, s.Duration.Round(time.Millisecond), s.Path)
 }
 
 func humanBytes(n int64) string {
