@@ -25,7 +25,15 @@ const (
 	bankInitial  = 1000
 )
 
-func account(i int) []byte { return []byte(fmt.Sprintf("bank/acct%02d", i)) }
+// account names account i: half of the accounts come first in key order, so that a backup
+// reads them in one page while transfers commit around it; the others lie among the filler
+// keys, so that it reads them in different pages while transfers go on between those.
+func account(i int) []byte {
+	if i < bankAccounts/2 {
+		return []byte(fmt.Sprintf("a/%02d/acct", i))
+	}
+	return []byte(fmt.Sprintf("f/%05d/acct", i*170))
+}
 
 // bankTransfers moves money between random accounts (read both, then a transaction that
 // holds only if neither changed) until stop is closed, and counts the transfers committed.
@@ -75,7 +83,7 @@ func scanAt(t *testing.T, cl *client.Client, ts uint64) []client.KeyValue {
 func bankTotal(t *testing.T, kvs []client.KeyValue) (total, accounts int) {
 	t.Helper()
 	for _, kv := range kvs {
-		if bytes.HasPrefix(kv.Key, []byte("bank/")) {
+		if bytes.HasSuffix(kv.Key, []byte("/acct")) {
 			n, err := strconv.Atoi(string(kv.Value))
 			if err != nil {
 				t.Fatalf("balance of %s: %q", kv.Key, kv.Value)
@@ -171,7 +179,7 @@ func TestBackupUnderLoadRestoresExactlyOntoThreeNodes(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "cluster.kvtx")
 	before := transfers.Load()
 	start := time.Now()
-	got := kvctlJSON(t, src, "backup", "--page-keys", "40", file)
+	got := kvctlJSON(t, src, "backup", "--page-keys", "20", file)
 	took := time.Since(start)
 	during := transfers.Load() - before
 	time.Sleep(200 * time.Millisecond) // transfers after the backup's version
@@ -283,4 +291,49 @@ func TestBackupOfAnEmptyClusterAndAnExistingFile(t *testing.T) {
 	if _, err := backup.Restore(stepCtx(t), cl, file, backup.RestoreOptions{}); err != nil {
 		t.Fatalf("restore of an empty backup into an empty cluster: %v", err)
 	}
+}
+
+// A restore that stops half-way (here its context is cancelled after the first batch) leaves
+// part of the backup behind; run again it is refused, and with --force it completes: every
+// key then has its value and version.
+func TestInterruptedRestoreCompletesWhenRunAgainWithForce(t *testing.T) {
+	src := newCluster(t, 1)
+	cl := src.client()
+	for i := 0; i < 600; i += 100 {
+		var ops []client.Op
+		for j := i; j < i+100; j++ {
+			ops = append(ops, client.Put([]byte(fmt.Sprintf("k/%04d", j)), []byte(strconv.Itoa(j))))
+		}
+		if _, err := cl.Txn(stepCtx(t), nil, ops...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "b.kvtx")
+	sum, err := backup.Backup(stepCtx(t), cl, file, backup.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := scanAt(t, cl, sum.Manifest.BackupTS)
+
+	dst := newCluster(t, 2)
+	dcl := dst.client()
+	ctx, cancel := context.WithCancel(stepCtx(t))
+	_, err = backup.Restore(ctx, dcl, file, backup.RestoreOptions{BatchKeys: 50, Parallel: 1, Progress: func(phase string, keys, _ int64) {
+		if phase == "restore" {
+			cancel()
+		}
+	}})
+	if err == nil {
+		t.Fatal("a restore cancelled after its first batch succeeded")
+	}
+	if n := len(scanAt(t, dcl, 0)); n == 0 || n >= len(want) {
+		t.Fatalf("the interrupted restore left %d of %d keys, want some but not all (%v)", n, len(want), err)
+	}
+	if _, errOut, code := dst.kvctl("restore", file); code != 4 || !strings.Contains(errOut, "restore refused") {
+		t.Fatalf("restore over a half-restored cluster: exit %d, %q; want it refused", code, errOut)
+	}
+	if _, errOut, code := dst.kvctl("restore", "--force", file); code != 0 {
+		t.Fatalf("restore --force: exit %d: %s", code, errOut)
+	}
+	sameKeyValueVersions(t, "after the forced rerun", scanAt(t, dcl, 0), want)
 }
