@@ -384,7 +384,6 @@ func (s *sectionReader) fail(format string, args ...any) error {
 type Reader struct {
 	f    *os.File
 	m    *Manifest
-	size int64
 	base int64 // offset of the first section
 	dec  *zstd.Decoder
 }
@@ -427,7 +426,7 @@ func newReader(f *os.File) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	return &Reader{f: f, m: m, size: st.Size(), base: base, dec: dec}, nil
+	return &Reader{f: f, m: m, base: base, dec: dec}, nil
 }
 
 // Manifest returns the file's manifest.
