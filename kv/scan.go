@@ -31,13 +31,14 @@ const (
 // keys left out. more reports that keys past the page remain in the range; the next page
 // starts just after the last key returned, at the same ts, and sees the same snapshot.
 //
-// A scan waits, as Get does, for every lock in the part of the range the page covers whose
-// writes could land at or below ts, so it never sees half of a transaction; it raises maxTS
-// to ts first, so no write lands at or below ts in the range afterwards. If a lock is still
-// held after Options.LockWait, Scan returns *LockedError.
+// A scan waits, as Get does, for every lock in [start, end) whose writes could land at or
+// below ts, before it reads, so it never sees half of a transaction; it raises maxTS to ts
+// first, so no write lands at or below ts in the range afterwards, and the later pages of a
+// scan at ts find nothing to wait for. If a lock is still held after Options.LockWait, Scan
+// returns *LockedError.
 //
-// Cost: one Badger iterator over the page's keys (and any versions above ts it skips), plus
-// one pass over the lock table per attempt; memory is bounded by the page.
+// Cost: one pass over the lock table per wait, then one Badger iterator over the page's keys
+// (and any versions above ts it skips); memory is bounded by the page.
 func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts ScanOptions) (page []Value, more bool, err error) {
 	if ts == math.MaxUint64 {
 		return nil, false, invalidf("scan at timestamp %d", ts)
@@ -67,33 +68,30 @@ func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts Sca
 			return nil, false, err
 		}
 	}
+	// Wait first, then read: a lock released between a read and a look at the lock table
+	// would leave the read without the writes it held back. Once no lock or pending write in
+	// the range could land at or below ts, none can appear (maxTS is at least ts), so the
+	// page read next is final.
 	var timer *time.Timer
 	defer func() { stopTimer(timer) }()
+	s.mu.Lock()
 	for {
-		page, more, err = s.scanPage(start, end, ts, opts)
-		if err != nil {
-			return nil, false, err
-		}
-		// The page covers [start, its last key] when more remain, else all of [start, end).
-		covered := end
-		if more {
-			covered = append(bytes.Clone(page[len(page)-1].Key), 0) // just after the last key
-		}
-		s.mu.Lock()
-		k, o := s.rangeBlockerLocked(start, covered, ts)
+		k, o := s.rangeBlockerLocked(start, end, ts)
 		if o == nil {
-			s.mu.Unlock()
-			return page, more, nil
+			break
 		}
 		timer, err = s.waitLocked(ctx, o, timer)
-		s.mu.Unlock()
 		if err == errLockWait {
+			s.mu.Unlock()
 			return nil, false, &LockedError{Key: []byte(k), TxnID: o.txnID}
 		}
 		if err != nil {
+			s.mu.Unlock()
 			return nil, false, err
 		}
 	}
+	s.mu.Unlock()
+	return s.scanPage(start, end, ts, opts)
 }
 
 // scanPage reads one page at ts without looking at locks.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 )
@@ -230,4 +231,58 @@ func TestScanWaitsForPreparedTransactionsInItsRange(t *testing.T) {
 	if err := s2.Abort(context.Background(), 3); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Scans racing two-phase commits that write pairs of keys never see half of a pair: a commit
+// that lands while a scan reads must either be waited for or be seen whole.
+func TestScansRacingCommitsNeverSeeHalfATransaction(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	var o oracle
+	const pairs = 4
+	for j := range pairs {
+		mustApply(t, s, o.next(), nil, put(fmt.Sprintf("x%d", j), "0"), put(fmt.Sprintf("y%d", j), "0"))
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				j, v := (w+i)%pairs, fmt.Sprintf("%d.%d", w, i)
+				id := o.next()
+				min, err := s.Prepare(ctx, PrepareRecord{TxnID: id, StartTS: id, Ops: []Op{put(fmt.Sprintf("x%d", j), v), put(fmt.Sprintf("y%d", j), v)}, Participants: []string{"n1", "n2"}}, nil)
+				if errors.Is(err, ErrConflict) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				cts := max(o.next(), min)
+				o.observe(cts)
+				if err := s.CommitNoSync(ctx, id, cts); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	scans := 0
+	for time.Now().Before(deadline) {
+		page, _, err := s.Scan(ctx, nil, nil, o.next(), ScanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scans++
+		for j := 0; j < pairs; j++ {
+			if x, y := page[j], page[pairs+j]; !bytes.Equal(x.Value, y.Value) || x.Version != y.Version {
+				t.Fatalf("scan %d saw half a transaction: %s=%s@%d, %s=%s@%d", scans, x.Key, x.Value, x.Version, y.Key, y.Value, y.Version)
+			}
+		}
+	}
+	wg.Wait()
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d scans", scans)
 }

@@ -114,6 +114,10 @@ func (c *Coordinator) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return c.Outcome(m), nil
 	case *wire.StatusRequest:
 		return c.Status(ctx), nil
+	case *wire.RestoreBeginRequest:
+		return c.RestoreBegin(ctx, m)
+	case *wire.RestoreRequest:
+		return c.Restore(ctx, m)
 	default:
 		return nil, wire.Errorf(wire.CodeUnknownMessage, "the master does not serve %s requests", req.MsgType())
 	}

@@ -141,6 +141,10 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return &wire.StatusReply{Processes: []wire.ProcessStatus{p.Status()}}, nil
 	case *wire.SyncRequest:
 		return p.sync(ctx, m)
+	case *wire.RestoreBeginRequest:
+		return p.restoreBegin()
+	case *wire.RestoreRequest:
+		return p.restore(ctx, m)
 	default:
 		return nil, wire.Errorf(wire.CodeUnknownMessage, "a node does not serve %s requests", req.MsgType())
 	}

@@ -71,6 +71,11 @@ var (
 	_ = StatusReply{Processes: nil}
 	_ = ScanRequest{Start: nil, End: nil, ReadTS: 0, Limit: 0, MaxBytes: 0, KeysOnly: false}
 	_ = ScanReply{Values: nil, ReadTS: 0, More: false}
+	_ = RestoreBeginRequest{BackupTS: 0, Force: false}
+	_ = RestoreNodeState{Name: "", HasData: false, Locks: 0, Prepared: 0}
+	_ = RestoreBeginReply{Nodes: nil, OracleTS: 0}
+	_ = RestoreRequest{BackupTS: 0, Values: nil}
+	_ = RestoreReply{Keys: 0}
 
 	_ []Message = []Message{Ack{}, StatusRequest{}, Error{}}
 )
@@ -78,7 +83,8 @@ var (
 func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
-		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch, MsgScan, MsgScanReply}
+		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch, MsgScan, MsgScanReply,
+		MsgRestoreBegin, MsgRestoreBeginReply, MsgRestore, MsgRestoreReply}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)
@@ -89,7 +95,7 @@ func TestConstantValues(t *testing.T) {
 	}
 	codes := []Code{CodeOK, CodeBadRequest, CodeVersionMismatch, CodeTooLarge, CodeNotFound, CodeCompareFailed,
 		CodeConflict, CodeLocked, CodeUnavailable, CodeUnknownOutcome, CodeWrongShard, CodeAborted, CodeTimeout,
-		CodeShuttingDown, CodeInternal, CodeUnknownMessage}
+		CodeShuttingDown, CodeInternal, CodeUnknownMessage, CodeNotEmpty}
 	for i, c := range codes {
 		if int(c) != i {
 			t.Errorf("%s = %d, want %d", c, c, i)

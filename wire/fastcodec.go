@@ -54,6 +54,8 @@ var _ = []fastMessage{
 	(*Ack)(nil),
 	(*SyncRequest)(nil),
 	(*CommitBatchRequest)(nil),
+	(*RestoreRequest)(nil),
+	(*RestoreReply)(nil),
 }
 
 // fastMessage is implemented, on pointer receivers, by the hot message types

@@ -144,6 +144,57 @@ func (m *GetReply) decodeMsgpack(d *mpDecoder) error {
 	})
 }
 
+func (m *RestoreRequest) appendMsgpack(b []byte) []byte {
+	if m == nil {
+		return append(b, mpNil)
+	}
+	b = appendMapHeader(b, fields(m.BackupTS != 0, len(m.Values) > 0))
+	if m.BackupTS != 0 {
+		b = appendUint(appendStr(b, "BackupTS"), m.BackupTS)
+	}
+	if len(m.Values) > 0 {
+		b = appendList(appendStr(b, "Values"), m.Values)
+	}
+	return b
+}
+
+func (m *RestoreRequest) decodeMsgpack(d *mpDecoder) error {
+	return d.readStruct(func(key []byte) (err error) {
+		switch string(key) {
+		case "BackupTS":
+			m.BackupTS, err = d.readUint(64)
+		case "Values":
+			m.Values, err = readStructs[KeyValue](d)
+		default:
+			err = errUnknownField
+		}
+		return err
+	})
+}
+
+func (m *RestoreReply) appendMsgpack(b []byte) []byte {
+	if m == nil {
+		return append(b, mpNil)
+	}
+	b = appendMapHeader(b, fields(m.Keys != 0))
+	if m.Keys != 0 {
+		b = appendInt(appendStr(b, "Keys"), int64(m.Keys))
+	}
+	return b
+}
+
+func (m *RestoreReply) decodeMsgpack(d *mpDecoder) error {
+	return d.readStruct(func(key []byte) (err error) {
+		switch string(key) {
+		case "Keys":
+			m.Keys, err = d.readInt()
+		default:
+			err = errUnknownField
+		}
+		return err
+	})
+}
+
 func (m *Op) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)

@@ -40,6 +40,11 @@ const (
 	MsgCommitBatch  MsgType = 20 // body *CommitBatchRequest; reply *Ack
 	MsgScan         MsgType = 21 // body *ScanRequest
 	MsgScanReply    MsgType = 22 // body *ScanReply
+
+	MsgRestoreBegin      MsgType = 23 // body *RestoreBeginRequest
+	MsgRestoreBeginReply MsgType = 24 // body *RestoreBeginReply
+	MsgRestore           MsgType = 25 // body *RestoreRequest
+	MsgRestoreReply      MsgType = 26 // body *RestoreReply
 )
 
 var msgTypeNames = [...]string{
@@ -65,6 +70,11 @@ var msgTypeNames = [...]string{
 	MsgCommitBatch:  "commit_batch",
 	MsgScan:         "scan",
 	MsgScanReply:    "scan_reply",
+
+	MsgRestoreBegin:      "restore_begin",
+	MsgRestoreBeginReply: "restore_begin_reply",
+	MsgRestore:           "restore",
+	MsgRestoreReply:      "restore_reply",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -79,14 +89,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgScanReply }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgRestoreReply }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan, MsgRestoreBegin, MsgRestore:
 		return true
 	}
 	return false
@@ -150,6 +160,14 @@ func NewMessage(t MsgType) Message {
 		return &ScanRequest{}
 	case MsgScanReply:
 		return &ScanReply{}
+	case MsgRestoreBegin:
+		return &RestoreBeginRequest{}
+	case MsgRestoreBeginReply:
+		return &RestoreBeginReply{}
+	case MsgRestore:
+		return &RestoreRequest{}
+	case MsgRestoreReply:
+		return &RestoreReply{}
 	}
 	return nil
 }
@@ -175,6 +193,7 @@ const (
 	CodeShuttingDown    Code = 13 // the process is shutting down
 	CodeInternal        Code = 14 // a bug or an unexpected failure
 	CodeUnknownMessage  Code = 15 // the frame's message type is not known
+	CodeNotEmpty        Code = 16 // a restore found data in the cluster it was to fill; nothing was written
 )
 
 var codeNames = [...]string{
@@ -194,6 +213,7 @@ var codeNames = [...]string{
 	CodeShuttingDown:    "shutting_down",
 	CodeInternal:        "internal",
 	CodeUnknownMessage:  "unknown_message",
+	CodeNotEmpty:        "not_empty",
 }
 
 // String returns the snake_case name of c ("bad_request", ...), or "code(N)"
@@ -336,6 +356,62 @@ type ScanReply struct {
 
 // MsgType returns MsgScanReply.
 func (ScanReply) MsgType() MsgType { return MsgScanReply }
+
+// RestoreBeginRequest opens the restore of a backup taken at BackupTS (MsgRestoreBegin). The
+// master asks every node what it holds (RestoreNodeState) and refuses with CodeNotEmpty when a
+// node holds any version of any key, a lock or a prepared transaction, unless Force is set
+// (locks and prepared transactions are refused even then). Otherwise it durably raises its
+// oracle above BackupTS before it replies, so that every write after the restore gets a higher
+// version. A node answers the same request with its own state alone.
+type RestoreBeginRequest struct {
+	BackupTS uint64 `codec:",omitempty"`
+	Force    bool   `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestoreBegin.
+func (RestoreBeginRequest) MsgType() MsgType { return MsgRestoreBegin }
+
+// RestoreNodeState is what one node holds, as a restore sees it.
+type RestoreNodeState struct {
+	Name string `codec:",omitempty"`
+	// HasData is set when the node's store holds any version of any key, deletions included.
+	HasData  bool `codec:",omitempty"`
+	Locks    int  `codec:",omitempty"`
+	Prepared int  `codec:",omitempty"`
+}
+
+// RestoreBeginReply answers a RestoreBeginRequest (MsgRestoreBeginReply): every node's state,
+// in shard order (Nodes names the cluster's shard map), and the oracle's last timestamp, which
+// is at least BackupTS once the master has accepted.
+type RestoreBeginReply struct {
+	Nodes    []RestoreNodeState `codec:",omitempty"`
+	OracleTS uint64             `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestoreBeginReply.
+func (RestoreBeginReply) MsgType() MsgType { return MsgRestoreBeginReply }
+
+// RestoreRequest writes keys at their own versions (MsgRestore): each Values entry is a key,
+// its value and its version (Found is ignored), every version in [1, BackupTS]. The master
+// refuses it unless its oracle is already at or above BackupTS (a RestoreBeginRequest went
+// first), routes the keys by its shard map and replies once every node has made its part
+// durable. Writing the same key at the same version again is harmless, so a failed restore
+// may be run again. A batch is bounded by the frame and by the servers' restore limits.
+type RestoreRequest struct {
+	BackupTS uint64     `codec:",omitempty"`
+	Values   []KeyValue `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestore.
+func (RestoreRequest) MsgType() MsgType { return MsgRestore }
+
+// RestoreReply answers a RestoreRequest (MsgRestoreReply): how many keys were written.
+type RestoreReply struct {
+	Keys int `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestoreReply.
+func (RestoreReply) MsgType() MsgType { return MsgRestoreReply }
 
 // OpKind is the kind of a transaction write.
 type OpKind uint8

@@ -43,6 +43,10 @@ func sampleMessages() []Message {
 		&CommitBatchRequest{Commits: []CommitRequest{{TxnID: 5, CommitTS: 11}, {TxnID: 1<<64 - 1, CommitTS: 1 << 40}}},
 		&ScanRequest{Start: []byte("a"), End: []byte("b\x00"), ReadTS: 77, Limit: 100, MaxBytes: 1 << 20, KeysOnly: true},
 		&ScanReply{Values: []KeyValue{{Key: []byte("a1"), Value: []byte("v"), Version: 5, Found: true}}, ReadTS: 77, More: true},
+		&RestoreBeginRequest{BackupTS: 1 << 40, Force: true},
+		&RestoreBeginReply{Nodes: []RestoreNodeState{{Name: "n1", HasData: true, Locks: 2, Prepared: 1}, {Name: "n2"}}, OracleTS: 1<<40 + 5},
+		&RestoreRequest{BackupTS: 99, Values: []KeyValue{{Key: k("a"), Value: k("1"), Version: 4}, {Key: k("b"), Value: k("2"), Version: 99}}},
+		&RestoreReply{Keys: 2},
 		&StatusReply{Processes: []ProcessStatus{
 			{Name: "n1", Role: "node", Addr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Up: true, LocksHeld: 3, InDoubt: 1,
 				Prepared: []TxnInfo{{TxnID: 5, StartTS: 3, AgeMillis: -1, Keys: [][]byte{k("a")},
@@ -132,7 +136,7 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 		}
 	}
 	want := []string{"ok", "bad_request", "version_mismatch", "too_large", "not_found", "compare_failed", "conflict", "locked",
-		"unavailable", "unknown_outcome", "wrong_shard", "aborted", "timeout", "shutting_down", "internal", "unknown_message"}
+		"unavailable", "unknown_outcome", "wrong_shard", "aborted", "timeout", "shutting_down", "internal", "unknown_message", "not_empty"}
 	for i, w := range want {
 		if got := Code(i).String(); got != w {
 			t.Errorf("Code(%d) = %q, want %q", i, got, w)
@@ -147,8 +151,8 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 			}
 		}
 	}
-	if requests != 11 {
-		t.Errorf("%d request types, want 11", requests)
+	if requests != 13 {
+		t.Errorf("%d request types, want 13", requests)
 	}
 }
 

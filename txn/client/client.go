@@ -36,6 +36,9 @@ var (
 	ErrUnavailable = errors.New("client: unavailable")
 	// ErrInvalid: the request was refused as malformed or over a limit; nothing was written.
 	ErrInvalid = errors.New("client: invalid request")
+	// ErrNotEmpty: a restore found data, or running transactions, in the cluster it was to
+	// fill; nothing was written.
+	ErrNotEmpty = errors.New("client: cluster not empty")
 )
 
 // Error is the error of every failed call: the server's code and message, and the
@@ -82,6 +85,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == wire.CodeUnavailable || e.Code == wire.CodeShuttingDown
 	case ErrUnknownOutcome:
 		return e.Code == wire.CodeUnknownOutcome
+	case ErrNotEmpty:
+		return e.Code == wire.CodeNotEmpty
 	case ErrInvalid:
 		switch e.Code {
 		case wire.CodeBadRequest, wire.CodeTooLarge, wire.CodeWrongShard, wire.CodeUnknownMessage, wire.CodeVersionMismatch:
