@@ -42,11 +42,12 @@ type Limits struct {
 type Timeouts struct {
 	// Prepare bounds the master's wait for all votes (default 5s); past it the transaction aborts.
 	Prepare time.Duration `yaml:"prepare"`
-	// CommitWait bounds how long a new transaction waits at the master for the phase 2 of a
-	// committed one on the same keys, before it prepares anyway (default 2s).
+	// CommitWait bounds how long a new transaction waits at the master for the abort under way
+	// of one on the same keys, before it prepares anyway (default 2s). (A committed one's phase
+	// 2 is not waited for: the request carries its commit.)
 	CommitWait time.Duration `yaml:"commit_wait"`
-	// InDoubt is the age after which a node asks the master about a prepared transaction
-	// (default 3s).
+	// InDoubt is the age after which a node asks about a prepared transaction: the master
+	// (classic protocol) or the other participants (parallel) (default 3s).
 	InDoubt time.Duration `yaml:"in_doubt"`
 	// Resolve is how often a node scans for transactions to ask about (default 500ms).
 	Resolve time.Duration `yaml:"resolve"`
