@@ -33,11 +33,15 @@ const (
 //
 // A scan waits, as Get does, for every lock in the part of the range the page covers whose
 // writes could land at or below ts, so it never sees half of a transaction; it raises maxTS
-// to ts first, so no write lands at or below ts in the range afterwards. If a lock is still
-// held after Options.LockWait, Scan returns *LockedError.
+// to ts first, so no write lands at or below ts in the range afterwards. As Get does, it
+// returns only a page read after a check found none of those locks (a page read before the
+// check could miss a commit that released its lock in between). If a lock is still held
+// after Options.LockWait, Scan returns *LockedError.
 //
-// Cost: one Badger iterator over the page's keys (and any versions above ts it skips), plus
-// one pass over the lock table per attempt; memory is bounded by the page.
+// Cost: one pass over the lock table, then, when nothing in the whole range is to be waited
+// for, one Badger iterator over the page's keys (and any versions above ts it skips); else
+// a read to learn what the page covers, the waits, and a read after them. Memory is bounded
+// by the page.
 func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts ScanOptions) (page []Value, more bool, err error) {
 	if ts == math.MaxUint64 {
 		return nil, false, invalidf("scan at timestamp %d", ts)
@@ -60,6 +64,14 @@ func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts Sca
 	if ts > s.mu.maxTS {
 		s.mu.maxTS = ts
 	}
+	// checkedTo: [start, checkedTo) held nothing to wait for at the last check (empty: no
+	// bound), so a page read since then is exact on that part; checked: there was a check.
+	var checkedTo []byte
+	_, blocker := s.rangeBlockerLocked(start, end, ts)
+	checked := blocker == nil
+	if checked {
+		checkedTo = end
+	}
 	needMark := ts > s.mu.mark
 	s.mu.Unlock()
 	if needMark {
@@ -79,21 +91,32 @@ func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts Sca
 		if more {
 			covered = append(bytes.Clone(page[len(page)-1].Key), 0) // just after the last key
 		}
-		s.mu.Lock()
-		k, o := s.rangeBlockerLocked(start, covered, ts)
-		if o == nil {
-			s.mu.Unlock()
+		if checked && boundWithin(covered, checkedTo) {
 			return page, more, nil
 		}
-		timer, err = s.waitLocked(ctx, o, timer)
+		// Wait until [start, covered) holds nothing to wait for, then read the page again.
+		s.mu.Lock()
+		for {
+			k, o := s.rangeBlockerLocked(start, covered, ts)
+			if o == nil {
+				break
+			}
+			if timer, err = s.waitLocked(ctx, o, timer); err != nil {
+				s.mu.Unlock()
+				if err == errLockWait {
+					return nil, false, &LockedError{Key: []byte(k), TxnID: o.txnID}
+				}
+				return nil, false, err
+			}
+		}
 		s.mu.Unlock()
-		if err == errLockWait {
-			return nil, false, &LockedError{Key: []byte(k), TxnID: o.txnID}
-		}
-		if err != nil {
-			return nil, false, err
-		}
+		checked, checkedTo = true, covered
 	}
+}
+
+// boundWithin reports whether the exclusive upper bound a is at or below b (empty: no bound).
+func boundWithin(a, b []byte) bool {
+	return len(b) == 0 || len(a) > 0 && bytes.Compare(a, b) <= 0
 }
 
 // scanPage reads one page at ts without looking at locks.
