@@ -13,8 +13,18 @@ func (r *runner) summarize(ops []Op, faultStart, healAt, stopAt time.Time) {
 	rep := r.report
 	rep.Aborted = map[string]int{}
 	rep.ReadFailed = map[string]int{}
+	rep.ScansOK, rep.ScanFailed = map[string]int{}, map[string]int{}
 	var faulty, quiet int
 	for _, op := range ops {
+		if op.Kind == "scan" {
+			if op.Status == OK {
+				rep.ScansOK[op.Workload]++
+				rep.ScanKeys += len(op.Keys)
+			} else {
+				rep.ScanFailed[op.Reason]++
+			}
+			continue
+		}
 		if !op.Write {
 			if op.Status == OK {
 				rep.ReadsOK++
