@@ -54,6 +54,8 @@ var _ = []fastMessage{
 	(*Ack)(nil),
 	(*SyncRequest)(nil),
 	(*CommitBatchRequest)(nil),
+	(*ScanRequest)(nil),
+	(*ScanReply)(nil),
 }
 
 // fastMessage is implemented, on pointer receivers, by the hot message types
