@@ -15,7 +15,8 @@ import (
 
 // badgerTarget is one local kv.Store, the storage engine of a kvtx node, driven in process: no
 // network, no master. Writes go through Store.Apply, which fsyncs through the store's group
-// syncer exactly as a node's one-phase path does; reads through Store.Get at a fresh timestamp.
+// syncer exactly as a node's one-phase path does; reads through Store.Get (and range reads
+// through Store.Scan) at a fresh timestamp.
 // Timestamps come from a local counter that, like the master's oracle, observes every commit
 // timestamp, so that a read sees every write acknowledged before it began.
 type badgerTarget struct {
@@ -107,6 +108,16 @@ func (s *badgerSession) Get(ctx context.Context, key []byte) (bool, error) {
 		return false, badgerError(err)
 	}
 	return vs[0].Found, nil
+}
+
+// Scan reads the range with Store.Scan at a fresh timestamp: one Badger iterator in a read
+// transaction, after the store's lock check, as a node serves its part of a scan.
+func (s *badgerSession) Scan(ctx context.Context, start, end []byte, limit int) (int, error) {
+	page, _, err := s.t.store.Scan(ctx, start, end, s.t.next(), kv.ScanOptions{Limit: limit})
+	if err != nil {
+		return 0, badgerError(err)
+	}
+	return len(page), nil
 }
 
 func (s *badgerSession) Txn(ctx context.Context, keys, values [][]byte) error {

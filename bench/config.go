@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/kvtx/kvtx/txn"
 )
 
 // Workload names an operation mix.
@@ -17,6 +19,9 @@ const (
 	WorkloadPut Workload = "put"
 	// WorkloadGet reads one preloaded key per operation (a linearizable read).
 	WorkloadGet Workload = "get"
+	// WorkloadScan reads Config.ScanKeys consecutive preloaded keys (in key order) from a
+	// random start: one range read at one version, linearizable as a get is.
+	WorkloadScan Workload = "scan"
 	// WorkloadTxn writes Config.TxnKeys keys in one transaction, Config.CrossShard of the keys
 	// after the first on other shards than the first.
 	WorkloadTxn Workload = "txn"
@@ -33,7 +38,7 @@ const (
 )
 
 // Workloads lists every workload, in the order help texts show them.
-var Workloads = []Workload{WorkloadPut, WorkloadGet, WorkloadTxn, WorkloadCAS, WorkloadYCSBA, WorkloadYCSBB, WorkloadYCSBC}
+var Workloads = []Workload{WorkloadPut, WorkloadGet, WorkloadScan, WorkloadTxn, WorkloadCAS, WorkloadYCSBA, WorkloadYCSBB, WorkloadYCSBC}
 
 // readFraction is the share of reads in a YCSB mix; -1 for the other workloads.
 func (w Workload) readFraction() float64 {
@@ -53,7 +58,7 @@ func (w Workload) isYCSB() bool { return w.readFraction() >= 0 }
 
 // NeedsPreload reports whether w reads keys that must exist before it starts.
 func (w Workload) NeedsPreload() bool {
-	return w == WorkloadGet || w == WorkloadCAS || w.isYCSB()
+	return w == WorkloadGet || w == WorkloadScan || w == WorkloadCAS || w.isYCSB()
 }
 
 // keyPrefix is the key space of w: the bank accounts of cas are apart from the other
@@ -64,6 +69,9 @@ func (w Workload) keyPrefix() string {
 	}
 	return "key/"
 }
+
+// MaxScanKeys bounds Config.ScanKeys: the most keys one kvtx scan request may return.
+const MaxScanKeys = txn.MaxScanLimit
 
 // Distribution says how keys are chosen.
 type Distribution string
@@ -100,6 +108,9 @@ type Config struct {
 	ValueSize int
 	// TxnKeys is the number of keys of one txn-workload transaction (default 2; zero means 2).
 	TxnKeys int
+	// ScanKeys is the number of keys one scan-workload operation reads (default 100; zero means
+	// 100): at most MaxScanKeys and the size of the key space.
+	ScanKeys int
 	// CrossShard is the fraction, in [0, 1], of a transaction's keys after the first that live
 	// on another shard than the first (default 1: with TxnKeys 2, every transaction spans two
 	// shards; zero: every transaction stays on one shard).
@@ -137,6 +148,7 @@ func DefaultConfig() Config {
 		Keys:             10_000,
 		ValueSize:        100,
 		TxnKeys:          2,
+		ScanKeys:         100,
 		CrossShard:       1,
 		Theta:            0.99,
 		Preload:          true,
@@ -166,6 +178,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.TxnKeys == 0 {
 		c.TxnKeys = d.TxnKeys
+	}
+	if c.ScanKeys == 0 {
+		c.ScanKeys = d.ScanKeys
 	}
 	if c.Theta == 0 {
 		c.Theta = d.Theta
@@ -220,6 +235,12 @@ func (c Config) Validate() error {
 	}
 	if c.TxnKeys > c.Keys/2 {
 		add("keys per transaction (%d) must be at most half the key space (%d keys)", c.TxnKeys, c.Keys)
+	}
+	if c.ScanKeys < 1 || c.ScanKeys > MaxScanKeys {
+		add("keys per scan must be in [1, %d], not %d", MaxScanKeys, c.ScanKeys)
+	}
+	if c.Workload == WorkloadScan && c.ScanKeys > c.Keys {
+		add("keys per scan (%d) must be at most the key space (%d keys)", c.ScanKeys, c.Keys)
 	}
 	if !(c.CrossShard >= 0 && c.CrossShard <= 1) {
 		add("cross-shard fraction must be in [0, 1], not %v", c.CrossShard)

@@ -17,8 +17,8 @@ import (
 )
 
 // etcdTarget is an etcd server reached through its v3 client. Puts and transactions are etcd
-// Txns (durable: etcd fsyncs its WAL before it answers, batching concurrent writes), reads are
-// linearizable (the client's default), and the conditional transaction compares each key's
+// Txns (durable: etcd fsyncs its WAL before it answers, batching concurrent writes), reads and
+// range reads are linearizable (the client's default), and the conditional transaction compares each key's
 // ModRevision, which is 0 for a missing key as a kvtx version is.
 type etcdTarget struct {
 	tc TargetConfig
@@ -135,6 +135,16 @@ func (s *etcdSession) Get(ctx context.Context, key []byte) (bool, error) {
 		return false, etcdError(err, false)
 	}
 	return len(resp.Kvs) > 0, nil
+}
+
+// Scan is a range Get, linearizable (etcd's default, as kvtx's reads are), of at most limit
+// keys.
+func (s *etcdSession) Scan(ctx context.Context, start, end []byte, limit int) (int, error) {
+	resp, err := s.cl.Get(ctx, string(start), clientv3.WithRange(string(end)), clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return 0, etcdError(err, false)
+	}
+	return len(resp.Kvs), nil
 }
 
 func (s *etcdSession) Txn(ctx context.Context, keys, values [][]byte) error {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type fakeTarget struct {
 	data  map[string]Versioned
 	clock uint64
 	txns  [][]string // keys of every Txn, for inspection
+	scans [][]string // keys every Scan read, for inspection
 }
 
 func newFakeTarget() *fakeTarget { return &fakeTarget{data: map[string]Versioned{}} }
@@ -108,6 +110,24 @@ func (s *fakeSession) Snapshot(ctx context.Context, keys [][]byte) ([]Versioned,
 		out[i] = s.f.data[string(k)]
 	}
 	return out, nil
+}
+
+func (s *fakeSession) Scan(ctx context.Context, start, end []byte, limit int) (int, error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, err
+	}
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	var keys []string
+	for k, v := range s.f.data {
+		if v.Found && k >= string(start) && k < string(end) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	keys = keys[:min(limit, len(keys))]
+	s.f.scans = append(s.f.scans, keys)
+	return len(keys), nil
 }
 
 func (s *fakeSession) CondTxn(ctx context.Context, keys [][]byte, versions []uint64, values [][]byte) error {

@@ -110,6 +110,21 @@ func (s *kvtxSession) Get(ctx context.Context, key []byte) (bool, error) {
 	return len(kvs) == 1 && kvs[0].Found, nil
 }
 
+// Scan reads the range through the client's Scan iterator with pages of limit keys: one
+// request when the range holds at most limit keys.
+func (s *kvtxSession) Scan(ctx context.Context, start, end []byte, limit int) (int, error) {
+	n := 0
+	for _, err := range s.cl.Scan(ctx, start, end, client.ScanPageSize(limit)) {
+		if err != nil {
+			return n, kvtxError(err)
+		}
+		if n++; n == limit {
+			break
+		}
+	}
+	return n, nil
+}
+
 func (s *kvtxSession) Txn(ctx context.Context, keys, values [][]byte) error {
 	s.ops = s.ops[:0]
 	for i, k := range keys {

@@ -82,6 +82,9 @@ func (r *Result) Describe() string {
 	if r.Workload == WorkloadTxn {
 		s += fmt.Sprintf(", %d keys per transaction, cross-shard %.3g", r.Params.TxnKeys, r.Params.CrossShard)
 	}
+	if r.Workload == WorkloadScan {
+		s += fmt.Sprintf(", %d keys per scan", r.Params.ScanKeys)
+	}
 	return s
 }
 

@@ -52,6 +52,7 @@ type Params struct {
 	Keys         int          `json:"keys"`
 	ValueSize    int          `json:"value_size"`
 	TxnKeys      int          `json:"txn_keys,omitempty"`
+	ScanKeys     int          `json:"scan_keys,omitempty"`
 	CrossShard   float64      `json:"cross_shard,omitempty"`
 	Distribution Distribution `json:"distribution"`
 	Theta        float64      `json:"theta,omitempty"`
@@ -171,6 +172,8 @@ func (w *worker) op(ctx context.Context) (int, error) {
 		return 0, w.sess.Put(ctx, w.keys[0], w.nextValue())
 	case WorkloadGet:
 		return 0, w.get(ctx)
+	case WorkloadScan:
+		return 0, w.scan(ctx)
 	case WorkloadTxn:
 		w.idx = w.ks.pickTxn(w.rng, w.cfg.TxnKeys, w.cfg.CrossShard, w.idx)
 		w.setKeys()
@@ -198,6 +201,28 @@ func (w *worker) get(ctx context.Context) error {
 	found, err := w.sess.Get(ctx, w.keys[0])
 	if err == nil && !found {
 		return errNotFound
+	}
+	return err
+}
+
+// errShortScan is a scan of a range of preloaded keys that returned fewer keys than it holds.
+var errShortScan = &OpError{Outcome: Failed, Reason: "short_scan", Err: errors.New("a range of preloaded keys returned fewer keys than it holds (run with preloading)")}
+
+// scan reads cfg.ScanKeys consecutive keys, [key i, key i+ScanKeys), whose first key i is
+// chosen by the workload's distribution among the ranges that fit in the key space.
+func (w *worker) scan(ctx context.Context) error {
+	n := w.cfg.ScanKeys
+	starts := w.ks.n - n + 1
+	first := w.rng.IntN(starts)
+	if w.cfg.Distribution == Zipfian {
+		first = w.ks.pick(w.rng) % starts
+	}
+	w.keyBuf = w.ks.appendKey(w.keyBuf[:0], first)
+	cut := len(w.keyBuf)
+	w.keyBuf = w.ks.appendKey(w.keyBuf, first+n)
+	got, err := w.sess.Scan(ctx, w.keyBuf[:cut:cut], w.keyBuf[cut:], n)
+	if err == nil && got != n {
+		return errShortScan
 	}
 	return err
 }
@@ -459,6 +484,9 @@ func collect(target string, cfg *Config, workers []*worker, elapsed time.Duratio
 	}
 	if cfg.Workload == WorkloadTxn {
 		r.Params.TxnKeys, r.Params.CrossShard = cfg.TxnKeys, cfg.CrossShard
+	}
+	if cfg.Workload == WorkloadScan {
+		r.Params.ScanKeys = cfg.ScanKeys
 	}
 	if cfg.Distribution == Zipfian {
 		r.Params.Theta = cfg.Theta

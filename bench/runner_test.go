@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -193,17 +195,74 @@ func TestRunStopsWhenTheContextEnds(t *testing.T) {
 }
 
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
-	cfg := Config{Workload: "scan", Clients: -1, Keys: 1, ValueSize: -5, TxnKeys: 9, CrossShard: 2, Distribution: "normal", Theta: 1.5}
+	cfg := Config{Workload: "range", Clients: -1, Keys: 1, ValueSize: -5, TxnKeys: 9, ScanKeys: MaxScanKeys + 1, CrossShard: 2, Distribution: "normal", Theta: 1.5}
 	err := cfg.WithDefaults().Validate()
 	if err == nil {
 		t.Fatal("Validate accepted a bad config")
 	}
-	for _, want := range []string{"bench: ", `unknown workload "scan"`, "clients", "keys must be at least 2", "value size", "half the key space", "cross-shard", `"normal"`, "theta"} {
+	for _, want := range []string{"bench: ", `unknown workload "range"`, "clients", "keys must be at least 2", "value size", "half the key space", "keys per scan must be in [1, 10000]", "cross-shard", `"normal"`, "theta"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig is invalid: %v", err)
+	}
+	// A scan longer than the key space is refused for the scan workload only.
+	small := quick(WorkloadScan, 1, 1)
+	small.Keys = 50
+	if err := small.WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "keys per scan (100) must be at most the key space (50 keys)") {
+		t.Errorf("scan of 100 keys over 50: %v", err)
+	}
+	small.Workload = WorkloadGet
+	if err := small.WithDefaults().Validate(); err != nil {
+		t.Errorf("a get over 50 keys with the default scan length: %v", err)
+	}
+}
+
+func TestScanWorkloadReadsRangesOfConsecutivePreloadedKeys(t *testing.T) {
+	f := newFakeTarget()
+	r, err := Run(context.Background(), f, quick(WorkloadScan, 4, 300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops != 300 || r.ErrorCount() != 0 || r.Params.ScanKeys != 100 || len(r.ByOp) != 1 || r.ByOp[0].Op != "scan" {
+		t.Fatalf("%d scans succeeded (errors %v %v), params %+v, by op %+v: want 300 scans of 100 keys", r.Ops, r.Errors, r.ErrorSamples, r.Params, r.ByOp)
+	}
+	if len(f.scans) != 300 {
+		t.Fatalf("%d scans reached the target, want 300", len(f.scans))
+	}
+	starts := map[int]bool{}
+	for _, keys := range f.scans {
+		if len(keys) != 100 {
+			t.Fatalf("a scan read %d keys, want 100", len(keys))
+		}
+		first, err := strconv.Atoi(strings.TrimPrefix(keys[0], "key/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range keys {
+			if want := fmt.Sprintf("key/%010d", first+i); k != want {
+				t.Fatalf("scan from key %d: key %d is %s, want %s", first, i, k, want)
+			}
+		}
+		starts[first] = true
+	}
+	if len(starts) < 50 {
+		t.Errorf("%d distinct starts in 300 scans of a 200-key space: want random starts", len(starts))
+	}
+	if !strings.Contains(r.Describe(), "100 keys per scan") {
+		t.Errorf("description %q does not give the scan length", r.Describe())
+	}
+
+	// Without preloading a range holds fewer keys than asked for: every scan is an error.
+	cold := newFakeTarget()
+	cfg := quick(WorkloadScan, 2, 50)
+	cfg.Preload = false
+	if r, err = Run(context.Background(), cold, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors["short_scan"] != 50 {
+		t.Errorf("without preloading: errors %v, want short_scan 50", r.Errors)
 	}
 }

@@ -18,12 +18,14 @@ type SuiteRun struct {
 	Clients  int
 }
 
-// StandardRuns is the standard suite: put, get, txn and cas at 1 and 64 clients, and YCSB A at
-// 64. The writes come first; the keys the reads need are preloaded just before the first get.
+// StandardRuns is the standard suite: put, get, scan, txn and cas at 1 and 64 clients, and
+// YCSB A at 64. The writes come first; the keys the reads need are preloaded just before the
+// first get (the scans read the same keys).
 var StandardRuns = []SuiteRun{
 	{WorkloadPut, 1}, {WorkloadPut, 64},
 	{WorkloadTxn, 1}, {WorkloadTxn, 64},
 	{WorkloadGet, 1}, {WorkloadGet, 64},
+	{WorkloadScan, 1}, {WorkloadScan, 64},
 	{WorkloadCAS, 1}, {WorkloadCAS, 64},
 	{WorkloadYCSBA, 64},
 }
@@ -96,7 +98,7 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 		GoVersion:  runtime.Version(),
 		Commit:     sc.Commit,
 		Params: Params{Keys: base.Keys, ValueSize: base.ValueSize, TxnKeys: base.TxnKeys, CrossShard: base.CrossShard,
-			WarmupS: base.Warmup.Seconds(), DurationS: base.Duration.Seconds(), Ops: base.Ops},
+			ScanKeys: base.ScanKeys, WarmupS: base.Warmup.Seconds(), DurationS: base.Duration.Seconds(), Ops: base.Ops},
 		PeakRSS: map[string]int64{},
 		Notes:   append([]string(nil), sc.Notes...),
 	}
@@ -277,8 +279,8 @@ func (rep *SuiteReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "nproc %d, GOMAXPROCS %d, %s, kvtx commit %s, etcd %s\n", rep.Nproc, rep.GOMAXPROCS, rep.GoVersion,
 		orDash(rep.Commit), orDash(rep.EtcdVersion))
 	p := rep.Params
-	fmt.Fprintf(w, "each run: %gs measured after %gs warm-up; %d keys, %d-byte values; txn: %d keys, cross-shard %g; ycsb-a zipfian 0.99, others uniform\n\n",
-		p.DurationS, p.WarmupS, p.Keys, p.ValueSize, p.TxnKeys, p.CrossShard)
+	fmt.Fprintf(w, "each run: %gs measured after %gs warm-up; %d keys, %d-byte values; txn: %d keys, cross-shard %g; scan: %d keys; ycsb-a zipfian 0.99, others uniform\n\n",
+		p.DurationS, p.WarmupS, p.Keys, p.ValueSize, p.TxnKeys, p.CrossShard, p.ScanKeys)
 	if err := WriteResultsTable(w, rep.Results); err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ type Session interface {
 	Put(ctx context.Context, key, value []byte) error
 	// Get reads key's latest committed value, linearizably; found is false for a missing key.
 	Get(ctx context.Context, key []byte) (found bool, err error)
+	// Scan reads the keys of [start, end), at most limit of them, in key order at one version,
+	// linearizably (as Get), and returns how many it read.
+	Scan(ctx context.Context, start, end []byte, limit int) (int, error)
 	// Txn writes keys[i] = values[i] for every i atomically and durably.
 	Txn(ctx context.Context, keys, values [][]byte) error
 	// Snapshot reads keys as one atomic snapshot, with their versions.

@@ -56,6 +56,8 @@ var _ = []fastMessage{
 	(*CommitBatchRequest)(nil),
 	(*RestoreRequest)(nil),
 	(*RestoreReply)(nil),
+	(*ScanRequest)(nil),
+	(*ScanReply)(nil),
 }
 
 // fastMessage is implemented, on pointer receivers, by the hot message types

@@ -144,6 +144,87 @@ func (m *GetReply) decodeMsgpack(d *mpDecoder) error {
 	})
 }
 
+func (m *ScanRequest) appendMsgpack(b []byte) []byte {
+	if m == nil {
+		return append(b, mpNil)
+	}
+	b = appendMapHeader(b, fields(len(m.End) > 0, m.KeysOnly, m.Limit != 0, m.MaxBytes != 0, m.ReadTS != 0, len(m.Start) > 0))
+	if len(m.End) > 0 {
+		b = appendBin(appendStr(b, "End"), m.End)
+	}
+	if m.KeysOnly {
+		b = appendBool(appendStr(b, "KeysOnly"), true)
+	}
+	if m.Limit != 0 {
+		b = appendInt(appendStr(b, "Limit"), int64(m.Limit))
+	}
+	if m.MaxBytes != 0 {
+		b = appendInt(appendStr(b, "MaxBytes"), int64(m.MaxBytes))
+	}
+	if m.ReadTS != 0 {
+		b = appendUint(appendStr(b, "ReadTS"), m.ReadTS)
+	}
+	if len(m.Start) > 0 {
+		b = appendBin(appendStr(b, "Start"), m.Start)
+	}
+	return b
+}
+
+func (m *ScanRequest) decodeMsgpack(d *mpDecoder) error {
+	return d.readStruct(func(key []byte) (err error) {
+		switch string(key) {
+		case "End":
+			m.End, err = d.readBytes()
+		case "KeysOnly":
+			m.KeysOnly, err = d.readBool()
+		case "Limit":
+			m.Limit, err = d.readInt()
+		case "MaxBytes":
+			m.MaxBytes, err = d.readInt()
+		case "ReadTS":
+			m.ReadTS, err = d.readUint(64)
+		case "Start":
+			m.Start, err = d.readBytes()
+		default:
+			err = errUnknownField
+		}
+		return err
+	})
+}
+
+func (m *ScanReply) appendMsgpack(b []byte) []byte {
+	if m == nil {
+		return append(b, mpNil)
+	}
+	b = appendMapHeader(b, fields(m.More, m.ReadTS != 0, len(m.Values) > 0))
+	if m.More {
+		b = appendBool(appendStr(b, "More"), true)
+	}
+	if m.ReadTS != 0 {
+		b = appendUint(appendStr(b, "ReadTS"), m.ReadTS)
+	}
+	if len(m.Values) > 0 {
+		b = appendList(appendStr(b, "Values"), m.Values)
+	}
+	return b
+}
+
+func (m *ScanReply) decodeMsgpack(d *mpDecoder) error {
+	return d.readStruct(func(key []byte) (err error) {
+		switch string(key) {
+		case "More":
+			m.More, err = d.readBool()
+		case "ReadTS":
+			m.ReadTS, err = d.readUint(64)
+		case "Values":
+			m.Values, err = readStructs[KeyValue](d)
+		default:
+			err = errUnknownField
+		}
+		return err
+	})
+}
+
 func (m *RestoreRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)

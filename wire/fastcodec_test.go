@@ -15,7 +15,7 @@ import (
 
 // hotTypes are the message types with a hand-written codec.
 var hotTypes = []MsgType{MsgError, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply, MsgApplyReply,
-	MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgSync, MsgCommitBatch, MsgRestore, MsgRestoreReply}
+	MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgSync, MsgCommitBatch, MsgRestore, MsgRestoreReply, MsgScan, MsgScanReply}
 
 // reflectMarshal encodes m with the reflection codec only.
 func reflectMarshal(t testing.TB, m Message) []byte {

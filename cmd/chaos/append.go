@@ -15,8 +15,10 @@ import (
 // Append checks atomicity: each transaction appends its id to one key on every shard of a
 // group (read-modify-write with version compares; a value is a comma-separated list of ids).
 // Every list of a group must end up identical: an acknowledged id on every shard, no id on only
-// some shards, no definitely failed id anywhere, one order everywhere; and every snapshot read
-// during the run sees identical lists that are prefixes of the final one.
+// some shards, no definitely failed id anywhere, one order everywhere; every snapshot read
+// during the run sees identical lists that are prefixes of the final one; and so does every
+// scan of all the groups (in pages at one version), which also sees every append acknowledged
+// before the scan began.
 type Append struct {
 	ks     keyspace
 	groups [][]string // per group, one key per shard
@@ -29,7 +31,7 @@ func NewAppend(sm *txn.ShardMap, groups int) *Append {
 	for g := 0; g < groups; g++ {
 		var keys []string
 		for s := 0; s < sm.Len(); s++ {
-			keys = append(keys, a.ks.onShard(fmt.Sprintf("append/g%d/k", g), s, used))
+			keys = append(keys, a.ks.onShard(fmt.Sprintf("%sg%d/k", appendPrefix, g), s, used))
 		}
 		a.groups = append(a.groups, keys)
 	}
@@ -49,13 +51,20 @@ func parseList(v string) []string {
 	return strings.Split(v, ",")
 }
 
-// Step appends to a random group (7 in 10) or reads one.
+// appendPrefix starts the name of every key of every group, and of no other key.
+const appendPrefix = "append/"
+
+// Step appends to a random group (7 in 10), reads one in a snapshot (2 in 10) or scans every
+// group (1 in 10).
 func (a *Append) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, id int, rec *Recorder) error {
 	g := rng.IntN(len(a.groups))
 	keys := a.groups[g]
 	cctx, cancel := opCtx(ctx)
 	defer cancel()
-	if rng.IntN(10) < 3 {
+	switch rng.IntN(10) {
+	case 0:
+		return scan(cctx, cl, rec, &Op{Workload: "append", Client: id, Group: -1}, appendPrefix, prefixEnd(appendPrefix))
+	case 1, 2:
 		op := rec.Invoke(&Op{Workload: "append", Client: id, Kind: "read", Group: g, Keys: keys, Shards: a.ks.shards(keys)})
 		kvs, _, err := cl.Snapshot(cctx, bkeys(keys)...)
 		if err == nil {
@@ -99,6 +108,10 @@ const (
 	invAppendSnapshot = "append: snapshot reads see identical lists"
 	invAppendPrefix   = "append: every read is a prefix of the final list"
 	invAppendMarker   = "append: markers agree with the lists"
+
+	invAppendScanSnapshot = "append: scans see identical lists in each group"
+	invAppendScanPrefix   = "append: every list a scan reads is a prefix of the final list"
+	invAppendScanRecent   = "append: a scan sees every append acknowledged before it began"
 )
 
 // Check reads every group and checks the history against it.
@@ -121,7 +134,8 @@ func (a *Append) Check(ctx context.Context, cl *client.Client, ops []Op, r *Repo
 
 // checkHistory checks the history against the final lists (group → shard → ids).
 func (a *Append) checkHistory(final [][][]string, ops []Op, r *Report) {
-	for _, inv := range []string{invAppendAcked, invAppendAtomic, invAppendAborted, invAppendOrder, invAppendDup, invAppendSnapshot, invAppendPrefix, invAppendMarker} {
+	for _, inv := range []string{invAppendAcked, invAppendAtomic, invAppendAborted, invAppendOrder, invAppendDup, invAppendSnapshot, invAppendPrefix, invAppendMarker,
+		invAppendScanSnapshot, invAppendScanPrefix, invAppendScanRecent, invScanKeys} {
 		r.invariant(inv)
 	}
 	// Where each id is, per group and shard.
@@ -199,6 +213,7 @@ func (a *Append) checkHistory(final [][][]string, ops []Op, r *Report) {
 			}
 		}
 	}
+	a.checkScans(final, ops, r)
 	total := 0
 	for _, lists := range final {
 		if len(lists) > 0 {
@@ -206,6 +221,82 @@ func (a *Append) checkHistory(final [][][]string, ops []Op, r *Report) {
 		}
 	}
 	r.Notes = append(r.Notes, fmt.Sprintf("append: %d ids in %d groups at the end", total, len(a.groups)))
+}
+
+// checkScans checks every scan of the groups against the final lists (group → shard → ids):
+// within a group every shard's list is the same (the pages are at one version, so never half
+// of an append), each is a prefix of the final one, and each holds every append to its group
+// acknowledged before the scan was invoked (a scan reads at a fresh version, above every
+// commit acknowledged by then).
+func (a *Append) checkScans(final [][][]string, ops []Op, r *Report) {
+	where := map[string][2]int{} // key → group, shard
+	for g, keys := range a.groups {
+		for s, k := range keys {
+			where[k] = [2]int{g, s}
+		}
+	}
+	var acked []Op // acknowledged appends, in the order they returned
+	for _, op := range ops {
+		if op.Workload == "append" && op.Kind == "append" && op.Status == OK {
+			acked = append(acked, op)
+		}
+	}
+	slices.SortFunc(acked, func(x, y Op) int { return x.Return.Compare(y.Return) })
+	for _, op := range ops {
+		if op.Workload != "append" || op.Kind != "scan" || op.Status != OK {
+			continue
+		}
+		if d := checkScanKeys(op.Keys, appendPrefix, prefixEnd(appendPrefix)); d != "" {
+			r.violate(invScanKeys, fmt.Sprintf("append scan %d: %s", op.ID, d))
+		}
+		lists := make([][][]string, len(a.groups)) // a key the scan did not return is empty
+		for g, keys := range a.groups {
+			lists[g] = make([][]string, len(keys))
+		}
+		for i, k := range op.Keys {
+			w, ok := where[k]
+			if !ok {
+				r.violate(invAppendScanSnapshot, fmt.Sprintf("scan %d read %s=%q, which is in no group", op.ID, k, op.Out[i]))
+				continue
+			}
+			lists[w[0]][w[1]] = parseList(op.Out[i])
+		}
+		for g, gl := range lists {
+			for s := 1; s < len(gl); s++ {
+				if !slices.Equal(gl[0], gl[s]) {
+					r.violate(invAppendScanSnapshot, fmt.Sprintf("scan %d, group %d: shard 0 has %d ids, shard %d has %d (%s)", op.ID, g, len(gl[0]), s, len(gl[s]), firstDiff(gl[0], gl[s])))
+					break
+				}
+			}
+			for s, l := range gl {
+				f := final[g][s]
+				if len(l) > len(f) || !slices.Equal(l, f[:len(l)]) {
+					r.violate(invAppendScanPrefix, fmt.Sprintf("scan %d, group %d shard %d (%d ids) is not a prefix of the final list (%d ids): %s", op.ID, g, s, len(l), len(f), firstDiff(l, f)))
+				}
+			}
+		}
+		seen := make([][]map[string]bool, len(lists))
+		for g, gl := range lists {
+			for _, l := range gl {
+				m := make(map[string]bool, len(l))
+				for _, id := range l {
+					m[id] = true
+				}
+				seen[g] = append(seen[g], m)
+			}
+		}
+		for _, ap := range acked {
+			if !ap.Return.Before(op.Invoke) {
+				break
+			}
+			for s, m := range seen[ap.Group] {
+				if !m[ap.In[0]] {
+					r.violate(invAppendScanRecent, fmt.Sprintf("scan %d (invoked %s) misses append %d to group %d on shard %d, acknowledged at %s", op.ID, op.Invoke.Format("15:04:05.000"), ap.ID, ap.Group, s, ap.Return.Format("15:04:05.000")))
+					break
+				}
+			}
+		}
+	}
 }
 
 // orderConflict returns a description of two ids that a and b order differently, or "".

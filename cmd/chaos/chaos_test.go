@@ -111,7 +111,11 @@ func TestChaos(t *testing.T) {
 				t.Error(werr)
 			}
 			t.Logf("\n%s", rep)
-			summary = append(summary, fmt.Sprintf("%-11s protocol=%s seed=%d attempted=%d committed=%d unknown=%d acked-checked=%d lost=%d half-applied=%d power-cuts=%d verdict=%v", kind, protocol, seed, rep.Attempted, rep.Committed, rep.Unknown, rep.AckedChecked, rep.Lost, rep.HalfApplied, rep.PowerCutSteps, rep.Err() == nil))
+			scans := 0
+			for _, n := range rep.ScansOK {
+				scans += n
+			}
+			summary = append(summary, fmt.Sprintf("%-11s protocol=%s seed=%d attempted=%d committed=%d unknown=%d acked-checked=%d lost=%d half-applied=%d scans=%d power-cuts=%d verdict=%v", kind, protocol, seed, rep.Attempted, rep.Committed, rep.Unknown, rep.AckedChecked, rep.Lost, rep.HalfApplied, scans, rep.PowerCutSteps, rep.Err() == nil))
 			if err := rep.Err(); err != nil {
 				t.Errorf("%v\nreport, schedule, events and process logs kept in %s", err, dir)
 				return

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -178,5 +179,112 @@ func TestRegisterFinalReadFindsALostAcknowledgedWrite(t *testing.T) {
 	r.checkHistory([]Op{write, final}, rep)
 	if rep.Violations()[invLinearizable] != 0 {
 		t.Fatalf("false alarm: %s", rep)
+	}
+}
+
+// scanOp is a successful scan of the keys of values, in key order (swap: the first two out of
+// order), invoked at ms.
+func scanOp(workload string, id int64, ms int, values map[string]string, swap bool) Op {
+	keys := slices.Sorted(maps.Keys(values))
+	if swap {
+		keys[0], keys[1] = keys[1], keys[0]
+	}
+	op := Op{ID: id, Workload: workload, Kind: "scan", Group: -1, Keys: keys, Invoke: at(ms), Return: at(ms + 5), Status: OK}
+	for _, k := range keys {
+		op.Out, op.Found = append(op.Out, values[k]), append(op.Found, true)
+	}
+	return op
+}
+
+func TestBankScanCheckFindsAnUnbalancedANegativeAndAMisorderedScan(t *testing.T) {
+	b := NewBank(txn.NewShardMap([]string{"node1", "node2"}), 8, 100)
+	balances := func(changes map[int]string) map[string]string {
+		m := map[string]string{}
+		for i, a := range b.accounts {
+			m[a] = "100"
+			if v, ok := changes[i]; ok {
+				m[a] = v
+			}
+		}
+		return m
+	}
+	halfTransfer := balances(map[int]string{0: "90"}) // debited, not credited
+	delete(halfTransfer, b.accounts[3])               // and an account missing
+	ops := []Op{
+		scanOp("bank", 1, 0, balances(nil), false),
+		scanOp("bank", 2, 10, halfTransfer, false),
+		scanOp("bank", 3, 20, balances(map[int]string{1: "-10", 2: "210"}), false),
+		scanOp("bank", 4, 30, balances(nil), true),
+	}
+	failed := scanOp("bank", 5, 40, balances(map[int]string{0: "-5"}), false)
+	failed.Status = Failed // what a failed scan read proves nothing
+	ops = append(ops, failed)
+
+	rep := &Report{}
+	b.checkHistory(ops[:1], rep)
+	if rep.Err() != nil {
+		t.Fatalf("false alarm on a balanced scan:\n%s", rep)
+	}
+	rep = &Report{}
+	b.checkHistory(ops, rep)
+	v := rep.Violations()
+	if v[invBankScanTotal] != 1 || v[invBankScanNegative] != 1 || v[invScanKeys] != 1 {
+		t.Fatalf("violations %v, want one of each scan invariant:\n%s", v, rep)
+	}
+	if v["bank: total never changes"] != 0 || v["bank: no negative balance"] != 0 {
+		t.Fatalf("scans counted as snapshot reads: %v", v)
+	}
+	if s := rep.String(); !strings.Contains(s, "scan 2 at") || !strings.Contains(s, "FAIL") {
+		t.Fatalf("report does not name the unbalanced scan:\n%s", s)
+	}
+}
+
+func TestAppendScanCheckFindsHalfAnAppendAStaleListAndAMissedAcknowledgement(t *testing.T) {
+	a := NewAppend(txn.NewShardMap([]string{"node1", "node2"}), 2)
+	g0, g1 := a.groups[0], a.groups[1]
+	lists := func(l00, l01, l10, l11 string) map[string]string {
+		m := map[string]string{}
+		for k, v := range map[string]string{g0[0]: l00, g0[1]: l01, g1[0]: l10, g1[1]: l11} {
+			if v != "" { // a missing key is an empty list
+				m[k] = v
+			}
+		}
+		return m
+	}
+	ops := []Op{
+		{ID: 1, Workload: "append", Kind: "append", Write: true, Group: 0, In: []string{"1"}, Invoke: at(0), Return: at(10), Status: OK, Applied: true},
+		{ID: 2, Workload: "append", Kind: "append", Write: true, Group: 1, In: []string{"2"}, Invoke: at(0), Return: at(20), Status: OK, Applied: true},
+		{ID: 3, Workload: "append", Kind: "append", Write: true, Group: 0, In: []string{"3"}, Invoke: at(40), Return: at(100), Status: OK, Applied: true},
+		scanOp("append", 4, 50, lists("1", "1", "2", "2"), false),     // sound
+		scanOp("append", 5, 50, lists("1,3", "1", "2", "2"), false),   // half of append 3
+		scanOp("append", 6, 5, lists("3,1", "3,1", "", ""), false),    // not a prefix, on both shards
+		scanOp("append", 7, 30, lists("1", "1", "", ""), false),       // misses append 2, acknowledged at 20
+		scanOp("append", 8, 50, lists("1", "1", "2", "2"), true),      // keys out of order
+		scanOp("append", 9, 90, lists("1,3", "1,3", "2", "2"), false), // append 3 is in flight: may be seen
+		scanOp("append", 10, 95, lists("1", "1", "2", "2"), false),    // ... or not
+	}
+	final := [][][]string{{{"1", "3"}, {"1", "3"}}, {{"2"}, {"2"}}}
+
+	rep := &Report{}
+	a.checkHistory(final, append(slices.Clone(ops[:4]), ops[8:]...), rep)
+	if rep.Err() != nil {
+		t.Fatalf("false alarm on sound scans:\n%s", rep)
+	}
+	rep = &Report{}
+	a.checkHistory(final, ops, rep)
+	v := rep.Violations()
+	want := map[string]int{invAppendScanSnapshot: 1, invAppendScanPrefix: 2, invAppendScanRecent: 1, invScanKeys: 1}
+	for inv, n := range want {
+		if v[inv] != n {
+			t.Errorf("%s: %d violations, want %d", inv, v[inv], n)
+		}
+	}
+	for _, inv := range []string{invAppendSnapshot, invAppendPrefix, invAppendAcked, invAppendAtomic} {
+		if v[inv] != 0 {
+			t.Errorf("%s: %d violations, want none (scans are not snapshot reads)", inv, v[inv])
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", rep)
 	}
 }

@@ -50,9 +50,14 @@ type Report struct {
 	AckedChecked, Lost, HalfApplied int
 	// ChecksSkipped, if set, says why the checks of the final state did not run.
 	ChecksSkipped string
-	// Reads that returned, and the ones that failed by reason.
+	// Reads that returned, and the ones that failed by reason (scans apart).
 	ReadsOK    int
 	ReadFailed map[string]int
+	// Scans that returned, by workload, the keys they read in all, and the ones that failed
+	// (part-way or at once) by reason.
+	ScansOK    map[string]int
+	ScanKeys   int
+	ScanFailed map[string]int
 	// Throughput: committed writes per second in the faulty and in the quiet phase.
 	FaultyTPS, QuietTPS float64
 	// Recovery: restart → first commit touching the restarted process; heal → none of the
@@ -201,6 +206,14 @@ func (r *Report) String() string {
 		w("%-26s checked %d (a marker per shard read back)  lost %d  half-applied %d", "acknowledged writes", r.AckedChecked, r.Lost, r.HalfApplied)
 	}
 	w("%-26s ok %d  failed %d (%s)", "reads", r.ReadsOK, readFailed, countMap(r.ReadFailed))
+	scansOK, scanFailed := 0, 0
+	for _, n := range r.ScansOK {
+		scansOK += n
+	}
+	for _, n := range r.ScanFailed {
+		scanFailed += n
+	}
+	w("%-26s ok %d (%s; %d keys, pages of %d)  failed %d (%s)", "scans", scansOK, countMap(r.ScansOK), r.ScanKeys, scanPageSize, scanFailed, countMap(r.ScanFailed))
 	w("%-26s faulty %.1f commits/s  quiet %.1f commits/s", "throughput", r.FaultyTPS, r.QuietTPS)
 	w("%-26s %s  (%d restarts with no commit after)", "restart -> first commit", durStats(r.FirstCommitTimes), r.NoCommitAfter)
 	w("%-26s %s", "heal -> prepared resolved", durStats(r.ResolveTimes))

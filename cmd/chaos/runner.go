@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kvtx/kvtx/cmd/internal/cluster"
-	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 )
 
@@ -612,171 +610,6 @@ func (r *runner) waitNoPrepared(d time.Duration) (time.Duration, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Since(start), fmt.Errorf("still not quiet after %s: %s", d, last)
-}
-
-// readMarkers reads every write's marker key and records whether it was applied.
-func (r *runner) readMarkers(ctx context.Context) error {
-	ops := r.rec.Ops()
-	var ids []int64
-	var keys [][]byte
-	for _, op := range ops {
-		if op.Write {
-			for _, m := range op.Markers {
-				ids = append(ids, op.ID)
-				keys = append(keys, []byte(m))
-			}
-		}
-	}
-	found := map[int64]int{}
-	for lo := 0; lo < len(keys); lo += 500 {
-		hi := min(lo+500, len(keys))
-		var kvs []client.KeyValue
-		var err error
-		for try := 0; try < 10; try++ {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			kvs, _, err = r.admin.Snapshot(cctx, keys[lo:hi]...)
-			cancel()
-			if err == nil {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if err != nil {
-			return fmt.Errorf("chaos: read markers: %w", err)
-		}
-		for i, kv := range kvs {
-			if kv.Found {
-				found[ids[lo+i]]++
-			}
-		}
-	}
-	r.rec.setApplied(found)
-	return nil
-}
-
-// checkMarkers checks every write against its markers: an acknowledged write must have all of
-// them (else it is lost), a failed one none, and no write only some (half applied).
-func (r *runner) checkMarkers(ops []Op) {
-	rep := r.report
-	rep.invariant(invMarkerAcked)
-	rep.invariant(invMarkerFailed)
-	rep.invariant(invHalfApplied)
-	for _, op := range ops {
-		if !op.Write {
-			continue
-		}
-		n, f := len(op.Markers), op.MarkersFound
-		if op.Status == OK {
-			rep.AckedChecked++
-			if f < n {
-				rep.Lost++
-				rep.violate(invMarkerAcked, fmt.Sprintf("%s %s %d committed at %s but %d of its %d markers are missing (%s)", op.Workload, op.Kind, op.ID, op.Return.Format("15:04:05.000"), n-f, n, strings.Join(op.Markers, " ")))
-			}
-		}
-		if f > 0 && f < n {
-			rep.HalfApplied++
-			rep.violate(invHalfApplied, fmt.Sprintf("%s %s %d (%s) has %d of its %d markers (%s)", op.Workload, op.Kind, op.ID, op.Status, f, n, strings.Join(op.Markers, " ")))
-		}
-		if op.Status == Failed && f > 0 {
-			rep.violate(invMarkerFailed, fmt.Sprintf("%s %s %d failed (%s: %s) but %d of its %d markers are there (%s)", op.Workload, op.Kind, op.ID, op.Reason, op.Err, f, n, strings.Join(op.Markers, " ")))
-		}
-	}
-}
-
-// summarize fills the report's counts, throughput and recovery times.
-func (r *runner) summarize(ops []Op, faultStart, healAt, stopAt time.Time) {
-	rep := r.report
-	rep.Aborted = map[string]int{}
-	rep.ReadFailed = map[string]int{}
-	var faulty, quiet int
-	for _, op := range ops {
-		if !op.Write {
-			if op.Status == OK {
-				rep.ReadsOK++
-			} else {
-				rep.ReadFailed[op.Reason]++
-			}
-			continue
-		}
-		rep.Attempted++
-		switch op.Status {
-		case OK:
-			rep.Committed++
-			switch {
-			case op.Return.Before(healAt):
-				faulty++
-			case op.Return.Before(stopAt):
-				quiet++
-			}
-		case Failed:
-			rep.Aborted[op.Reason]++
-		default:
-			rep.Unknown++
-			if op.Applied {
-				rep.UnknownApplied++
-			}
-		}
-	}
-	rep.FaultyTPS = float64(faulty) / healAt.Sub(faultStart).Seconds()
-	rep.QuietTPS = float64(quiet) / stopAt.Sub(healAt).Seconds()
-	r.mu.Lock()
-	events := append([]Event(nil), r.events...)
-	rep.ResolveTimes = append([]time.Duration(nil), r.resolve...)
-	r.mu.Unlock()
-	rep.Events = events
-	// restart → first commit that touches the restarted process.
-	sm := r.c.Config().ShardMap()
-	for _, e := range events {
-		if e.Kind != "restart" {
-			continue
-		}
-		shard := -1
-		if e.Target != txn.MasterName {
-			for i, n := range sm.Names() {
-				if n == e.Target {
-					shard = i
-				}
-			}
-		}
-		var first time.Time
-		for _, op := range ops {
-			if op.Status != OK || !op.Write || op.Invoke.Before(e.At) {
-				continue
-			}
-			if shard >= 0 && !containsInt(op.Shards, shard) {
-				continue
-			}
-			if first.IsZero() || op.Return.Before(first) {
-				first = op.Return
-			}
-		}
-		if !first.IsZero() {
-			rep.FirstCommitTimes = append(rep.FirstCommitTimes, first.Sub(e.At))
-		} else {
-			rep.NoCommitAfter++
-		}
-	}
-	kinds := map[string]int{}
-	for _, e := range events {
-		kinds[e.Kind]++
-	}
-	var names []string
-	for k := range kinds {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		rep.EventCounts = append(rep.EventCounts, fmt.Sprintf("%s=%d", k, kinds[k]))
-	}
-}
-
-func containsInt(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // ErrViolations is returned by Report.Err when an invariant was violated.

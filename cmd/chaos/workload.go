@@ -115,8 +115,9 @@ func retrySetup(ctx context.Context, what string, f func(ctx context.Context) er
 // bank
 
 // Bank moves money between accounts spread over every shard with conditional transactions
-// (versions read by Snapshot, then Txn with IfVersion compares) and reads all accounts in one
-// snapshot. The total never changes and no balance goes negative.
+// (versions read by Snapshot, then Txn with IfVersion compares), reads all accounts in one
+// snapshot, and scans them (every key under the accounts' prefix, in pages at one version).
+// The total never changes and no balance goes negative, in every snapshot and every scan.
 type Bank struct {
 	ks       keyspace
 	accounts []string
@@ -130,7 +131,7 @@ func NewBank(sm *txn.ShardMap, n, initial int) *Bank {
 	used := map[string]bool{}
 	b := &Bank{ks: ks, initial: initial}
 	for i := 0; i < n; i++ {
-		b.accounts = append(b.accounts, ks.onShard("bank/acct", i%sm.Len(), used))
+		b.accounts = append(b.accounts, ks.onShard(bankPrefix, i%sm.Len(), used))
 	}
 	return b
 }
@@ -153,9 +154,18 @@ func (b *Bank) Setup(ctx context.Context, cl *client.Client) error {
 	})
 }
 
-// Step transfers between two random accounts (3 in 4) or reads every account.
+// bankPrefix starts the name of every account, and of no other key.
+const bankPrefix = "bank/acct"
+
+// Step transfers between two random accounts (3 in 4), reads every account in one snapshot
+// (1 in 8) or scans them (1 in 8).
 func (b *Bank) Step(ctx context.Context, cl *client.Client, rng *rand.Rand, id int, rec *Recorder) error {
-	if rng.IntN(4) == 0 {
+	switch rng.IntN(8) {
+	case 0:
+		cctx, cancel := opCtx(ctx)
+		defer cancel()
+		return scan(cctx, cl, rec, &Op{Workload: "bank", Client: id}, bankPrefix, prefixEnd(bankPrefix))
+	case 1:
 		op := rec.Invoke(&Op{Workload: "bank", Client: id, Kind: "read", Keys: b.accounts, Shards: b.ks.shards(b.accounts)})
 		cctx, cancel := opCtx(ctx)
 		kvs, _, err := cl.Snapshot(cctx, bkeys(b.accounts)...)
@@ -225,23 +235,71 @@ func (b *Bank) checkBalances(vals []string, found []bool) (total bool, negative 
 	return false, negative, detail
 }
 
-// Check verifies every snapshot read during the run and a final one.
-func (b *Bank) Check(ctx context.Context, cl *client.Client, ops []Op, r *Report) error {
+// Invariants of the bank's scans.
+const (
+	invBankScanTotal    = "bank: every scan of the accounts sums to the total"
+	invBankScanNegative = "bank: no scan sees a negative balance"
+)
+
+// checkHistory checks every snapshot read and every scan of the run.
+func (b *Bank) checkHistory(ops []Op, r *Report) {
 	r.invariant("bank: total never changes")
 	r.invariant("bank: no negative balance")
+	r.invariant(invBankScanTotal)
+	r.invariant(invBankScanNegative)
+	r.invariant(invScanKeys)
 	for _, op := range ops {
-		if op.Workload != "bank" || op.Kind != "read" || op.Status != OK {
+		if op.Workload != "bank" || op.Status != OK {
 			continue
 		}
-		if bad, neg, d := b.checkBalances(op.Out, op.Found); bad || neg {
-			if bad {
-				r.violate("bank: total never changes", fmt.Sprintf("read %d at %s: %s", op.ID, op.Return.Format(time.TimeOnly), d))
+		switch op.Kind {
+		case "read":
+			if bad, neg, d := b.checkBalances(op.Out, op.Found); bad || neg {
+				if bad {
+					r.violate("bank: total never changes", fmt.Sprintf("read %d at %s: %s", op.ID, op.Return.Format(time.TimeOnly), d))
+				}
+				if neg {
+					r.violate("bank: no negative balance", fmt.Sprintf("read %d: %s", op.ID, d))
+				}
 			}
-			if neg {
-				r.violate("bank: no negative balance", fmt.Sprintf("read %d: %s", op.ID, d))
-			}
+		case "scan":
+			b.checkScan(op, r)
 		}
 	}
+}
+
+// checkScan checks one scan of every account: it returns each account, and no other key, and
+// the balances it read sum to the total, none negative.
+func (b *Bank) checkScan(op Op, r *Report) {
+	if d := checkScanKeys(op.Keys, bankPrefix, prefixEnd(bankPrefix)); d != "" {
+		r.violate(invScanKeys, fmt.Sprintf("bank scan %d: %s", op.ID, d))
+	}
+	index := make(map[string]int, len(b.accounts))
+	for i, a := range b.accounts {
+		index[a] = i
+	}
+	vals := make([]string, len(b.accounts))
+	found := make([]bool, len(b.accounts))
+	for i, k := range op.Keys {
+		j, ok := index[k]
+		if !ok {
+			r.violate(invBankScanTotal, fmt.Sprintf("scan %d read %s=%q, which is no account", op.ID, k, op.Out[i]))
+			continue
+		}
+		vals[j], found[j] = op.Out[i], op.Found[i]
+	}
+	bad, neg, d := b.checkBalances(vals, found)
+	if bad {
+		r.violate(invBankScanTotal, fmt.Sprintf("scan %d at %s (%d keys): %s", op.ID, op.Return.Format(time.TimeOnly), len(op.Keys), d))
+	}
+	if neg {
+		r.violate(invBankScanNegative, fmt.Sprintf("scan %d: %s", op.ID, d))
+	}
+}
+
+// Check verifies every snapshot read and scan during the run, and a final snapshot read.
+func (b *Bank) Check(ctx context.Context, cl *client.Client, ops []Op, r *Report) error {
+	b.checkHistory(ops, r)
 	cctx, cancel := opCtx(ctx)
 	defer cancel()
 	kvs, _, err := cl.Snapshot(cctx, bkeys(b.accounts)...)

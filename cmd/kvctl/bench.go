@@ -30,7 +30,8 @@ func benchCommand() *cli.Command {
 		UsageText: "kvctl bench [--workload W] [--clients C] [--duration D] [--target kvtx|badger|etcd] [-o json]\n" +
 			"kvctl bench --sweep 1,4,16,64 [--out DIR] ...     (one run per client count, writes JSON and an SVG chart)\n" +
 			"kvctl bench --suite standard [--targets kvtx,badger,etcd] [--etcd-bin etcd] ...   (what `make bench` runs)",
-		Description: "Workloads: put (one key), get (preloaded keys), txn (--txn-keys keys, --cross-shard of them on\n" +
+		Description: "Workloads: put (one key), get (preloaded keys), scan (--scan-keys consecutive preloaded keys from a\n" +
+			"random start, one range read), txn (--txn-keys keys, --cross-shard of them on\n" +
 			"other shards), cas (bank transfer: snapshot two accounts on two shards, then a transaction with\n" +
 			"version compares on both; a failed compare is an abort), ycsb-a (50% reads, 50% updates),\n" +
 			"ycsb-b (95/5), ycsb-c (reads only); the YCSB mixes choose keys zipfian, the others uniform.\n" +
@@ -38,7 +39,7 @@ func benchCommand() *cli.Command {
 			"unknown outcomes apart. --timeout bounds each operation. A live progress line is shown when\n" +
 			"stdout is a terminal.",
 		Flags: append(commonFlags(),
-			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: string(d.Workload), Usage: "`W`: put, get, txn, cas, ycsb-a, ycsb-b or ycsb-c"},
+			&cli.StringFlag{Name: "workload", Aliases: []string{"w"}, Value: string(d.Workload), Usage: "`W`: put, get, scan, txn, cas, ycsb-a, ycsb-b or ycsb-c"},
 			&cli.IntFlag{Name: "clients", Aliases: []string{"c"}, Value: d.Clients, Usage: "concurrent closed-loop clients"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: d.Duration, Usage: "measured window"},
 			&cli.Int64Flag{Name: "ops", Usage: "stop after this many measured operations instead of --duration"},
@@ -47,6 +48,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "keys", Value: d.Keys, Usage: "size of the key space (contention grows as it shrinks)"},
 			&cli.IntFlag{Name: "value-size", Value: d.ValueSize, Usage: "bytes per written value"},
 			&cli.IntFlag{Name: "txn-keys", Value: d.TxnKeys, Usage: "keys per transaction (txn workload)"},
+			&cli.IntFlag{Name: "scan-keys", Value: d.ScanKeys, Usage: "keys per range read (scan workload; at most 10000)"},
 			&cli.Float64Flag{Name: "cross-shard", Value: d.CrossShard, Usage: "fraction of a transaction's keys after the first that live on other shards (txn workload)"},
 			&cli.StringFlag{Name: "distribution", Usage: "uniform or zipfian (default: zipfian for ycsb-*, uniform otherwise)"},
 			&cli.Float64Flag{Name: "zipf-theta", Value: d.Theta, Usage: "zipfian skew in (0,1): closer to 1 is hotter keys, more contention"},
@@ -57,7 +59,7 @@ func benchCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the key and value choices (0: from the clock)"},
 			&cli.StringFlag{Name: "sweep", Usage: "run once per client count in `LIST` (e.g. 1,4,16,64) and write JSON and an SVG chart to --out"},
 			&cli.StringFlag{Name: "out", Value: ".", Usage: "`DIR` for the sweep's files (sweep-TARGET-WORKLOAD.json and .svg) and the suite's (suite.json, suite.txt)"},
-			&cli.StringFlag{Name: "suite", Usage: "run a suite: `standard` (put, get, txn, cas at 1 and 64 clients, ycsb-a at 64) on every --targets"},
+			&cli.StringFlag{Name: "suite", Usage: "run a suite: `standard` (put, get, scan, txn, cas at 1 and 64 clients, ycsb-a at 64) on every --targets"},
 			&cli.StringFlag{Name: "targets", Value: "kvtx,badger,etcd", Usage: "suite: targets to compare, in column order"},
 			&cli.StringFlag{Name: "etcd-bin", Usage: "suite: start this etcd binary on --etcd-endpoint itself (and restart it after preloading); without it a running etcd is used"},
 			&cli.StringFlag{Name: "etcd-data-dir", Usage: "suite: etcd's data `DIR` with --etcd-bin (default: a temporary directory)"},
@@ -79,6 +81,7 @@ func benchConfig(c *cli.Context) (bench.Config, bench.TargetConfig, error) {
 	cfg.Keys = c.Int("keys")
 	cfg.ValueSize = c.Int("value-size")
 	cfg.TxnKeys = c.Int("txn-keys")
+	cfg.ScanKeys = c.Int("scan-keys")
 	cfg.CrossShard = c.Float64("cross-shard")
 	cfg.Distribution = bench.Distribution(c.String("distribution"))
 	cfg.Theta = c.Float64("zipf-theta")
@@ -89,9 +92,9 @@ func benchConfig(c *cli.Context) (bench.Config, bench.TargetConfig, error) {
 		return cfg, bench.TargetConfig{}, usage("bad --timeout: %v", err)
 	}
 	cfg.OpTimeout = timeout
-	if cfg.Clients < 1 || cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.TxnKeys < 1 || cfg.Duration <= 0 {
+	if cfg.Clients < 1 || cfg.Keys < 1 || cfg.ValueSize < 1 || cfg.TxnKeys < 1 || cfg.ScanKeys < 1 || cfg.Duration <= 0 {
 		// Zero would silently mean the default in the library; on the command line it is a mistake.
-		return cfg, bench.TargetConfig{}, usage("--clients, --keys, --value-size, --txn-keys and --duration must be positive")
+		return cfg, bench.TargetConfig{}, usage("--clients, --keys, --value-size, --txn-keys, --scan-keys and --duration must be positive")
 	}
 	if isTerminal(c) {
 		cfg.Progress = c.App.Writer

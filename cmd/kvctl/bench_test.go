@@ -42,6 +42,28 @@ func TestBenchFlagsReachTheRunAndJSONComesOut(t *testing.T) {
 	}
 }
 
+func TestBenchScanReadsTheRangeItIsGiven(t *testing.T) {
+	var out bytes.Buffer
+	err := benchApp(&out).Run([]string{"kvctl", "bench", "--target", "badger", "--data-dir", t.TempDir(), "-w", "scan", "-c", "2",
+		"--ops", "30", "--warmup", "0", "--keys", "50", "--scan-keys", "10", "-o", "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Workload string
+		Ops      int64
+		Params   struct {
+			ScanKeys int `json:"scan_keys"`
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out.String())
+	}
+	if r.Workload != "scan" || r.Ops != 30 || r.Params.ScanKeys != 10 {
+		t.Errorf("got %+v from %s", r, out.String())
+	}
+}
+
 func TestBenchSweepWritesJSONAndSVG(t *testing.T) {
 	var out bytes.Buffer
 	dir := t.TempDir()
@@ -63,8 +85,10 @@ func TestBenchSweepWritesJSONAndSVG(t *testing.T) {
 
 func TestBenchRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
-		{"--workload", "scan"},
+		{"--workload", "range"},
 		{"--clients", "0"},
+		{"--scan-keys", "0"},
+		{"-w", "scan", "--keys", "50", "--scan-keys", "51"},
 		{"--cross-shard", "1.5"},
 		{"--suite", "huge"},
 		{"--sweep", "1,x"},
