@@ -68,10 +68,10 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Timeouts are the protocol's clocks.
 	Timeouts Timeouts `yaml:"timeouts"`
-	// CommitProtocol is how cross-shard transactions commit: "classic" (the master's durable
-	// decision record is the commit point) or "parallel" (the participants' durable yes votes
-	// are; no decision record, and participants resolve a transaction among themselves).
-	// Default classic.
+	// CommitProtocol is how cross-shard transactions commit: "parallel" (the participants'
+	// durable yes votes are the commit point; no decision record, and participants resolve a
+	// transaction among themselves) or "classic" (presumed abort: the master's durable decision
+	// record is the commit point). Default parallel.
 	CommitProtocol string `yaml:"commit_protocol"`
 }
 
@@ -106,7 +106,7 @@ func (c Config) WithDefaults() Config {
 	setInt(&l.MaxTxnBytes, 4<<20)
 	setInt(&l.MaxFrameBytes, 8<<20)
 	if c.CommitProtocol == "" {
-		c.CommitProtocol = ProtocolClassic
+		c.CommitProtocol = ProtocolParallel
 	}
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)

@@ -168,7 +168,7 @@ func (c *Coordinator) commitParallel(ctx context.Context, st *txnState, keys []s
 	c.mu.Unlock()
 	c.cfg.Hooks.at(PointMasterAfterDecision)
 	c.cfg.TxnLog.Event(st.id, "decision", st.participants, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS), "protocol=parallel")
-	c.startPhase2(st)
+	c.phase2AfterReply(st)
 	if obsErr != nil {
 		// Committed, but a later read could be given a timestamp below its commit.
 		c.log.Error("committed transaction's timestamp could not be observed", "txn", st.id, "commit_ts", commitTS, "err", obsErr)

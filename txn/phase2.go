@@ -21,6 +21,17 @@ func (c *Coordinator) startPhase2(st *txnState) {
 	}
 }
 
+// phase2AfterReply starts st's phase 2 on its own goroutine, so that the reply to the client
+// goes out first; PointMasterBeforePhase2 is reached there.
+func (c *Coordinator) phase2AfterReply(st *txnState) {
+	c.wg.Add(1)
+	c.cfg.Runtime.Go(func() {
+		defer c.wg.Done()
+		c.cfg.Hooks.at(PointMasterBeforePhase2)
+		c.startPhase2(st)
+	})
+}
+
 // committer sends the phase-2 commits of one participant. Commits decided while a request is
 // in flight queue up and go out together in the next one: under load, one request, one reply
 // and one dispatch at the node carry many transactions; when idle, nothing waits.

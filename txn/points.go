@@ -11,6 +11,9 @@ const (
 	// PointMasterAfterDecision: the commit decision is durable, no phase-2 message sent (parallel
 	// protocol: every vote is yes and the commit timestamp observed, the reply not sent).
 	PointMasterAfterDecision = "master.after-decision"
+	// PointMasterBeforePhase2: the transaction is committed and its reply handed back to the
+	// client's connection (which may or may not have written it yet); no phase-2 message sent.
+	PointMasterBeforePhase2 = "master.before-phase2"
 	// PointMasterAfterFirstCommit: one participant acknowledged its commit, and the master has
 	// recorded no acknowledgement yet. The other participants' commits went out at the same
 	// time and may have landed too.
@@ -31,7 +34,7 @@ const (
 
 // CrashPoints lists every named point, master's first.
 var CrashPoints = []string{
-	PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterAfterFirstCommit,
+	PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterBeforePhase2, PointMasterAfterFirstCommit,
 	PointNodeBeforePrepareRecord, PointNodeAfterPrepareRecord, PointNodeAfterRefusalRecord, PointNodeBeforeCommitApply, PointNodeAfterCommitApply,
 }
 

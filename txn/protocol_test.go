@@ -651,7 +651,7 @@ func TestAMasterThatDiesAfterTheFirstCommitHasItsPhase2FinishedAfterRestart(t *t
 		t.Fatalf("%s acknowledged its commit but holds %d prepared", first, n)
 	}
 	mu.Lock()
-	want := []string{PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterAfterFirstCommit}
+	want := []string{PointMasterBeforePrepare, PointMasterAfterVotes, PointMasterAfterDecision, PointMasterBeforePhase2, PointMasterAfterFirstCommit}
 	if !slices.Equal(points, want) {
 		t.Errorf("points reached %v, want %v", points, want)
 	}

@@ -106,8 +106,8 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	c.cfg.TxnLog.Event(txnID, "decision", names, "outcome=committed", fmt.Sprintf("commit_ts=%d", commitTS))
 
 	// The decision is durable: the transaction is committed. Phase 2 runs in the background;
-	// readers wait for its locks, and later writers of its keys wait for it at the master.
-	c.startPhase2(st)
+	// later reads and writes of its keys carry its commit (committedOn).
+	c.phase2AfterReply(st)
 	c.cfg.Metrics.TxnDone("2pc", "committed", c.since(start))
 	return &wire.TxnReply{TxnID: txnID, CommitTS: commitTS, Path: "2pc"}, nil
 }

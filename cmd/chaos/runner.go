@@ -32,7 +32,7 @@ type Config struct {
 	FaultDuration, QuietDuration time.Duration
 	// Nodes is the number of shard nodes (default 2).
 	Nodes int
-	// CommitProtocol is the cluster's commit_protocol (default classic).
+	// CommitProtocol is the cluster's commit_protocol (default: the built-in default, parallel).
 	CommitProtocol string
 	// Clients per workload (defaults: bank 3, append 2, register 3).
 	BankClients, AppendClients, RegisterClients int

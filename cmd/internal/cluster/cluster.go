@@ -32,7 +32,7 @@ type Config struct {
 	Nodes int
 	// Timeouts are the protocol's clocks; zero fields take those of ShortTimeouts.
 	Timeouts txn.Timeouts
-	// CommitProtocol is the cluster's commit_protocol (default classic).
+	// CommitProtocol is the cluster's commit_protocol (default: the built-in default, parallel).
 	CommitProtocol string
 	// LogLevel is every process's --log-level (default info).
 	LogLevel string
