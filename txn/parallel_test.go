@@ -119,3 +119,22 @@ func TestLearnTimestampsStartsTheOracleAboveEveryNode(t *testing.T) {
 		t.Fatalf("next timestamp %d, %v; want above node2's %d", ts, err, high)
 	}
 }
+
+// A prepare whose participant list the termination rule could not rest on (this node missing,
+// a name twice or outside the shard map) is refused, and nothing is prepared.
+func TestAPrepareWithABadParticipantListIsRefused(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	node := ownerOf(c.shards, k[0])
+	other := ownerOf(c.shards, k[1])
+	for _, names := range [][]string{nil, {other}, {node, node}, {node, "node9"}} {
+		req := &wire.PrepareRequest{TxnID: 77, StartTS: 77, Ops: []wire.Op{put(k[0], "x")}, Participants: names, Parallel: true}
+		var rep wire.PrepareReply
+		if err := c.tr.Call(context.Background(), node, req, &rep); codeOf(err) != wire.CodeBadRequest {
+			t.Fatalf("participants %v: %v, want bad_request", names, err)
+		}
+	}
+	if n := len(c.nodes[node].store.Prepared()); n != 0 {
+		t.Fatalf("%d transactions prepared after refused prepares", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -216,6 +217,9 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
 		return nil, p.stepDone("prepare", err)
 	}
+	if err := p.checkParticipants(req.Participants); err != nil {
+		return nil, p.stepDone("prepare", err)
+	}
 	p.applyCommitted(ctx, req.Committed)
 	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
 	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants,
@@ -231,6 +235,23 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	p.cfg.Hooks.at(PointNodeAfterPrepareRecord)
 	p.cfg.TxnLog.Event(req.TxnID, "vote", req.Participants, "vote=yes", fmt.Sprintf("min_commit_ts=%d", minTS))
 	return &wire.PrepareReply{MinCommitTS: minTS}, nil
+}
+
+// checkParticipants checks a prepare's participant list, on which the parallel protocol's
+// termination rests (committed once every one named holds a yes vote): distinct nodes of the
+// shard map, this one among them.
+func (p *Participant) checkParticipants(names []string) error {
+	self := false
+	for i, n := range names {
+		if !slices.Contains(p.cfg.Shards.Names(), n) || slices.Contains(names[:i], n) {
+			return wire.Errorf(wire.CodeBadRequest, "prepare names participant %q twice or outside the shard map %v", n, p.cfg.Shards.Names())
+		}
+		self = self || n == p.cfg.Name
+	}
+	if !self {
+		return wire.Errorf(wire.CodeBadRequest, "prepare's participants %v do not name %s", names, p.cfg.Name)
+	}
+	return nil
 }
 
 // commit applies a commit the master sent. It does not wait for a sync: the master keeps its
