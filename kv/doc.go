@@ -98,7 +98,9 @@
 // aborted (or refused in Resolve) is refused with ErrAborted, from an
 // in-memory set of the last 100,000 finished ids and from the outcome marker
 // ("committed at T" or "aborted") every finished transaction leaves in
-// Badger, which survives restarts (see outcome.go). A Commit or Abort for a
+// Badger, which survives restarts, and, once the marker has gone
+// (ForgetOutcomes, SweepOutcomes), from the prepare record's deletion where it
+// was prepared (see outcome.go). A Commit or Abort for a
 // transaction already finished here is a no-op, so both may be retried
 // freely; a Commit for one never prepared here, or aborted here, fails with
 // ErrNotPrepared, an Abort of one never prepared only remembers the id.
@@ -116,7 +118,9 @@
 // included, is stored unambiguously. Prepare records live under
 // 'p'+big-endian(txnID) at version StartTS and are deleted at the commit
 // timestamp (Commit, which must exceed StartTS) or at StartTS+1 (Abort).
-// Outcome markers live under 'o'+big-endian(txnID). The maxTS mark lives
+// Outcome markers live under 'o'+big-endian(txnID), at the commit timestamp
+// or StartTS+1; Resolve's refusals and the deletions of markers at a version
+// above the key's newest (markerVersion). The maxTS mark lives
 // under a meta key at version = the mark. Prepare
 // records and the mark are read at math.MaxUint64. Old versions are never
 // discarded (the Badger discard timestamp stays 0).

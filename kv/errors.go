@@ -44,10 +44,6 @@ var (
 	// Commit returns nil). It means the store lost a prepare record, for example a
 	// wiped data directory, or a coordinator bug; nothing was written.
 	ErrNotPrepared = errors.New("kv: transaction not prepared here")
-
-	// ErrOutcomeUnknown is returned by Resolve for a transaction that finished here before
-	// outcome markers were recorded: the store knows it finished, not how.
-	ErrOutcomeUnknown = errors.New("kv: outcome not recorded")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID

@@ -6,19 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Outcome markers. A transaction that finishes here leaves a small marker under tagOutcome and
-// its id: "committed at T", written in the same Badger transaction as its commit, or "aborted",
-// written with its abort or, for a transaction never prepared here, by Resolve. The marker
-// refuses a late or duplicated Prepare across restarts and answers Resolve, the termination
-// query of the parallel commit protocol. Markers stay until the garbage collector of finished
-// transactions exists; until then they cost about 20 bytes per cross-shard transaction.
+// its id: "committed at T", written in the same Badger transaction as its commit, or "aborted"
+// with the wall-clock time it was written, written with its abort or, for a transaction never
+// prepared here, by Resolve. The marker refuses a late or duplicated Prepare across restarts and
+// answers Resolve, the termination query of the parallel commit protocol. Markers go when no
+// one can need them any more: a committed one when told that every participant has synced the
+// commit (ForgetOutcomes: none can find it prepared again, so none asks), an aborted one once it
+// is older than what the caller knows bounds a late Prepare (SweepOutcomes). A Prepare of a
+// transaction whose marker went is still refused where it was prepared (the prepare record's
+// deletion stays in Badger).
 const (
 	markerCommitted = 'c' // then uvarint commit timestamp
-	markerAborted   = 'a'
+	markerAborted   = 'a' // then uvarint Unix nanoseconds (none in the first markers written)
 )
 
 // ResolutionState is what a store knows of a transaction's fate.
@@ -68,7 +73,28 @@ func committedMarker(commitTS uint64) []byte {
 	return binary.AppendUvarint([]byte{markerCommitted}, commitTS)
 }
 
-var abortedMarker = []byte{markerAborted}
+func abortedMarker(at time.Time) []byte {
+	return binary.AppendUvarint([]byte{markerAborted}, uint64(max(at.UnixNano(), 0)))
+}
+
+// decodeOutcome parses a marker; at is when an aborted one was written (zero if unknown).
+func decodeOutcome(v []byte) (r Resolution, at time.Time, ok bool) {
+	if len(v) == 0 {
+		return Resolution{}, time.Time{}, false
+	}
+	n, k := binary.Uvarint(v[1:])
+	whole := k > 0 && k == len(v)-1
+	switch v[0] {
+	case markerAborted:
+		if len(v) == 1 {
+			return Resolution{State: ResolvedAborted}, time.Time{}, true
+		}
+		return Resolution{State: ResolvedAborted}, time.Unix(0, int64(n)), whole && n <= math.MaxInt64
+	case markerCommitted:
+		return Resolution{State: ResolvedCommitted, CommitTS: n}, time.Time{}, whole && n > 0
+	}
+	return Resolution{}, time.Time{}, false
+}
 
 // readOutcome reads txnID's outcome marker. found is false if there is none; a store written
 // before markers existed may still know the transaction finished from its prepare record's
@@ -85,16 +111,22 @@ func readOutcome(txn *badger.Txn, txnID uint64) (r Resolution, found, legacy boo
 	if err != nil {
 		return Resolution{}, false, false, fmt.Errorf("kv: read outcome of transaction %d: %w", txnID, err)
 	}
-	switch {
-	case len(v) == 1 && v[0] == markerAborted:
-		return Resolution{State: ResolvedAborted}, true, false, nil
-	case len(v) > 1 && v[0] == markerCommitted:
-		ts, n := binary.Uvarint(v[1:])
-		if n > 0 && n == len(v)-1 && ts > 0 {
-			return Resolution{State: ResolvedCommitted, CommitTS: ts}, true, false, nil
-		}
+	if r, _, ok := decodeOutcome(v); ok {
+		return r, true, false, nil
 	}
 	return Resolution{}, false, false, fmt.Errorf("kv: outcome of transaction %d: %w", txnID, errCorrupt)
+}
+
+// markerVersion returns a version above every version of txnID's marker key, its deletions
+// included, so that a marker written or deleted there is the newest.
+func markerVersion(txn *badger.Txn, txnID uint64) uint64 {
+	it := txn.NewKeyIterator(outcomeKey(txnID), badger.IteratorOptions{AllVersions: true})
+	defer it.Close()
+	it.Rewind()
+	if !it.Valid() {
+		return 1
+	}
+	return it.Item().Version() + 1 // the newest version comes first
 }
 
 // finishedHere reports whether txnID finished here before: it has an outcome marker or a
@@ -171,13 +203,126 @@ func (s *Store) markOutcome(txnID uint64) (Resolution, error) {
 	case found:
 		return r, nil
 	case legacy:
-		return Resolution{}, fmt.Errorf("kv: resolve transaction %d: it finished here before outcomes were recorded: %w", txnID, ErrOutcomeUnknown)
+		// Prepared here and finished, its marker gone. A committed marker goes only once every
+		// participant has synced the commit, after which none holds it prepared and none asks;
+		// so whoever asks holds an aborted one, whose marker was swept. (A store written before
+		// markers existed never had parallel transactions, the only ones participants ask
+		// about.) Its prepare record's deletion already refuses a late Prepare.
+		return Resolution{State: ResolvedAborted}, nil
 	}
-	if err := txn.Set(outcomeKey(txnID), abortedMarker); err != nil {
+	version := markerVersion(txn, txnID)
+	if err := txn.Set(outcomeKey(txnID), abortedMarker(time.Now())); err != nil {
 		return Resolution{}, fmt.Errorf("kv: resolve transaction %d: record abort: %w", txnID, err)
 	}
-	if err := txn.CommitAt(1, nil); err != nil {
+	if err := txn.CommitAt(version, nil); err != nil {
 		return Resolution{}, fmt.Errorf("kv: resolve transaction %d: record abort: %w", txnID, err)
 	}
 	return Resolution{State: ResolvedAborted, Refused: true}, nil
+}
+
+// ForgetOutcomes drops the markers of the listed commits (txnID → commit timestamp): the caller
+// knows that every participant of each has synced its commit, so no participant can find it
+// prepared again and ask. A marker that says otherwise (aborted, or another timestamp) stays.
+// The deletions need no sync: a marker a crash brings back is only kept longer.
+func (s *Store) ForgetOutcomes(commits map[uint64]uint64) (forgotten int, err error) {
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	s.mu.Unlock()
+	defer s.exit()
+	for id, ts := range commits {
+		err := s.dropMarker(id, func(r Resolution, _ time.Time) bool {
+			return r.State == ResolvedCommitted && r.CommitTS == ts
+		})
+		if err == errKept {
+			continue
+		}
+		if err != nil {
+			return forgotten, err
+		}
+		forgotten++
+	}
+	return forgotten, nil
+}
+
+// SweepOutcomes drops the aborted markers written before before: the caller knows that no
+// Prepare of those transactions can succeed any more (a late one is refused by its age), and a
+// participant that still holds one prepared and asks is told "aborted" again, by a new marker.
+// Cost: one pass over every marker.
+func (s *Store) SweepOutcomes(before time.Time) (swept int, err error) {
+	s.mu.Lock()
+	if err := s.enterLocked(); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	s.mu.Unlock()
+	defer s.exit()
+	var old []uint64
+	txn := s.db.NewTransactionAt(math.MaxUint64, false)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagOutcome}})
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if len(k) != 9 {
+			continue
+		}
+		err := item.Value(func(v []byte) error {
+			if r, at, ok := decodeOutcome(v); ok && r.State == ResolvedAborted && !at.IsZero() && at.Before(before) {
+				old = append(old, binary.BigEndian.Uint64(k[1:]))
+			}
+			return nil
+		})
+		if err != nil {
+			it.Close()
+			txn.Discard()
+			return 0, fmt.Errorf("kv: sweep outcomes: %w", err)
+		}
+	}
+	it.Close()
+	txn.Discard()
+	for _, id := range old {
+		err := s.dropMarker(id, func(r Resolution, at time.Time) bool {
+			return r.State == ResolvedAborted && !at.IsZero() && at.Before(before)
+		})
+		if err == errKept {
+			continue
+		}
+		if err != nil {
+			return swept, err
+		}
+		swept++
+	}
+	return swept, nil
+}
+
+var errKept = errors.New("kept")
+
+// dropMarker deletes txnID's marker if drop says so of it, returning errKept otherwise.
+func (s *Store) dropMarker(txnID uint64, drop func(Resolution, time.Time) bool) error {
+	txn := s.db.NewTransactionAt(math.MaxUint64, true)
+	defer txn.Discard()
+	item, err := txn.Get(outcomeKey(txnID))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return errKept
+	}
+	if err != nil {
+		return fmt.Errorf("kv: drop outcome of transaction %d: %w", txnID, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return fmt.Errorf("kv: drop outcome of transaction %d: %w", txnID, err)
+	}
+	if r, at, ok := decodeOutcome(v); !ok || !drop(r, at) {
+		return errKept
+	}
+	version := markerVersion(txn, txnID)
+	if err := txn.Delete(outcomeKey(txnID)); err != nil {
+		return fmt.Errorf("kv: drop outcome of transaction %d: %w", txnID, err)
+	}
+	if err := txn.CommitAt(version, nil); err != nil {
+		return fmt.Errorf("kv: drop outcome of transaction %d: %w", txnID, err)
+	}
+	return nil
 }

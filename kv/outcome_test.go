@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // Resolve answers a termination query from what the store durably knows, across restarts: a
@@ -140,5 +141,60 @@ func TestMinCommitTSIsFixedWhenTheLocksAreTaken(t *testing.T) {
 	}
 	if r := await(t, above, "read at the minimum"); r.err != nil || string(r.vals[0].Value) != "1" {
 		t.Fatalf("read at the commit timestamp: %+v, %v", r.vals, r.err)
+	}
+}
+
+// Markers go when they are no longer needed, and only then: a committed one when told its
+// commit is synced everywhere (at the right timestamp), an aborted one once older than the
+// bound. A Prepare of a forgotten committed transaction is still refused, from the prepare
+// record's deletion; a Resolve of a swept aborted one records "aborted" again.
+func TestOutcomeMarkersGoWhenNoLongerNeeded(t *testing.T) {
+	for _, mode := range reopenModes {
+		t.Run(mode, func(t *testing.T) {
+			opts := testOpts(t, t.TempDir())
+			s := openTest(t, opts)
+			ctx := context.Background()
+			min := mustPrepare(t, s, 1, 10, nil, put("a", "1"))
+			if err := s.Commit(ctx, 1, min); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Resolve(ctx, 2); err != nil { // refused: an aborted marker
+				t.Fatal(err)
+			}
+			if n, err := s.ForgetOutcomes(map[uint64]uint64{1: min + 1, 2: 5}); err != nil || n != 0 {
+				t.Fatalf("forget with the wrong timestamp, or of an abort: %d, %v; want nothing dropped", n, err)
+			}
+			if n, err := s.SweepOutcomes(time.Now().Add(-time.Hour)); err != nil || n != 0 {
+				t.Fatalf("sweep of markers younger than the bound: %d, %v", n, err)
+			}
+			if n, err := s.ForgetOutcomes(map[uint64]uint64{1: min}); err != nil || n != 1 {
+				t.Fatalf("forget: %d, %v; want 1", n, err)
+			}
+			if n, err := s.SweepOutcomes(time.Now().Add(time.Second)); err != nil || n != 1 {
+				t.Fatalf("sweep: %d, %v; want 1", n, err)
+			}
+			s = reopen(t, s, opts, mode)
+			if _, err := s.Prepare(ctx, PrepareRecord{TxnID: 1, StartTS: 10, Ops: []Op{put("a", "2")}}, nil); !errors.Is(err, ErrAborted) {
+				t.Fatalf("late Prepare of a committed transaction whose marker went: %v, want refused", err)
+			}
+			mustPrepare(t, s, 3, 10, nil, put("c", "1"))
+			if err := s.Abort(ctx, 3); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.SweepOutcomes(time.Now().Add(time.Second)); err != nil || n != 1 {
+				t.Fatalf("sweep of an abort prepared here: %d, %v; want 1", n, err)
+			}
+			if r, err := s.Resolve(ctx, 3); err != nil || r.State != ResolvedAborted || r.Refused {
+				t.Fatalf("Resolve of an abort prepared here, its marker swept = %+v, %v; want aborted", r, err)
+			}
+			r, err := s.Resolve(ctx, 2)
+			if err != nil || r.State != ResolvedAborted || !r.Refused {
+				t.Fatalf("Resolve of a swept abort = %+v, %v; want aborted, recorded again", r, err)
+			}
+			if r, err := s.Resolve(ctx, 2); err != nil || r.State != ResolvedAborted || r.Refused {
+				t.Fatalf("second Resolve = %+v, %v; want the new marker", r, err)
+			}
+			wantValue(t, mustGet(t, s, min, "a"), "1", min)
+		})
 	}
 }

@@ -595,7 +595,7 @@ func (s *Store) abortHeld(p *preparedTxn) error {
 	if err := txn.Delete(prepareKey(id)); err != nil {
 		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
 	}
-	if err := txn.Set(outcomeKey(id), abortedMarker); err != nil {
+	if err := txn.Set(outcomeKey(id), abortedMarker(time.Now())); err != nil {
 		return fmt.Errorf("kv: abort transaction %d: record outcome: %w", id, err)
 	}
 	// Versioned just above the record, so the deletion shadows it.

@@ -65,6 +65,9 @@ type Coordinator struct {
 		forgetTimer bool // a forgetApplied is scheduled
 		// committers send each participant's phase-2 commits, batching those that queue up.
 		committers map[string]*committer
+		// forgetMarkers holds, per node, the commits that every participant has synced, for
+		// the node's next Sync to drop their outcome markers.
+		forgetMarkers map[string][]wire.CommitRequest
 	}
 }
 
@@ -91,6 +94,7 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	c.mu.txns = map[uint64]*txnState{}
 	c.mu.unacked = map[string]*txnState{}
 	c.mu.committers = map[string]*committer{}
+	c.mu.forgetMarkers = map[string][]wire.CommitRequest{}
 	return c, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/kvtx/kvtx/kv"
 	"github.com/kvtx/kvtx/wire"
@@ -136,5 +137,40 @@ func TestAPrepareWithABadParticipantListIsRefused(t *testing.T) {
 	}
 	if n := len(c.nodes[node].store.Prepared()); n != 0 {
 		t.Fatalf("%d transactions prepared after refused prepares", n)
+	}
+}
+
+// A prepare of the parallel protocol older than LateBound is refused, so that an aborted
+// transaction's markers can go after it; one without a send time is refused too.
+func TestAParallelPrepareOlderThanTheLateBoundIsRefused(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	node := ownerOf(c.shards, k[0])
+	now := c.nodeRT.Now()
+	for _, tc := range []struct {
+		sentAt time.Time
+		code   wire.Code
+	}{
+		{time.Time{}, wire.CodeBadRequest},
+		{now.Add(-LateBound(c.timeouts) - time.Second), wire.CodeAborted},
+		{now.Add(LateBound(c.timeouts) + time.Second), wire.CodeAborted},
+	} {
+		sent := uint64(0)
+		if !tc.sentAt.IsZero() {
+			sent = uint64(tc.sentAt.UnixNano())
+		}
+		req := &wire.PrepareRequest{TxnID: 77, StartTS: 77, Ops: []wire.Op{put(k[0], "x")}, Participants: c.shards.Names(), Parallel: true, SentAt: sent}
+		var rep wire.PrepareReply
+		if err := c.tr.Call(context.Background(), node, req, &rep); codeOf(err) != tc.code {
+			t.Fatalf("prepare sent at %v (now %v): %v, want %s", tc.sentAt, now, err, tc.code)
+		}
+	}
+	if n := len(c.nodes[node].store.Prepared()); n != 0 {
+		t.Fatalf("%d transactions prepared after refused prepares", n)
+	}
+	req := &wire.PrepareRequest{TxnID: 78, StartTS: 78, Ops: []wire.Op{put(k[0], "x")}, Participants: c.shards.Names(), Parallel: true, SentAt: uint64(now.UnixNano())}
+	var rep wire.PrepareReply
+	if err := c.tr.Call(context.Background(), node, req, &rep); err != nil {
+		t.Fatalf("a prepare sent now: %v", err)
 	}
 }

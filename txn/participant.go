@@ -24,6 +24,8 @@ type Storage interface {
 	Sync(ctx context.Context) error
 	Abort(ctx context.Context, txnID uint64) error
 	Resolve(ctx context.Context, txnID uint64) (kv.Resolution, error)
+	ForgetOutcomes(commits map[uint64]uint64) (int, error)
+	SweepOutcomes(before time.Time) (int, error)
 	Prepared() []kv.PreparedTxn
 	Stats() kv.Stats
 }
@@ -54,6 +56,10 @@ type ParticipantConfig struct {
 	Runtime Runtime
 	// Hooks are called at the participant's named points (optional).
 	Hooks Hooks
+	// MarkerRetention is how long an "aborted" outcome marker is kept (default 10 times
+	// LateBound(Timeouts)): past LateBound no prepare of the transaction can succeed, and the
+	// rest is the margin for clocks that disagree.
+	MarkerRetention time.Duration
 }
 
 // Participant is a node's side of the protocol: reads at a timestamp, one-phase apply,
@@ -67,7 +73,8 @@ type Participant struct {
 
 	mu struct {
 		sync.Mutex
-		asks map[uint64]*askState // prepared transactions this node has asked about
+		asks      map[uint64]*askState // prepared transactions this node has asked about
+		lastSweep time.Time            // of the aborted outcome markers
 	}
 }
 
@@ -108,6 +115,9 @@ func NewParticipant(cfg ParticipantConfig) (*Participant, error) {
 	}
 	if cfg.Peers == nil {
 		cfg.Peers = cfg.Master
+	}
+	if cfg.MarkerRetention <= 0 {
+		cfg.MarkerRetention = 10 * LateBound(cfg.Timeouts)
 	}
 	p := &Participant{cfg: cfg, shard: shard, log: cfg.Logger}
 	p.mu.asks = map[uint64]*askState{}
@@ -220,6 +230,11 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 	if err := p.checkParticipants(req.Participants); err != nil {
 		return nil, p.stepDone("prepare", err)
 	}
+	if req.Parallel {
+		if err := p.checkAge(req.SentAt); err != nil {
+			return nil, p.stepDone("prepare", err)
+		}
+	}
 	p.applyCommitted(ctx, req.Committed)
 	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
 	rec := kv.PrepareRecord{TxnID: req.TxnID, StartTS: req.StartTS, Ops: kvOps(req.Ops), Participants: req.Participants,
@@ -293,6 +308,15 @@ func (p *Participant) sync(ctx context.Context, req *wire.SyncRequest) (*wire.Ac
 	}
 	if err := p.cfg.Store.Sync(context.WithoutCancel(ctx)); err != nil {
 		return nil, storeError(err)
+	}
+	if len(req.Forget) > 0 {
+		forget := make(map[uint64]uint64, len(req.Forget))
+		for _, c := range req.Forget {
+			forget[c.TxnID] = c.CommitTS
+		}
+		if _, err := p.cfg.Store.ForgetOutcomes(forget); err != nil {
+			p.log.Warn("forget outcome markers", "txns", len(forget), "err", err)
+		}
 	}
 	return &wire.Ack{}, nil
 }
@@ -436,7 +460,27 @@ func (p *Participant) ResolveOnce(ctx context.Context) int {
 	}
 	p.mu.Unlock()
 	p.cfg.Metrics.InDoubt(inDoubt)
+	p.sweepMarkers(now)
 	return inDoubt
+}
+
+// sweepMarkers drops, about every tenth of the retention, the aborted outcome markers older
+// than MarkerRetention.
+func (p *Participant) sweepMarkers(now time.Time) {
+	p.mu.Lock()
+	due := now.Sub(p.mu.lastSweep) >= p.cfg.MarkerRetention/10
+	if due {
+		p.mu.lastSweep = now
+	}
+	p.mu.Unlock()
+	if !due {
+		return
+	}
+	if n, err := p.cfg.Store.SweepOutcomes(now.Add(-p.cfg.MarkerRetention)); err != nil {
+		p.log.Warn("sweep outcome markers", "err", err)
+	} else if n > 0 {
+		p.log.Debug("swept aborted outcome markers", "count", n)
+	}
 }
 
 func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {

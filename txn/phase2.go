@@ -197,6 +197,9 @@ func (c *Coordinator) commitAcked(st *txnState) {
 	}
 }
 
+// maxForgetMarkers bounds the commits a node's next Sync tells it to forget the markers of.
+const maxForgetMarkers = 50_000
+
 // ForgetDelay is how long the master gathers acknowledged commits before it asks their
 // participants to sync and forgets the decisions: one sync request per node per batch.
 const ForgetDelay = 50 * time.Millisecond
@@ -212,6 +215,7 @@ func (c *Coordinator) forgetApplied() {
 	c.mu.forget = nil
 	c.mu.forgetTimer = false
 	commits := map[string][]wire.CommitRequest{}
+	forget := map[string][]wire.CommitRequest{}
 	var recorded []uint64 // the classic ones: the parallel protocol writes no decision record
 	for _, id := range batch {
 		st := c.mu.txns[id]
@@ -221,6 +225,10 @@ func (c *Coordinator) forgetApplied() {
 		for _, n := range st.participants {
 			commits[n] = append(commits[n], wire.CommitRequest{TxnID: id, CommitTS: st.commitTS})
 		}
+	}
+	for n := range commits {
+		// The commits an earlier Sync confirmed on every participant: their markers may go.
+		forget[n], c.mu.forgetMarkers[n] = c.mu.forgetMarkers[n], nil
 	}
 	c.mu.Unlock()
 	if len(batch) == 0 {
@@ -233,11 +241,18 @@ func (c *Coordinator) forgetApplied() {
 	sort.Strings(names)
 	ok := make([]bool, len(names))
 	fanOut(c.cfg.Runtime, len(names), func(i int) {
-		ok[i] = c.retry(names[i], &wire.SyncRequest{Commits: commits[names[i]]}, 0)
+		ok[i] = c.retry(names[i], &wire.SyncRequest{Commits: commits[names[i]], Forget: forget[names[i]]}, 0)
 	})
 	if slices.Contains(ok, false) {
 		return // closing: the decisions stay in the log and are driven again after a restart
 	}
+	c.mu.Lock()
+	for n, cs := range commits {
+		if len(c.mu.forgetMarkers[n]) < maxForgetMarkers { // past it, markers only stay longer
+			c.mu.forgetMarkers[n] = append(c.mu.forgetMarkers[n], cs...)
+		}
+	}
+	c.mu.Unlock()
 	if len(recorded) > 0 {
 		if err := c.cfg.Decisions.Forget(recorded...); err != nil {
 			c.log.Warn("forget decisions", "txns", len(recorded), "err", err)

@@ -37,6 +37,8 @@ type simStore struct {
 	minTS    map[uint64]uint64        // each record's minimum commit timestamp, fixed with its locks
 	cmpKeys  map[uint64][]string      // compare keys of each prepare record
 	outcomes map[uint64]kv.Resolution // outcome markers: committed at T, or aborted
+	abortAt  map[uint64]time.Time     // when each aborted marker was written
+	finished map[uint64]bool          // prepare records deleted by a commit or an abort
 	mark     uint64                   // persisted maxTS (kv.Store syncs a new mark before serving above it)
 	// pending lists the writes applied since the last sync, oldest first: the Applies waiting
 	// for their sync round and the commits of CommitNoSync. A crash before the next sync takes
@@ -86,7 +88,8 @@ var _ Storage = (*simStore)(nil)
 
 func newSimStore(s *sim, name string) *simStore {
 	st := &simStore{sim: s, name: name, versions: map[string][]simVersion{}, records: map[uint64]kv.PrepareRecord{},
-		cmpKeys: map[uint64][]string{}, outcomes: map[uint64]kv.Resolution{}, minTS: map[uint64]uint64{}}
+		cmpKeys: map[uint64][]string{}, outcomes: map[uint64]kv.Resolution{}, minTS: map[uint64]uint64{},
+		abortAt: map[uint64]time.Time{}, finished: map[uint64]bool{}}
 	st.restart()
 	return st
 }
@@ -391,7 +394,7 @@ func (st *simStore) Prepare(_ context.Context, rec kv.PrepareRecord, cmps []kv.C
 	if _, ok := st.records[rec.TxnID]; ok {
 		return st.minTS[rec.TxnID], nil
 	}
-	if _, done := st.outcomes[rec.TxnID]; done || st.forgotten[rec.TxnID] {
+	if _, done := st.outcomes[rec.TxnID]; done || st.finished[rec.TxnID] || st.forgotten[rec.TxnID] {
 		return 0, &kv.AbortedError{TxnID: rec.TxnID, Reason: "already finished here (late duplicate prepare)"}
 	}
 	var cmpKeys []string
@@ -439,6 +442,10 @@ func (st *simStore) finish(id uint64, out kv.Resolution) {
 	delete(st.minTS, id)
 	delete(st.recovered, id)
 	st.outcomes[id] = out
+	st.finished[id] = true
+	if out.State == kv.ResolvedAborted {
+		st.abortAt[id] = st.sim.now
+	}
 }
 
 func (st *simStore) Commit(_ context.Context, txnID, commitTS uint64) error {
@@ -456,6 +463,8 @@ func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 	if !ok {
 		out, done := st.outcomes[txnID]
 		switch {
+		case !done && st.finished[txnID]:
+			return nil // finished here, its marker since forgotten: a repeat, as kv answers
 		case !done:
 			// Commits go only where a yes vote came from, after its record was durable.
 			st.sim.violation("%s: commit of %d, which this node never prepared", st.name, txnID)
@@ -490,6 +499,7 @@ func (st *simStore) commit(txnID, commitTS uint64, sync bool) error {
 			st.cmpKeys[txnID] = cmpKeys
 			st.minTS[txnID] = min
 			delete(st.outcomes, txnID)
+			delete(st.finished, txnID)
 		}})
 	}
 	st.crashPoint(fmt.Sprintf("commit(sync=%v).after-apply", sync))
@@ -530,15 +540,48 @@ func (st *simStore) Resolve(_ context.Context, txnID uint64) (kv.Resolution, err
 		return kv.Resolution{State: kv.ResolvedPrepared, MinCommitTS: st.minTS[txnID]}, nil
 	}
 	out, done := st.outcomes[txnID]
+	if !done && st.finished[txnID] {
+		// Its marker went (forgotten or swept), as kv.Store.Resolve answers.
+		return kv.Resolution{State: kv.ResolvedAborted}, nil
+	}
 	if !done {
 		st.crashPoint("resolve.before-refusal")
 		out = kv.Resolution{State: kv.ResolvedAborted}
 		st.outcomes[txnID] = out
-		st.pending = append(st.pending, simPending{ts: 0, undo: func() { delete(st.outcomes, txnID) }})
+		st.abortAt[txnID] = st.sim.now
+		st.pending = append(st.pending, simPending{ts: 0, undo: func() { delete(st.outcomes, txnID); delete(st.abortAt, txnID) }})
 		out.Refused = true
 	}
 	st.syncPoint("resolve", gen)
 	return out, nil
+}
+
+// ForgetOutcomes models kv.Store.ForgetOutcomes; a deletion is durable at once here (the harsher
+// case: kv's may come back after a crash).
+func (st *simStore) ForgetOutcomes(commits map[uint64]uint64) (int, error) {
+	n := 0
+	for id, ts := range commits {
+		if out, ok := st.outcomes[id]; ok && out.State == kv.ResolvedCommitted && out.CommitTS == ts {
+			delete(st.outcomes, id)
+			st.sim.stats.markersForgotten++
+			n++
+		}
+	}
+	return n, nil
+}
+
+// SweepOutcomes models kv.Store.SweepOutcomes on the virtual clock.
+func (st *simStore) SweepOutcomes(before time.Time) (int, error) {
+	n := 0
+	for id, at := range st.abortAt {
+		if out, ok := st.outcomes[id]; ok && out.State == kv.ResolvedAborted && at.Before(before) {
+			delete(st.outcomes, id)
+			delete(st.abortAt, id)
+			st.sim.stats.markersSwept++
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (st *simStore) Prepared() []kv.PreparedTxn {

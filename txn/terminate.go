@@ -3,11 +3,32 @@ package txn
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/kvtx/kvtx/kv"
 	"github.com/kvtx/kvtx/wire"
 )
+
+// LateBound is how old a prepare of the parallel protocol may be when it reaches a node
+// (PrepareRequest.SentAt, on the master's clock): the master's vote wait plus one request.
+// Past it the node refuses the prepare, so that once every participant has finished a
+// transaction, no prepare of it can succeed after LateBound: what lets its "aborted" markers go.
+func LateBound(t Timeouts) time.Duration { return t.Prepare + t.Request }
+
+// checkAge refuses a parallel prepare sent longer than LateBound ago, or as far in the future
+// (a clock that far off breaks the bound).
+func (p *Participant) checkAge(sentAt uint64) error {
+	if sentAt == 0 || sentAt > math.MaxInt64 {
+		return wire.Errorf(wire.CodeBadRequest, "a prepare of the parallel protocol needs the time it was sent")
+	}
+	age := p.cfg.Runtime.Now().Sub(time.Unix(0, int64(sentAt)))
+	if bound := LateBound(p.cfg.Timeouts); age > bound || age < -bound {
+		return wire.Errorf(wire.CodeAborted, "prepare sent %v ago, past the late bound of %v (prepare + request timeouts); clocks may disagree", age.Round(time.Millisecond), bound)
+	}
+	return nil
+}
 
 // outcome answers another participant's or the master's termination query about a transaction
 // of the parallel protocol, from this node's durable state (kv.Store.Resolve): prepared with

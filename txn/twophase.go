@@ -39,7 +39,7 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 		p := parts[i]
 		var rep wire.PrepareReply
 		err := c.call(prepCtx, p.node, &wire.PrepareRequest{TxnID: txnID, StartTS: txnID, Compares: p.cmps, Ops: p.ops, Participants: names,
-			Parallel: c.cfg.Parallel, Committed: c.committedOn(partKeys(p))}, &rep)
+			Parallel: c.cfg.Parallel, Committed: c.committedOn(partKeys(p)), SentAt: uint64(max(start.UnixNano(), 0))}, &rep)
 		minTS[i], errs[i] = rep.MinCommitTS, err
 	})
 	cancel()

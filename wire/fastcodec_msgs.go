@@ -482,7 +482,7 @@ func (m *PrepareRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, fields(len(m.Committed) > 0, len(m.Compares) > 0, len(m.Ops) > 0, m.Parallel, len(m.Participants) > 0, m.StartTS != 0, m.TxnID != 0))
+	b = appendMapHeader(b, fields(len(m.Committed) > 0, len(m.Compares) > 0, len(m.Ops) > 0, m.Parallel, len(m.Participants) > 0, m.SentAt != 0, m.StartTS != 0, m.TxnID != 0))
 	if len(m.Committed) > 0 {
 		b = appendList(appendStr(b, "Committed"), m.Committed)
 	}
@@ -500,6 +500,9 @@ func (m *PrepareRequest) appendMsgpack(b []byte) []byte {
 		for _, v := range m.Participants {
 			b = appendStr(b, v)
 		}
+	}
+	if m.SentAt != 0 {
+		b = appendUint(appendStr(b, "SentAt"), m.SentAt)
 	}
 	if m.StartTS != 0 {
 		b = appendUint(appendStr(b, "StartTS"), m.StartTS)
@@ -523,6 +526,8 @@ func (m *PrepareRequest) decodeMsgpack(d *mpDecoder) error {
 			m.Parallel, err = d.readBool()
 		case "Participants":
 			m.Participants, err = readList(d, func(p *string) (err error) { *p, err = d.readStr(); return err })
+		case "SentAt":
+			m.SentAt, err = d.readUint(64)
 		case "StartTS":
 			m.StartTS, err = d.readUint(64)
 		case "TxnID":
@@ -646,12 +651,15 @@ func (m *SyncRequest) appendMsgpack(b []byte) []byte {
 	if m == nil {
 		return append(b, mpNil)
 	}
-	b = appendMapHeader(b, 1)
+	b = appendMapHeader(b, 1+fields(len(m.Forget) > 0))
 	b = appendStr(b, "Commits")
 	if m.Commits == nil {
 		b = append(b, mpNil)
 	} else {
 		b = appendList(b, m.Commits)
+	}
+	if len(m.Forget) > 0 {
+		b = appendList(appendStr(b, "Forget"), m.Forget)
 	}
 	return b
 }
@@ -661,6 +669,8 @@ func (m *SyncRequest) decodeMsgpack(d *mpDecoder) error {
 		switch string(key) {
 		case "Commits":
 			m.Commits, err = readStructs[CommitRequest](d)
+		case "Forget":
+			m.Forget, err = readStructs[CommitRequest](d)
 		default:
 			err = errUnknownField
 		}

@@ -534,6 +534,10 @@ type PrepareRequest struct {
 	Parallel bool `codec:",omitempty"`
 	// Committed is as in GetRequest.
 	Committed []CommitRequest `codec:",omitempty"`
+	// SentAt is when the master sent the prepare (Unix nanoseconds, its clock). Under the
+	// parallel protocol a node refuses a prepare sent longer ago than the late bound, so that
+	// no prepare can succeed once a transaction's outcome markers may be gone.
+	SentAt uint64 `codec:",omitempty"`
 }
 
 // MsgType returns MsgPrepare.
@@ -640,6 +644,9 @@ func (CommitBatchRequest) MsgType() MsgType { return MsgCommitBatch }
 // forgetting decisions whose commits the node applied without waiting for a sync.
 type SyncRequest struct {
 	Commits []CommitRequest
+	// Forget lists commits that every participant has synced (an earlier SyncRequest): no
+	// participant can find them prepared again, so the node may drop their outcome markers.
+	Forget []CommitRequest `codec:",omitempty"`
 }
 
 // MsgType returns MsgSync.
