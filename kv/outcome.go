@@ -315,7 +315,7 @@ func (s *Store) dropMarkerBatch(ids []uint64, drop func(uint64, Resolution, time
 		if r, at, ok := decodeOutcome(v); !ok || !drop(id, r, at) {
 			continue
 		}
-		version = max(version, markerVersion(txn, id))
+		version = max(version, item.Version()+1) // the live marker is the key's newest version
 		if err := txn.Delete(outcomeKey(id)); err != nil {
 			return 0, fmt.Errorf("kv: drop outcome of transaction %d: %w", id, err)
 		}
