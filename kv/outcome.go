@@ -96,10 +96,10 @@ func decodeOutcome(v []byte) (r Resolution, at time.Time, ok bool) {
 	return Resolution{}, time.Time{}, false
 }
 
-// readOutcome reads txnID's outcome marker. found is false if there is none; a store written
-// before markers existed may still know the transaction finished from its prepare record's
-// deletion (legacy).
-func readOutcome(txn *badger.Txn, txnID uint64) (r Resolution, found, legacy bool, err error) {
+// readOutcome reads txnID's outcome marker. found is false if there is none; recordGone says
+// whether the transaction was prepared and finished here all the same (its prepare record's
+// deletion stays: its marker went, or the store predates markers).
+func readOutcome(txn *badger.Txn, txnID uint64) (r Resolution, found, recordGone bool, err error) {
 	item, err := txn.Get(outcomeKey(txnID))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Resolution{}, false, everPrepared(txn, txnID), nil
@@ -132,8 +132,8 @@ func markerVersion(txn *badger.Txn, txnID uint64) uint64 {
 // finishedHere reports whether txnID finished here before: it has an outcome marker or a
 // deleted prepare record.
 func finishedHere(txn *badger.Txn, txnID uint64) (bool, error) {
-	_, found, legacy, err := readOutcome(txn, txnID)
-	return found || legacy, err
+	_, found, recordGone, err := readOutcome(txn, txnID)
+	return found || recordGone, err
 }
 
 // Resolve answers a termination query about txnID with what this store durably knows:
@@ -196,13 +196,13 @@ func (s *Store) Resolve(ctx context.Context, txnID uint64) (Resolution, error) {
 func (s *Store) markOutcome(txnID uint64) (Resolution, error) {
 	txn := s.db.NewTransactionAt(math.MaxUint64, true)
 	defer txn.Discard()
-	r, found, legacy, err := readOutcome(txn, txnID)
+	r, found, recordGone, err := readOutcome(txn, txnID)
 	switch {
 	case err != nil:
 		return Resolution{}, err
 	case found:
 		return r, nil
-	case legacy:
+	case recordGone:
 		// Prepared here and finished, its marker gone. A committed marker goes only once every
 		// participant has synced the commit, after which none holds it prepared and none asks;
 		// so whoever asks holds an aborted one, whose marker was swept. (A store written before

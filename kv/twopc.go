@@ -513,13 +513,13 @@ func everPrepared(txn *badger.Txn, id uint64) bool {
 func (s *Store) checkFinished(txnID uint64) error {
 	txn := s.db.NewTransactionAt(math.MaxUint64, false)
 	defer txn.Discard()
-	r, found, legacy, err := readOutcome(txn, txnID)
+	r, found, recordGone, err := readOutcome(txn, txnID)
 	switch {
 	case err != nil:
 		return err
 	case found && r.State == ResolvedAborted:
 		return fmt.Errorf("kv: commit transaction %d: it was aborted here: %w", txnID, ErrNotPrepared)
-	case !found && !legacy:
+	case !found && !recordGone:
 		return fmt.Errorf("kv: commit transaction %d: no prepare record of it was ever written here: %w", txnID, ErrNotPrepared)
 	}
 	return nil
