@@ -172,7 +172,7 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 		self.Prepared = append(self.Prepared, statusInfo(wire.TxnInfo{
 			TxnID: id, StartTS: id, AgeMillis: now.Sub(st.started).Milliseconds(), Participants: st.participants,
 			InDoubt: st.phase == phaseUnknown,
-		}, st.phase))
+		}, st))
 	}
 	c.mu.Unlock()
 	sort.Slice(self.Prepared, func(i, j int) bool { return self.Prepared[i].TxnID < self.Prepared[j].TxnID })

@@ -123,7 +123,10 @@ func (c *Coordinator) becomeLocked(st *txnState, to txnPhase) {
 
 // statusInfo fills the phase and what it waits for into a transaction's line of the master's
 // status report.
-func statusInfo(info wire.TxnInfo, ph txnPhase) wire.TxnInfo {
-	info.State, info.Waiting = ph.String(), ph.waitingFor()
+func statusInfo(info wire.TxnInfo, st *txnState) wire.TxnInfo {
+	info.State, info.Waiting = st.phase.String(), st.phase.waitingFor()
+	if st.parallel && st.phase == phaseApplied {
+		info.Waiting = "participants' sync" // no decision record to forget
+	}
 	return info
 }

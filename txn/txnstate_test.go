@@ -63,9 +63,13 @@ func TestTxnPhasesMoveOnlyAlongTheDocumentedTransitions(t *testing.T) {
 // The master's status report carries each transaction's phase and what it waits for.
 func TestMasterStatusNamesEachTransactionsPhase(t *testing.T) {
 	for _, ph := range []txnPhase{phasePreparing, phaseCommitted, phaseUnknown, phaseApplied} {
-		info := statusInfo(wire.TxnInfo{TxnID: 7}, ph)
+		info := statusInfo(wire.TxnInfo{TxnID: 7}, &txnState{phase: ph})
 		if info.State != ph.String() || info.Waiting != ph.waitingFor() || info.Waiting == "" || info.TxnID != 7 {
 			t.Errorf("%s reported as %+v", ph, info)
 		}
+	}
+	// A parallel transaction has no decision record to forget once applied.
+	if info := statusInfo(wire.TxnInfo{}, &txnState{phase: phaseApplied, parallel: true}); info.Waiting != "participants' sync" {
+		t.Errorf("an applied parallel transaction waits for %q", info.Waiting)
 	}
 }
