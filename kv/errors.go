@@ -44,6 +44,10 @@ var (
 	// Commit returns nil). It means the store lost a prepare record, for example a
 	// wiped data directory, or a coordinator bug; nothing was written.
 	ErrNotPrepared = errors.New("kv: transaction not prepared here")
+
+	// ErrCompacted is returned by Get and Scan at a timestamp below the store's GC safe point
+	// (SetSafePoint): the versions that read would need may be gone.
+	ErrCompacted = errors.New("kv: version compacted")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID
@@ -163,3 +167,17 @@ func quoteBytes(b []byte) string {
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
 }
+
+// CompactedError is returned by Get and Scan for a read at TS below SafePoint. It unwraps to
+// ErrCompacted.
+type CompactedError struct {
+	TS, SafePoint uint64
+}
+
+// Error returns `kv: version 12 compacted: the GC safe point is 20`.
+func (e *CompactedError) Error() string {
+	return "kv: version " + strconv.FormatUint(e.TS, 10) + " compacted: the GC safe point is " + strconv.FormatUint(e.SafePoint, 10)
+}
+
+// Unwrap returns ErrCompacted.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }

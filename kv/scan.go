@@ -58,6 +58,11 @@ func (s *Store) Scan(ctx context.Context, start, end []byte, ts uint64, opts Sca
 		return nil, false, err
 	}
 	defer s.exit()
+	if err := s.beginReadLocked(ts); err != nil {
+		s.mu.Unlock()
+		return nil, false, err
+	}
+	defer s.endRead(ts)
 	if ts > s.mu.maxTS {
 		s.mu.maxTS = ts
 	}

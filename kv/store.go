@@ -148,6 +148,12 @@ type Store struct {
 		mark   uint64
 		markCh chan struct{} // non-nil while a mark write is in flight
 		closed bool
+		// safePoint is the durable GC safe point: reads below it are refused, and Badger may
+		// drop every version older than the newest at or below it (SetSafePoint).
+		safePoint uint64
+		// reading counts the reads in progress by timestamp, so that SetSafePoint waits for
+		// those below the new safe point before Badger may drop what they read.
+		reading map[uint64]int
 		failed error // set after a failed sync; every operation returns it
 	}
 }
@@ -184,6 +190,7 @@ func Open(opts Options) (*Store, error) {
 	s.mu.pending = make(map[string][]*lockOwner)
 	s.mu.prepared = make(map[uint64]*preparedTxn)
 	s.mu.finished = newRecentSet(finishedMemory)
+	s.mu.reading = map[uint64]int{}
 
 	db, syncer, err := openSynced(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize, opts.OnSync)
 	if err != nil {
@@ -210,6 +217,9 @@ func (s *Store) recover() error {
 	default:
 		s.mu.mark = item.Version()
 		s.mu.maxTS = s.mu.mark
+	}
+	if err := s.loadSafePoint(txn); err != nil {
+		return err
 	}
 
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagPrepare}, PrefetchValues: false})
@@ -407,6 +417,11 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, err
 		return nil, err
 	}
 	defer s.exit()
+	if err := s.beginReadLocked(ts); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	defer s.endRead(ts)
 	if ts > s.mu.maxTS {
 		s.mu.maxTS = ts
 	}
