@@ -154,7 +154,7 @@ type Store struct {
 		// reading counts the reads in progress by timestamp, so that SetSafePoint waits for
 		// those below the new safe point before Badger may drop what they read.
 		reading map[uint64]int
-		failed error // set after a failed sync; every operation returns it
+		failed  error // set after a failed sync; every operation returns it
 	}
 }
 
