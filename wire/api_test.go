@@ -76,6 +76,7 @@ var (
 	_ = RestoreBeginReply{Nodes: nil, OracleTS: 0}
 	_ = RestoreRequest{BackupTS: 0, Values: nil}
 	_ = RestoreReply{Keys: 0}
+	_ = SafePointRequest{SafePoint: 0}
 
 	_ []Message = []Message{Ack{}, StatusRequest{}, Error{}}
 )
@@ -84,7 +85,7 @@ func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
 		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch, MsgScan, MsgScanReply,
-		MsgRestoreBegin, MsgRestoreBeginReply, MsgRestore, MsgRestoreReply}
+		MsgRestoreBegin, MsgRestoreBeginReply, MsgRestore, MsgRestoreReply, MsgSafePoint}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)
@@ -95,7 +96,7 @@ func TestConstantValues(t *testing.T) {
 	}
 	codes := []Code{CodeOK, CodeBadRequest, CodeVersionMismatch, CodeTooLarge, CodeNotFound, CodeCompareFailed,
 		CodeConflict, CodeLocked, CodeUnavailable, CodeUnknownOutcome, CodeWrongShard, CodeAborted, CodeTimeout,
-		CodeShuttingDown, CodeInternal, CodeUnknownMessage, CodeNotEmpty}
+		CodeShuttingDown, CodeInternal, CodeUnknownMessage, CodeNotEmpty, CodeCompacted}
 	for i, c := range codes {
 		if int(c) != i {
 			t.Errorf("%s = %d, want %d", c, c, i)

@@ -45,6 +45,7 @@ const (
 	MsgRestoreBeginReply MsgType = 24 // body *RestoreBeginReply
 	MsgRestore           MsgType = 25 // body *RestoreRequest
 	MsgRestoreReply      MsgType = 26 // body *RestoreReply
+	MsgSafePoint         MsgType = 27 // body *SafePointRequest; reply *Ack
 )
 
 var msgTypeNames = [...]string{
@@ -75,6 +76,7 @@ var msgTypeNames = [...]string{
 	MsgRestoreBeginReply: "restore_begin_reply",
 	MsgRestore:           "restore",
 	MsgRestoreReply:      "restore_reply",
+	MsgSafePoint:         "safe_point",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -89,14 +91,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgRestoreReply }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgSafePoint }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan, MsgRestoreBegin, MsgRestore:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan, MsgRestoreBegin, MsgRestore, MsgSafePoint:
 		return true
 	}
 	return false
@@ -166,6 +168,8 @@ func NewMessage(t MsgType) Message {
 		return &RestoreBeginReply{}
 	case MsgRestore:
 		return &RestoreRequest{}
+	case MsgSafePoint:
+		return &SafePointRequest{}
 	case MsgRestoreReply:
 		return &RestoreReply{}
 	}
@@ -194,6 +198,7 @@ const (
 	CodeInternal        Code = 14 // a bug or an unexpected failure
 	CodeUnknownMessage  Code = 15 // the frame's message type is not known
 	CodeNotEmpty        Code = 16 // a restore found data in the cluster it was to fill; nothing was written
+	CodeCompacted       Code = 17 // a read below the GC safe point: the versions it needs may be gone
 )
 
 var codeNames = [...]string{
@@ -214,6 +219,7 @@ var codeNames = [...]string{
 	CodeInternal:        "internal",
 	CodeUnknownMessage:  "unknown_message",
 	CodeNotEmpty:        "not_empty",
+	CodeCompacted:       "compacted",
 }
 
 // String returns the snake_case name of c ("bad_request", ...), or "code(N)"
@@ -696,3 +702,13 @@ type StatusReply struct {
 
 // MsgType returns MsgStatusReply.
 func (StatusReply) MsgType() MsgType { return MsgStatusReply }
+
+// SafePointRequest tells a node the cluster's GC safe point (MsgSafePoint), answered by MsgAck
+// once it is durable there: the node refuses reads below it and may drop the versions no read
+// at or above it can see.
+type SafePointRequest struct {
+	SafePoint uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgSafePoint.
+func (SafePointRequest) MsgType() MsgType { return MsgSafePoint }

@@ -47,6 +47,7 @@ func sampleMessages() []Message {
 		&RestoreBeginReply{Nodes: []RestoreNodeState{{Name: "n1", HasData: true, Locks: 2, Prepared: 1}, {Name: "n2"}}, OracleTS: 1<<40 + 5},
 		&RestoreRequest{BackupTS: 99, Values: []KeyValue{{Key: k("a"), Value: k("1"), Version: 4}, {Key: k("b"), Value: k("2"), Version: 99}}},
 		&RestoreReply{Keys: 2},
+		&SafePointRequest{SafePoint: 9},
 		&StatusReply{Processes: []ProcessStatus{
 			{Name: "n1", Role: "node", Addr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Up: true, LocksHeld: 3, InDoubt: 1,
 				Prepared: []TxnInfo{{TxnID: 5, StartTS: 3, AgeMillis: -1, Keys: [][]byte{k("a")},
@@ -136,7 +137,7 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 		}
 	}
 	want := []string{"ok", "bad_request", "version_mismatch", "too_large", "not_found", "compare_failed", "conflict", "locked",
-		"unavailable", "unknown_outcome", "wrong_shard", "aborted", "timeout", "shutting_down", "internal", "unknown_message", "not_empty"}
+		"unavailable", "unknown_outcome", "wrong_shard", "aborted", "timeout", "shutting_down", "internal", "unknown_message", "not_empty", "compacted"}
 	for i, w := range want {
 		if got := Code(i).String(); got != w {
 			t.Errorf("Code(%d) = %q, want %q", i, got, w)
@@ -146,13 +147,13 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 	for mt := MsgType(0); mt < 255; mt++ {
 		if mt.IsRequest() {
 			requests++
-			if !mt.Valid() || mt != MsgSync && mt != MsgCommitBatch && NewMessage(mt+1) == nil {
+			if !mt.Valid() || mt != MsgSync && mt != MsgCommitBatch && mt != MsgSafePoint && NewMessage(mt+1) == nil {
 				t.Errorf("%s: request without a following reply type", mt)
 			}
 		}
 	}
-	if requests != 13 {
-		t.Errorf("%d request types, want 13", requests)
+	if requests != 14 {
+		t.Errorf("%d request types, want 14", requests)
 	}
 }
 

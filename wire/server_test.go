@@ -19,7 +19,7 @@ import (
 
 // replyFor returns the reply type's zero body for a request type.
 func replyFor(t MsgType) Message {
-	if t == MsgCommit || t == MsgAbort || t == MsgSync || t == MsgCommitBatch {
+	if t == MsgCommit || t == MsgAbort || t == MsgSync || t == MsgCommitBatch || t == MsgSafePoint {
 		return &Ack{}
 	}
 	return NewMessage(t + 1)
@@ -73,7 +73,7 @@ func TestCallRoundTripEveryRequestType(t *testing.T) {
 	if !reflect.DeepEqual(got, sent) {
 		t.Errorf("server decoded\n %+v\nwant %+v", got, sent)
 	}
-	if len(sent) != 13 {
+	if len(sent) != 14 {
 		t.Errorf("sent %d request types", len(sent))
 	}
 }
