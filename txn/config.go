@@ -73,6 +73,19 @@ type Config struct {
 	// transaction among themselves) or "classic" (presumed abort: the master's durable decision
 	// record is the commit point). Default parallel.
 	CommitProtocol string `yaml:"commit_protocol"`
+	// GC is the MVCC garbage collection of old versions.
+	GC GC `yaml:"gc"`
+}
+
+// GC configures the MVCC garbage collection: a cluster-wide safe point trails the newest
+// timestamp by Retention; a read below it fails with "compacted", and versions older than the
+// newest at or below it may be dropped.
+type GC struct {
+	// Retention is how far back in time reads stay possible (default 10m, as etcd's
+	// auto-compaction retention).
+	Retention time.Duration `yaml:"retention"`
+	// Off keeps every version for good.
+	Off bool `yaml:"off"`
 }
 
 // The commit protocols (Config.CommitProtocol).
@@ -108,6 +121,7 @@ func (c Config) WithDefaults() Config {
 	if c.CommitProtocol == "" {
 		c.CommitProtocol = ProtocolParallel
 	}
+	setDur(&c.GC.Retention, 10*time.Minute)
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)
 	setDur(&t.CommitWait, 2*time.Second)
@@ -192,6 +206,9 @@ func (c Config) Validate() error {
 	}
 	if l.MaxFrameBytes < l.MaxTxnBytes+64<<10 {
 		add("limits.max_frame_bytes (%d) must exceed max_txn_bytes (%d) by at least 64 KiB", l.MaxFrameBytes, l.MaxTxnBytes)
+	}
+	if !c.GC.Off && c.GC.Retention < time.Second {
+		add("gc.retention (%v) must be at least 1s", c.GC.Retention)
 	}
 	if c.CommitProtocol != ProtocolClassic && c.CommitProtocol != ProtocolParallel {
 		add("commit_protocol: %q is neither %q nor %q", c.CommitProtocol, ProtocolClassic, ProtocolParallel)

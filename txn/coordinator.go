@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvtx/kvtx/wire"
@@ -36,6 +37,9 @@ type CoordinatorConfig struct {
 	// Parallel selects the parallel commit protocol for cross-shard transactions (parallel.go);
 	// false is classic presumed-abort two-phase commit.
 	Parallel bool
+	// GCRetention, if positive, is how far the GC safe point trails the newest timestamp in
+	// time (RunGC); zero keeps every version.
+	GCRetention time.Duration
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
@@ -43,9 +47,10 @@ type CoordinatorConfig struct {
 // answers participants that ask for the outcome of a transaction. It is safe for concurrent
 // use.
 type Coordinator struct {
-	cfg    CoordinatorConfig
-	oracle *Oracle
-	log    *slog.Logger
+	cfg       CoordinatorConfig
+	oracle    *Oracle
+	log       *slog.Logger
+	safePoint atomic.Uint64 // reads below it are refused (gc.go)
 
 	ctx    context.Context // cancelled by Close: stops phase-2 drivers
 	cancel context.CancelFunc

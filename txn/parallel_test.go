@@ -174,3 +174,38 @@ func TestAParallelPrepareOlderThanTheLateBoundIsRefused(t *testing.T) {
 		t.Fatalf("a prepare sent now: %v", err)
 	}
 }
+
+// Below the GC safe point, reads are refused by the master and by the nodes, with "compacted";
+// at or above it they see what they always saw.
+func TestReadsBelowTheSafePointAreCompacted(t *testing.T) {
+	c := newParallelTestCluster(t, 2)
+	k := c.keys("a")
+	old, err := c.txn(nil, put(k[0], "v1"), put(k[1], "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := c.txn(nil, put(k[0], "v2"), put(k[1], "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitAcked()
+	c.coord.setSafePoint(context.Background(), cur.CommitTS)
+	for _, n := range c.shards.Names() {
+		if got := c.nodes[n].store.SafePoint(); got != cur.CommitTS {
+			t.Fatalf("%s safe point %d, want %d", n, got, cur.CommitTS)
+		}
+	}
+	ctx := context.Background()
+	if _, err := c.coord.Get(ctx, &wire.GetRequest{Keys: k, ReadTS: old.CommitTS}); codeOf(err) != wire.CodeCompacted {
+		t.Fatalf("read at %d below the safe point %d: %v, want compacted", old.CommitTS, cur.CommitTS, err)
+	}
+	var rep wire.GetReply
+	node := ownerOf(c.shards, k[0])
+	if err := c.tr.Call(ctx, node, &wire.GetRequest{Keys: [][]byte{k[0]}, ReadTS: old.CommitTS}, &rep); codeOf(err) != wire.CodeCompacted {
+		t.Fatalf("node read below the safe point: %v, want compacted", err)
+	}
+	got, err := c.coord.Get(ctx, &wire.GetRequest{Keys: k, ReadTS: cur.CommitTS})
+	if err != nil || string(got.Values[0].Value) != "v2" || string(got.Values[1].Value) != "v2" {
+		t.Fatalf("read at the safe point: %+v, %v", got, err)
+	}
+}

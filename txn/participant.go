@@ -26,6 +26,7 @@ type Storage interface {
 	Resolve(ctx context.Context, txnID uint64) (kv.Resolution, error)
 	ForgetOutcomes(commits map[uint64]uint64) (int, error)
 	SweepOutcomes(before time.Time) (int, error)
+	SetSafePoint(ctx context.Context, ts uint64) error
 	Prepared() []kv.PreparedTxn
 	Stats() kv.Stats
 }
@@ -148,6 +149,11 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return p.abort(ctx, m)
 	case *wire.OutcomeRequest:
 		return p.outcome(ctx, m)
+	case *wire.SafePointRequest:
+		if err := p.cfg.Store.SetSafePoint(ctx, m.SafePoint); err != nil {
+			return nil, storeError(err)
+		}
+		return &wire.Ack{}, nil
 	case *wire.StatusRequest:
 		return &wire.StatusReply{Processes: []wire.ProcessStatus{p.Status()}}, nil
 	case *wire.SyncRequest:
@@ -367,6 +373,8 @@ func storeError(err error) error {
 		return &wire.Error{Code: wire.CodeConflict, Message: err.Error()}
 	case errors.Is(err, kv.ErrAborted):
 		return &wire.Error{Code: wire.CodeAborted, Message: err.Error()}
+	case errors.Is(err, kv.ErrCompacted):
+		return &wire.Error{Code: wire.CodeCompacted, Message: err.Error()}
 	case errors.Is(err, kv.ErrNotPrepared):
 		return &wire.Error{Code: wire.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, kv.ErrInvalidArgument):

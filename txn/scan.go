@@ -110,6 +110,8 @@ func (c *Coordinator) readTS(ctx context.Context, ts uint64) (uint64, error) {
 		}
 	} else if ts > c.oracle.Last() {
 		return 0, wire.Errorf(wire.CodeBadRequest, "read timestamp %d is in the future", ts)
+	} else if safe := c.safePoint.Load(); ts < safe {
+		return 0, wire.Errorf(wire.CodeCompacted, "version %d is compacted: the GC safe point is %d (gc.retention %v)", ts, safe, c.cfg.GCRetention)
 	}
 	return ts, nil
 }

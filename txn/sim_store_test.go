@@ -584,6 +584,9 @@ func (st *simStore) SweepOutcomes(before time.Time) (int, error) {
 	return n, nil
 }
 
+// SetSafePoint: the simulation runs no garbage collection.
+func (st *simStore) SetSafePoint(context.Context, uint64) error { return nil }
+
 func (st *simStore) Prepared() []kv.PreparedTxn {
 	var out []kv.PreparedTxn
 	for id, rec := range st.records {

@@ -39,6 +39,8 @@ var (
 	// ErrNotEmpty: a restore found data, or running transactions, in the cluster it was to
 	// fill; nothing was written.
 	ErrNotEmpty = errors.New("client: cluster not empty")
+	// ErrCompacted: a read at a version below the GC safe point (older than gc.retention).
+	ErrCompacted = errors.New("client: version compacted")
 )
 
 // Error is the error of every failed call: the server's code and message, and the
@@ -87,6 +89,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == wire.CodeUnknownOutcome
 	case ErrNotEmpty:
 		return e.Code == wire.CodeNotEmpty
+	case ErrCompacted:
+		return e.Code == wire.CodeCompacted
 	case ErrInvalid:
 		switch e.Code {
 		case wire.CodeBadRequest, wire.CodeTooLarge, wire.CodeWrongShard, wire.CodeUnknownMessage, wire.CodeVersionMismatch:

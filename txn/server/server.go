@@ -242,7 +242,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	coord, err := txn.NewCoordinator(ctx, txn.CoordinatorConfig{
 		Shards: shards, Transport: tr, Decisions: store, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
 		Metrics: metrics, TxnLog: tlog, Logger: log, Directory: dir, Hooks: opts.Hooks,
-		Parallel: cfg.CommitProtocol == txn.ProtocolParallel,
+		Parallel: cfg.CommitProtocol == txn.ProtocolParallel, GCRetention: gcRetention(cfg.GC),
 	})
 	if err != nil {
 		return nil, err
@@ -265,7 +265,9 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		}
 		cancel()
 	}
-	_, m.cancel = context.WithCancel(context.Background())
+	gcCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go coord.RunGC(gcCtx)
 	m.start(l, ml, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol)
@@ -380,4 +382,12 @@ func indexOf(names []string, name string) int {
 		}
 	}
 	return -1
+}
+
+// gcRetention is the coordinator's GC retention for cfg: zero when GC is off.
+func gcRetention(cfg txn.GC) time.Duration {
+	if cfg.Off {
+		return 0
+	}
+	return cfg.Retention
 }

@@ -33,6 +33,8 @@ type Config struct {
 	Timeouts txn.Timeouts
 	// CommitProtocol is the cluster's commit_protocol (default: the built-in default, parallel).
 	CommitProtocol string
+	// GC is the cluster's gc section (zero: the defaults).
+	GC txn.GC
 	// LogLevel is every process's --log-level (default info).
 	LogLevel string
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
@@ -182,6 +184,7 @@ func New(cfg Config) (*Cluster, error) {
 		Master:         txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
 		Timeouts:       cfg.Timeouts,
 		CommitProtocol: cfg.CommitProtocol,
+		GC:             cfg.GC,
 	}
 	for i, name := range names[1:] {
 		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
