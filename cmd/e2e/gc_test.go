@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,6 +42,11 @@ func TestVersionsOlderThanTheRetentionAreCompacted(t *testing.T) {
 	if out, errOut, code := c.kvctl("get", "gc/k"); code != 0 || strings.TrimSpace(out) != "v2" {
 		t.Fatalf("read of the present: exit %d, %q, %q", code, out, errOut)
 	}
+	for _, name := range []string{"master", "node1", "node2"} {
+		if v := safePointMetric(t, c.MetricsAddr(name)); v <= first.CommitTS {
+			t.Fatalf("%s exports kvtx_gc_safe_point %d, want above the compacted version %d", name, v, first.CommitTS)
+		}
+	}
 	// A node keeps its safe point durably: asked directly after a restart, it still refuses.
 	c.stop("node1")
 	c.stop("node2")
@@ -51,4 +58,29 @@ func TestVersionsOlderThanTheRetentionAreCompacted(t *testing.T) {
 	if _, err := cl.ReadAt(ctx, first.CommitTS, []byte("gc/k")); !errors.Is(err, client.ErrCompacted) {
 		t.Fatalf("read below the safe point after every process restarted: %v, want ErrCompacted", err)
 	}
+}
+
+// safePointMetric scrapes kvtx_gc_safe_point from a process's metrics endpoint.
+func safePointMetric(t *testing.T, addr string) uint64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "kvtx_gc_safe_point "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("kvtx_gc_safe_point %q: %v", v, err)
+			}
+			return uint64(f)
+		}
+	}
+	t.Fatalf("%s exports no kvtx_gc_safe_point", addr)
+	return 0
 }

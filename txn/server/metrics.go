@@ -83,6 +83,7 @@ type masterMetrics struct {
 	recovery *prometheus.CounterVec
 	lost     *prometheus.CounterVec
 	inFlight atomic.Pointer[func() (inFlight, unacked int)]
+	safe     atomic.Pointer[func() uint64]
 }
 
 var _ txn.CoordinatorMetrics = (*masterMetrics)(nil)
@@ -124,7 +125,15 @@ func newMasterMetrics(reg prometheus.Registerer) *masterMetrics {
 		}, func() float64 { return read(false) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kvtx_commits_unacknowledged", Help: "Committed transactions whose phase 2 some participant has not acknowledged yet.",
-		}, func() float64 { return read(true) }))
+		}, func() float64 { return read(true) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kvtx_gc_safe_point", Help: "The GC safe point the master keeps: reads below it fail with compacted (0: none yet).",
+		}, func() float64 {
+			if f := m.safe.Load(); f != nil {
+				return float64((*f)())
+			}
+			return 0
+		}))
 	return m
 }
 
@@ -134,6 +143,9 @@ func (m *masterMetrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Second
 // watch makes the in-flight gauges read f at scrape time, so that the commit path pays
 // nothing for them.
 func (m *masterMetrics) watch(f func() (inFlight, unacked int)) { m.inFlight.Store(&f) }
+
+// watchSafePoint makes the safe-point gauge read f at scrape time.
+func (m *masterMetrics) watchSafePoint(f func() uint64) { m.safe.Store(&f) }
 
 // TxnDone implements txn.CoordinatorMetrics.
 func (m *masterMetrics) TxnDone(path, outcome string, d time.Duration) {
@@ -167,6 +179,7 @@ type nodeGauges struct {
 	locks, prepared     int
 	oldestPrepared      time.Duration
 	lsmBytes, vlogBytes int64
+	safePoint           uint64
 }
 
 // newNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
@@ -197,6 +210,7 @@ var nodeGaugeDescs = []*prometheus.Desc{
 	prometheus.NewDesc("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", nil, nil),
 	prometheus.NewDesc("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", nil, nil),
 	prometheus.NewDesc("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", nil, nil),
+	prometheus.NewDesc("kvtx_gc_safe_point", "The shard's durable GC safe point: reads below it fail with compacted, older versions may be dropped (0: none).", nil, nil),
 }
 
 // Describe implements prometheus.Collector.
@@ -209,7 +223,7 @@ func (c *nodeGaugeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *nodeGaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.read()
-	values := []float64{float64(g.locks), float64(g.prepared), g.oldestPrepared.Seconds(), float64(g.lsmBytes), float64(g.vlogBytes)}
+	values := []float64{float64(g.locks), float64(g.prepared), g.oldestPrepared.Seconds(), float64(g.lsmBytes), float64(g.vlogBytes), float64(g.safePoint)}
 	for i, d := range nodeGaugeDescs {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, values[i])
 	}

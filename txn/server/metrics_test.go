@@ -46,7 +46,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 	s.ConnOpened()
 	want := []string{
 		"kvtx_commit_not_prepared_total{node}", "kvtx_commits_unacknowledged{}", "kvtx_connections{}",
-		"kvtx_fsync_duration_seconds{}", "kvtx_recovery_actions_total{kind}", "kvtx_request_duration_seconds{type}",
+		"kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_recovery_actions_total{kind}", "kvtx_request_duration_seconds{type}",
 		"kvtx_requests_total{code,type}", "kvtx_txn_duration_seconds{path}", "kvtx_txn_phase_duration_seconds{phase}",
 		"kvtx_txn_total{outcome,path}", "kvtx_txns_in_flight{}",
 	}
@@ -61,7 +61,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 	n.InDoubt(1)
 	n.observeFsync(time.Millisecond)
 	want = []string{
-		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_in_doubt_txns{}",
+		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_in_doubt_txns{}",
 		"kvtx_locks_held{}", "kvtx_node_txn_total{code,step}", "kvtx_oldest_prepared_age_seconds{}",
 		"kvtx_prepared_txns{}", "kvtx_recovery_actions_total{kind}",
 	}

@@ -249,6 +249,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	}
 	m.Coordinator = coord
 	metrics.watch(coord.InFlight)
+	metrics.watchSafePoint(coord.SafePoint)
 	m.closers = append(m.closers, func() error { coord.Close(); return nil })
 	n, err := coord.Recover(ctx)
 	if err != nil {
@@ -319,7 +320,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	// The gauges read the store at scrape time: the metrics endpoint starts after it opens.
 	metrics := newNodeMetrics(reg, func() nodeGauges {
 		st := store.Stats()
-		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes}
+		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes, safePoint: store.SafePoint()}
 		for _, t := range store.Prepared() {
 			g.oldestPrepared = max(g.oldestPrepared, time.Since(t.PreparedAt))
 		}
