@@ -25,7 +25,7 @@ run: build
 	wait
 
 ## test: formatting, vet, unit tests (race detector on the concurrent packages; kv's includes the power-loss test), the lossy file system's own tests, fuzz seeds, deterministic simulation, end-to-end tests (with power cuts), short fault-injection run
-test: deps fmt-check vet unit lossyfs-test sim e2e chaos-short
+test: deps fmt-check vet unit alerts-test lossyfs-test sim e2e chaos-short
 
 ## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
 deps:
@@ -57,6 +57,12 @@ sim:
 
 e2e:
 	$(GO) test -count=1 -timeout 15m ./cmd/e2e/ ./cmd/kvctl/
+
+## alerts-test: the Prometheus alert rules parse, and fire when their unit tests say (promtool ships with Debian's prometheus)
+.PHONY: alerts-test
+alerts-test:
+	promtool check rules txn/server/monitoring/alerts.yml
+	cd txn/server/monitoring && promtool test rules alerts_test.yml
 
 ## lossyfs-test: the power-loss file system's own tests (real FUSE mounts: needs root and /dev/fuse)
 .PHONY: lossyfs-test

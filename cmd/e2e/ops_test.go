@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,7 +219,9 @@ func TestStartupErrors(t *testing.T) {
 }
 
 // TestPrometheusScrapesEveryProcess runs a real Prometheus server that scrapes the master and
-// both nodes, and reads the committed-transaction count back through its HTTP API.
+// both nodes, and reads the committed-transaction count back through its HTTP API. It loads
+// kvtx's alert rules (their "for" durations cut to 0: promtool's rule tests cover those) and
+// sees KvtxProcessDown fire for a node that is killed.
 func TestPrometheusScrapesEveryProcess(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -250,7 +253,15 @@ func TestPrometheusScrapesEveryProcess(t *testing.T) {
 	}
 	promPort := ports[0]
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: kvtx\n    static_configs:\n      - targets: ['%s']\n", strings.Join(targets, "', '"))
+	rules, err := os.ReadFile(filepath.Join("..", "..", "txn", "server", "monitoring", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = regexp.MustCompile(`for: \S+`).ReplaceAll(rules, []byte("for: 0s"))
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: kvtx\n    static_configs:\n      - targets: ['%s']\n", strings.Join(targets, "', '"))
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
 	logf, _ := os.Create(filepath.Join(dir, "prometheus.log"))
 	prom := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
@@ -304,4 +315,13 @@ func TestPrometheusScrapesEveryProcess(t *testing.T) {
 			return err == nil && got == ch.want, fmt.Sprintf("%q (%v)", got, err)
 		})
 	}
+	if got, err := query(`count(ALERTS{alertname="KvtxProcessDown"})`); err == nil {
+		t.Fatalf("KvtxProcessDown with every process up: %s", got)
+	}
+	c.Kill("node2")
+	firing := fmt.Sprintf(`count(ALERTS{alertname="KvtxProcessDown", alertstate="firing", instance=%q})`, c.MetricsAddr("node2"))
+	waitFor(t, 60*time.Second, "KvtxProcessDown firing for the killed node2", func() (bool, string) {
+		got, err := query(firing)
+		return err == nil && got == "1", fmt.Sprintf("%q (%v)", got, err)
+	})
 }

@@ -119,6 +119,18 @@ func newMasterMetrics(reg prometheus.Registerer) *masterMetrics {
 		}
 		return float64(i)
 	}
+	// Every series with known labels exists from start-up, at 0, so that rate() and dashboards
+	// see it before its first event.
+	for _, path := range []string{"1pc", "2pc"} {
+		m.txnDur.WithLabelValues(path)
+		for _, outcome := range []string{"committed", "aborted", "unknown"} {
+			m.txns.WithLabelValues(path, outcome)
+		}
+	}
+	for _, phase := range []string{"prepare", "decision", "commit"} {
+		m.phaseDur.WithLabelValues(phase)
+	}
+	m.recovery.WithLabelValues("redrive_commit")
 	reg.MustRegister(m.txns, m.txnDur, m.phaseDur, m.fsync, m.recovery, m.lost,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kvtx_txns_in_flight", Help: "Two-phase transactions the master is driving (preparing or committing).",
@@ -194,6 +206,12 @@ func newNodeMetrics(reg prometheus.Registerer, gauges func() nodeGauges) *nodeMe
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kvtx_node_txn_total", Help: "Transactions this node took part in, by step (apply, prepare, commit, abort) and result code.",
 		}, []string{"step", "code"}),
+	}
+	for _, kind := range []string{"commit", "abort"} {
+		m.recovery.WithLabelValues(kind)
+	}
+	for _, step := range []string{"apply", "prepare", "commit", "abort", "outcome"} {
+		m.txns.WithLabelValues(step, wire.CodeOK.String())
 	}
 	reg.MustRegister(m.fsync, m.recovery, m.inDoubt, m.txns, &nodeGaugeCollector{read: gauges})
 	return m

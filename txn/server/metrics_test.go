@@ -69,13 +69,53 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 		t.Errorf("node metrics:\n got %v\nwant %v", got, want)
 	}
 	families, _ := reg.Gather()
+	conflicts := false
 	for _, f := range families {
-		if f.GetName() == "kvtx_node_txn_total" {
-			for _, l := range f.GetMetric()[0].GetLabel() {
-				if l.GetName() == "code" && l.GetValue() != wire.CodeConflict.String() {
-					t.Errorf("a prepare that met a conflict is counted with code %q, want %q", l.GetValue(), wire.CodeConflict)
-				}
+		if f.GetName() != "kvtx_node_txn_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
 			}
+			if labels["step"] == "prepare" && labels["code"] == wire.CodeConflict.String() && m.GetCounter().GetValue() == 1 {
+				conflicts = true
+			}
+		}
+	}
+	if !conflicts {
+		t.Errorf("a prepare that met a conflict is not counted with code %q", wire.CodeConflict)
+	}
+	// Series with known labels exist before their first event.
+	mreg, nreg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	newMasterMetrics(mreg)
+	newNodeMetrics(nreg, func() nodeGauges { return nodeGauges{} })
+	series := map[string]bool{}
+	mfam, err := mreg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfam, err := nreg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(mfam, nfam...) {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			series[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = true
+		}
+	}
+	for _, s := range []string{
+		"kvtx_txn_total{outcome=aborted,path=2pc}", "kvtx_txn_total{outcome=unknown,path=1pc}",
+		"kvtx_txn_phase_duration_seconds{phase=decision}", "kvtx_recovery_actions_total{kind=redrive_commit}",
+		"kvtx_node_txn_total{code=ok,step=prepare}", "kvtx_recovery_actions_total{kind=abort}",
+	} {
+		if !series[s] {
+			t.Errorf("series %s not exported before its first event", s)
 		}
 	}
 }
