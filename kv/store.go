@@ -571,13 +571,14 @@ type Stats struct {
 	MaxTS     uint64 // highest timestamp read at or committed at
 	LSMBytes  int64  // Badger's LSM size estimate (refreshed by Badger about once a minute)
 	VlogBytes int64  // Badger's value-log size estimate (same refresh)
+	SafePoint uint64 // the GC safe point (SetSafePoint)
 }
 
 // Stats returns current counters. Cost: one mutex acquisition; sizes are
 // cached by Badger. After Close the sizes are zero.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS}
+	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS, SafePoint: s.mu.safePoint}
 	for _, p := range s.mu.prepared {
 		if p.phase != phasePreparing {
 			st.Prepared++

@@ -543,7 +543,8 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 // Status describes this node: its prepared transactions, which of them are in doubt and why.
 func (p *Participant) Status() wire.ProcessStatus {
 	st := p.cfg.Store.Stats()
-	out := wire.ProcessStatus{Name: p.cfg.Name, Role: "node", Up: true, LocksHeld: st.LocksHeld, MaxTS: st.MaxTS}
+	out := wire.ProcessStatus{Name: p.cfg.Name, Role: "node", Up: true, LocksHeld: st.LocksHeld, MaxTS: st.MaxTS,
+		DataBytes: st.LSMBytes + st.VlogBytes, SafePoint: st.SafePoint}
 	now := p.cfg.Runtime.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

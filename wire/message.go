@@ -693,6 +693,10 @@ type ProcessStatus struct {
 	// MaxTS is a node's highest timestamp read at or committed at: every vote it gives from now
 	// on has a minimum commit timestamp above it.
 	MaxTS uint64 `codec:",omitempty"`
+	// DataBytes is the size of a node's shard on disk (Badger's estimate, refreshed about once a
+	// minute); SafePoint its GC safe point.
+	DataBytes int64  `codec:",omitempty"`
+	SafePoint uint64 `codec:",omitempty"`
 }
 
 // StatusReply answers a StatusRequest (MsgStatusReply).

@@ -47,6 +47,12 @@ func TestVersionsOlderThanTheRetentionAreCompacted(t *testing.T) {
 			t.Fatalf("%s exports kvtx_gc_safe_point %d, want above the compacted version %d", name, v, first.CommitTS)
 		}
 	}
+	procs, state := nodeStatus(c) // kvctl status -o json
+	for _, name := range []string{"node1", "node2"} {
+		if p := procs[name]; p.SafePoint <= first.CommitTS {
+			t.Fatalf("kvctl status reports %s's safe point %d, want above %d: %s", name, p.SafePoint, first.CommitTS, state)
+		}
+	}
 	// A node keeps its safe point durably: asked directly after a restart, it still refuses.
 	c.stop("node1")
 	c.stop("node2")

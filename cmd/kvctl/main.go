@@ -483,7 +483,7 @@ func runStatus(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT\tDATA")
 	down := 0
 	for _, p := range procs {
 		health := "up"
@@ -491,7 +491,11 @@ func runStatus(c *cli.Context) error {
 			health = "DOWN: " + p.Error
 			down++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt)
+		data := "-"
+		if p.Role == "node" && p.Up {
+			data = humanBytes(p.DataBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt, data)
 	}
 	tw.Flush()
 	for _, p := range procs {
