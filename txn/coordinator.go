@@ -47,10 +47,11 @@ type CoordinatorConfig struct {
 // answers participants that ask for the outcome of a transaction. It is safe for concurrent
 // use.
 type Coordinator struct {
-	cfg       CoordinatorConfig
-	oracle    *Oracle
-	log       *slog.Logger
-	safePoint atomic.Uint64 // reads below it are refused (gc.go)
+	cfg         CoordinatorConfig
+	oracle      *Oracle
+	log         *slog.Logger
+	safePoint   atomic.Uint64 // reads below it are refused (gc.go)
+	safePointAt atomic.Int64  // when the oracle handed out the safe point, Unix nanoseconds
 
 	ctx    context.Context // cancelled by Close: stops phase-2 drivers
 	cancel context.CancelFunc

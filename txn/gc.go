@@ -42,6 +42,9 @@ func (c *Coordinator) RunGC(ctx context.Context) {
 		}
 		samples = samples[i:]
 		if s := samples[0]; !s.at.After(now.Add(-c.cfg.GCRetention)) && s.ts > 0 {
+			if s.ts > c.safePoint.Load() {
+				c.safePointAt.Store(s.at.UnixNano())
+			}
 			c.setSafePoint(ctx, s.ts)
 		}
 		if c.cfg.Runtime.Sleep(ctx, gcTick) != nil {
@@ -70,3 +73,13 @@ func (c *Coordinator) setSafePoint(ctx context.Context, ts uint64) {
 
 // SafePoint returns the master's GC safe point (0: none yet).
 func (c *Coordinator) SafePoint() uint64 { return c.safePoint.Load() }
+
+// SafePointAge returns how long ago the oracle handed out the safe point (0: none yet): about
+// the retention while GC keeps up, growing while no timestamp is handed out.
+func (c *Coordinator) SafePointAge() time.Duration {
+	at := c.safePointAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return c.cfg.Runtime.Now().Sub(time.Unix(0, at))
+}

@@ -47,6 +47,9 @@ func TestVersionsOlderThanTheRetentionAreCompacted(t *testing.T) {
 			t.Fatalf("%s exports kvtx_gc_safe_point %d, want above the compacted version %d", name, v, first.CommitTS)
 		}
 	}
+	if age := metricValue(t, c.MetricsAddr("master"), "kvtx_gc_safe_point_age_seconds"); age < 1 {
+		t.Fatalf("kvtx_gc_safe_point_age_seconds %v, want at least the retention (1s)", age)
+	}
 	procs, state := nodeStatus(c) // kvctl status -o json
 	for _, name := range []string{"node1", "node2"} {
 		if p := procs[name]; p.SafePoint <= first.CommitTS {
@@ -69,6 +72,12 @@ func TestVersionsOlderThanTheRetentionAreCompacted(t *testing.T) {
 // safePointMetric scrapes kvtx_gc_safe_point from a process's metrics endpoint.
 func safePointMetric(t *testing.T, addr string) uint64 {
 	t.Helper()
+	return uint64(metricValue(t, addr, "kvtx_gc_safe_point"))
+}
+
+// metricValue scrapes an unlabelled gauge from a process's metrics endpoint.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -79,14 +88,14 @@ func safePointMetric(t *testing.T, addr string) uint64 {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "kvtx_gc_safe_point "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("kvtx_gc_safe_point %q: %v", v, err)
+				t.Fatalf("%s %q: %v", name, v, err)
 			}
-			return uint64(f)
+			return f
 		}
 	}
-	t.Fatalf("%s exports no kvtx_gc_safe_point", addr)
+	t.Fatalf("%s exports no %s", addr, name)
 	return 0
 }

@@ -84,6 +84,7 @@ type masterMetrics struct {
 	lost     *prometheus.CounterVec
 	inFlight atomic.Pointer[func() (inFlight, unacked int)]
 	safe     atomic.Pointer[func() uint64]
+	safeAge  atomic.Pointer[func() time.Duration]
 }
 
 var _ txn.CoordinatorMetrics = (*masterMetrics)(nil)
@@ -145,6 +146,14 @@ func newMasterMetrics(reg prometheus.Registerer) *masterMetrics {
 				return float64((*f)())
 			}
 			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kvtx_gc_safe_point_age_seconds", Help: "How long ago the oracle handed out the GC safe point: the retention while GC keeps up (0: none yet).",
+		}, func() float64 {
+			if f := m.safeAge.Load(); f != nil {
+				return (*f)().Seconds()
+			}
+			return 0
 		}))
 	return m
 }
@@ -157,7 +166,10 @@ func (m *masterMetrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Second
 func (m *masterMetrics) watch(f func() (inFlight, unacked int)) { m.inFlight.Store(&f) }
 
 // watchSafePoint makes the safe-point gauge read f at scrape time.
-func (m *masterMetrics) watchSafePoint(f func() uint64) { m.safe.Store(&f) }
+func (m *masterMetrics) watchSafePoint(f func() uint64, age func() time.Duration) {
+	m.safe.Store(&f)
+	m.safeAge.Store(&age)
+}
 
 // TxnDone implements txn.CoordinatorMetrics.
 func (m *masterMetrics) TxnDone(path, outcome string, d time.Duration) {

@@ -46,7 +46,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 	s.ConnOpened()
 	want := []string{
 		"kvtx_commit_not_prepared_total{node}", "kvtx_commits_unacknowledged{}", "kvtx_connections{}",
-		"kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_recovery_actions_total{kind}", "kvtx_request_duration_seconds{type}",
+		"kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point_age_seconds{}", "kvtx_gc_safe_point{}", "kvtx_recovery_actions_total{kind}", "kvtx_request_duration_seconds{type}",
 		"kvtx_requests_total{code,type}", "kvtx_txn_duration_seconds{path}", "kvtx_txn_phase_duration_seconds{phase}",
 		"kvtx_txn_total{outcome,path}", "kvtx_txns_in_flight{}",
 	}

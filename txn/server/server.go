@@ -249,7 +249,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	}
 	m.Coordinator = coord
 	metrics.watch(coord.InFlight)
-	metrics.watchSafePoint(coord.SafePoint)
+	metrics.watchSafePoint(coord.SafePoint, coord.SafePointAge)
 	m.closers = append(m.closers, func() error { coord.Close(); return nil })
 	n, err := coord.Recover(ctx)
 	if err != nil {
