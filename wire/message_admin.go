@@ -1,0 +1,48 @@
+package wire
+
+// The messages of administration rather than of the transaction path: restoring a backup, and
+// the GC safe point.
+
+// RestoreBeginRequest opens the restore of a backup taken at BackupTS (MsgRestoreBegin). The
+// master asks every node what it holds (RestoreNodeState) and refuses with CodeNotEmpty when a
+// node holds any version of any key, a lock or a prepared transaction, unless Force is set
+// (locks and prepared transactions are refused even then). Otherwise it durably raises its
+// oracle above BackupTS before it replies, so that every write after the restore gets a higher
+// version. A node answers the same request with its own state alone.
+type RestoreBeginRequest struct {
+	BackupTS uint64 `codec:",omitempty"`
+	Force    bool   `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestoreBegin.
+func (RestoreBeginRequest) MsgType() MsgType { return MsgRestoreBegin }
+
+// RestoreNodeState is what one node holds, as a restore sees it.
+type RestoreNodeState struct {
+	Name string `codec:",omitempty"`
+	// HasData is set when the node's store holds any version of any key, deletions included.
+	HasData  bool `codec:",omitempty"`
+	Locks    int  `codec:",omitempty"`
+	Prepared int  `codec:",omitempty"`
+}
+
+// RestoreBeginReply answers a RestoreBeginRequest (MsgRestoreBeginReply): every node's state,
+// in shard order (Nodes names the cluster's shard map), and the oracle's last timestamp, which
+// is at least BackupTS once the master has accepted.
+type RestoreBeginReply struct {
+	Nodes    []RestoreNodeState `codec:",omitempty"`
+	OracleTS uint64             `codec:",omitempty"`
+}
+
+// MsgType returns MsgRestoreBeginReply.
+func (RestoreBeginReply) MsgType() MsgType { return MsgRestoreBeginReply }
+
+// SafePointRequest tells a node the cluster's GC safe point (MsgSafePoint), answered by MsgAck
+// once it is durable there: the node refuses reads below it and may drop the versions no read
+// at or above it can see.
+type SafePointRequest struct {
+	SafePoint uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgSafePoint.
+func (SafePointRequest) MsgType() MsgType { return MsgSafePoint }
