@@ -191,6 +191,17 @@ func goApply(s *Store, txnID, ts uint64, cmps []Compare, ops ...Op) <-chan resul
 	return ch
 }
 
+// goPrepare runs Prepare of a transaction writing ops in a goroutine; the result's ts is the
+// vote's minimum commit timestamp.
+func goPrepare(s *Store, txnID, startTS uint64, ops ...Op) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		min, err := s.Prepare(context.Background(), PrepareRecord{TxnID: txnID, StartTS: startTS, Ops: ops}, nil)
+		ch <- result{ts: min, err: err}
+	}()
+	return ch
+}
+
 // notYet asserts that nothing arrives on ch for a while: the call is blocked.
 func notYet(t testing.TB, ch <-chan result, what string) {
 	t.Helper()

@@ -82,11 +82,7 @@ func TestResolveWaitsForAPrepareInProgress(t *testing.T) {
 	s, hold, unhold := openHeldRounds(t)
 	ctx := context.Background()
 	hold()
-	prep := make(chan result, 1)
-	go func() {
-		min, err := s.Prepare(ctx, PrepareRecord{TxnID: 3, StartTS: 10, Ops: []Op{put("k", "v")}}, nil)
-		prep <- result{ts: min, err: err}
-	}()
+	prep := goPrepare(s, 3, 10, put("k", "v"))
 	waitState(t, s, "Prepares writing", 1, func() int { return len(s.mu.prepared) })
 	res := make(chan Resolution, 1)
 	go func() {
@@ -119,11 +115,7 @@ func TestMinCommitTSIsFixedWhenTheLocksAreTaken(t *testing.T) {
 	base := mustApply(t, s, 5, nil, put("k", "0"))
 	mustGet(t, s, 50, "k")
 	hold()
-	prep := make(chan result, 1)
-	go func() {
-		min, err := s.Prepare(ctx, PrepareRecord{TxnID: 3, StartTS: 10, Ops: []Op{put("k", "1")}}, nil)
-		prep <- result{ts: min, err: err}
-	}()
+	prep := goPrepare(s, 3, 10, put("k", "1"))
 	waitState(t, s, "Prepares writing", 1, func() int { return len(s.mu.prepared) })
 	if v := mustGet(t, s, 50, "k"); string(v.Value) != "0" || v.Version != base {
 		t.Fatalf("read below the minimum: %+v", v)
