@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -148,5 +149,28 @@ func TestStartRefusesAnUnknownProcessAndAClosedCluster(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// FreePorts hands out distinct ports below the kernel's ephemeral range, where no outgoing
+// connection can take one before the process meant to listen on it does.
+func TestFreePortsLieBelowTheEphemeralRange(t *testing.T) {
+	ports, err := FreePorts(40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := portRange()
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < lo || p >= hi || seen[p] {
+			t.Fatalf("port %d: outside [%d, %d) or given twice (%v)", p, lo, hi, ports)
+		}
+		seen[p] = true
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var ephLo int
+		if _, err := fmt.Sscan(string(b), &ephLo); err == nil && hi > ephLo {
+			t.Fatalf("range ends at %d, inside the ephemeral range from %d", hi, ephLo)
+		}
 	}
 }

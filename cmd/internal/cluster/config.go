@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"time"
@@ -46,8 +47,12 @@ func WriteConfig(path string, cfg txn.Config) error {
 	return nil
 }
 
-// FreePorts returns n distinct free TCP ports on 127.0.0.1 (free when it returns: another
-// process could take one before the caller listens on it, which tests accept).
+// FreePorts returns n distinct free TCP ports on 127.0.0.1, free when it returns. They lie
+// below the kernel's ephemeral range (ip_local_port_range), so that between now and the moment
+// the caller's process listens on one, no outgoing connection can take it as its source port
+// and no listener on port 0 can be given it: a test cluster's processes dial many connections
+// while their peers are still starting. Another process could still take one, by choosing the
+// same port, which tests accept.
 func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -55,14 +60,33 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	lo, hi := portRange()
 	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	start := lo + rand.IntN(hi-lo)
+	for i := 0; i < hi-lo && len(ports) < n; i++ {
+		port := lo + (start-lo+i)%(hi-lo)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			return nil, fmt.Errorf("cluster: free port: %w", err)
+			continue // in use
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("cluster: %d free ports wanted in [%d, %d), found %d", n, lo, hi, len(ports))
 	}
 	return ports, nil
+}
+
+// portRange is where FreePorts looks: from 10000 up to the kernel's ephemeral range (Linux's
+// default starts at 32768).
+func portRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var ephLo, ephHi int
+		if _, err := fmt.Sscan(string(b), &ephLo, &ephHi); err == nil && ephLo > lo+1000 {
+			hi = ephLo
+		}
+	}
+	return lo, hi
 }
