@@ -2,7 +2,10 @@ package kv
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -89,4 +92,75 @@ func valueOf(db *badger.DB, item *badger.Item) ([]byte, error) {
 		return nil, fmt.Errorf("split value of %q at %d: %d bytes, want %d: %w", item.Key(), item.Version(), len(out), total, errCorrupt)
 	}
 	return out, nil
+}
+
+// A chunk whose value is no longer a key's newest version at or below the GC safe point (the
+// key was overwritten by a value with fewer chunks, deleted, or is a finished transaction's
+// prepare record) is still the chunk key's own newest version, so Badger's compactions keep it
+// for good. sweepChunks deletes such chunks at the safe point: every read at or above it asks
+// for chunks only at its value's version, which is newer, so no read can see the deletion, and
+// the next compactions drop the chunk and the deletion both. The deletions need no sync: one
+// lost at a power cut is found again by the next sweep.
+
+// chunkSweepEvery is the least time between two chunk sweeps (each iterates every chunk key).
+const chunkSweepEvery = 30 * time.Second
+
+// sweepChunkBatch is the most deletions one Badger transaction of a sweep carries.
+const sweepChunkBatch = 1000
+
+// sweepChunks deletes, at version safe, every chunk that no key's newest version at or below
+// safe uses, sweepChunkBatch at a time, and returns how many it deleted. The caller has made
+// safe the discard timestamp.
+func (s *Store) sweepChunks(safe uint64) (int, error) {
+	view := s.db.NewTransactionAt(safe, false)
+	defer view.Discard()
+	it := view.NewIterator(badger.IteratorOptions{Prefix: []byte{tagChunk}, PrefetchValues: false})
+	defer it.Close()
+	var stale [][]byte
+	deleted := 0
+	flush := func() error {
+		txn := s.db.NewTransactionAt(math.MaxUint64, true)
+		defer txn.Discard()
+		for _, k := range stale {
+			if err := txn.Delete(k); err != nil {
+				return fmt.Errorf("kv: sweep chunks: %w", err)
+			}
+		}
+		if err := txn.CommitAt(safe, nil); err != nil {
+			return fmt.Errorf("kv: sweep chunks: %w", err)
+		}
+		deleted += len(stale)
+		stale = stale[:0]
+		return nil
+	}
+	for it.Rewind(); it.Valid(); it.Next() {
+		if s.isClosing.Load() {
+			return deleted, ErrClosed
+		}
+		item := it.Item()
+		if item.Version() >= safe {
+			continue // written at the safe point itself: its value is the newest there
+		}
+		key := item.Key()
+		if len(key) < 5 {
+			continue
+		}
+		parent, err := view.Get(key[5:])
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return deleted, fmt.Errorf("kv: sweep chunks: read %q: %w", key[5:], err)
+		case parent.Version() == item.Version() && parent.UserMeta()&metaChunked != 0:
+			continue // the chunk of the value the key holds at the safe point
+		}
+		if stale = append(stale, item.KeyCopy(nil)); len(stale) == sweepChunkBatch {
+			if err := flush(); err != nil {
+				return deleted, err
+			}
+		}
+	}
+	if len(stale) == 0 {
+		return deleted, nil
+	}
+	return deleted, flush()
 }

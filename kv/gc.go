@@ -84,7 +84,32 @@ func (s *Store) SetSafePoint(ctx context.Context, ts uint64) error {
 		}
 	}
 	s.db.SetDiscardTs(ts)
+	s.maybeSweepChunks(ts)
 	return nil
+}
+
+// maybeSweepChunks starts a sweep of stale chunks at safe point ts in the background, unless
+// one is running or the last began less than chunkSweepEvery ago.
+func (s *Store) maybeSweepChunks(ts uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.sweeping || time.Since(s.mu.sweptAt) < chunkSweepEvery || s.enterLocked() != nil {
+		return
+	}
+	s.mu.sweeping, s.mu.sweptAt = true, time.Now()
+	go func() {
+		defer s.exit()
+		n, err := s.sweepChunks(ts)
+		switch {
+		case err != nil:
+			s.log.Warn("kv: sweep of stale value chunks failed", "dir", s.dir, "deleted", n, "err", err)
+		case n > 0:
+			s.log.Info("kv: deleted stale value chunks", "dir", s.dir, "chunks", n, "safe_point", ts)
+		}
+		s.mu.Lock()
+		s.mu.sweeping = false
+		s.mu.Unlock()
+	}()
 }
 
 func (s *Store) writeSafePoint(ts uint64) error {

@@ -2,9 +2,15 @@ package kv
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Past the GC safe point, reads below it are refused (also after a restart), a read at or above
@@ -57,4 +63,69 @@ func TestSafePointDiscardsOldVersionsAndRefusesReadsBelowIt(t *testing.T) {
 	}
 	wantValue(t, mustGet(t, s, 25, "k"), "v2", 20)
 	wantValue(t, mustGet(t, s, math.MaxUint64-1, "k"), "v3", 30)
+}
+
+// The chunks of a large value that the key no longer holds at the safe point (overwritten by a
+// small value, deleted, or a finished transaction's prepare record) are deleted and compacted
+// away, and the chunks of the large values still held stay readable. Without the sweep every
+// such chunk stays on disk for good.
+func TestStaleChunksGoOnceNoReadCanNeedThem(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	s := openTest(t, opts)
+	ctx := context.Background()
+	big := func(c byte) string { return strings.Repeat(string(c), valueThreshold+valueThreshold/5) }
+	mustApply(t, s, 10, nil, put("a", big('a')), put("b", big('b')), put("c", big('c')))
+	mustApply(t, s, 20, nil, put("a", "small"), del("b"))
+	min := mustPrepare(t, s, 7, 25, nil, put("d", big('d')))
+	if err := s.Commit(ctx, 7, max(min, 30)); err != nil {
+		t.Fatal(err)
+	}
+	live := func() map[string]uint64 { // the chunk keys on disk that are not deletions
+		txn := s.db.NewTransactionAt(math.MaxUint64, false)
+		defer txn.Discard()
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagChunk}, AllVersions: true})
+		defer it.Close()
+		out := map[string]uint64{}
+		for it.Rewind(); it.Valid(); it.Next() {
+			if !it.Item().IsDeletedOrExpired() {
+				out[fmt.Sprintf("%q#%d", it.Item().Key()[5:], binary.BigEndian.Uint32(it.Item().Key()[1:5]))] = it.Item().Version()
+			}
+		}
+		return out
+	}
+	before := live()
+	if len(before) != 10 { // two chunks each: a, b, c, d and the prepare record of d
+		t.Fatalf("chunk keys before the safe point: %v, want 10", before)
+	}
+
+	if err := s.SetSafePoint(ctx, 40); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		done := !s.mu.sweeping
+		s.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep of stale chunks did not finish")
+		}
+	}
+	for i := range 8 { // tables for level 0 to compact, as in the test above
+		s = reopen(t, s, opts, "close")
+		mustApply(t, s, 41+uint64(i), nil, put("other", "x"))
+	}
+	if err := s.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	after := live()
+	want := map[string]uint64{`"dc"#1`: 10, `"dc"#2`: 10, `"dd"#1`: 30, `"dd"#2`: 30}
+	if fmt.Sprint(after) != fmt.Sprint(want) {
+		t.Fatalf("chunk keys after the sweep and compaction: %v, want %v", after, want)
+	}
+	wantValue(t, mustGet(t, s, 40, "c"), big('c'), 10)
+	wantValue(t, mustGet(t, s, 40, "d"), big('d'), 30)
+	wantValue(t, mustGet(t, s, 40, "a"), "small", 20)
+	wantMissing(t, mustGet(t, s, 40, "b"))
 }

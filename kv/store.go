@@ -154,7 +154,11 @@ type Store struct {
 		// reading counts the reads in progress by timestamp, so that SetSafePoint waits for
 		// those below the new safe point before Badger may drop what they read.
 		reading map[uint64]int
-		failed  error // set after a failed sync; every operation returns it
+		// sweeping is set while a sweep of stale chunks runs (chunks.go); sweptAt is when
+		// the last one began.
+		sweeping bool
+		sweptAt  time.Time
+		failed   error // set after a failed sync; every operation returns it
 	}
 }
 
