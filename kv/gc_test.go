@@ -112,12 +112,19 @@ func TestStaleChunksGoOnceNoReadCanNeedThem(t *testing.T) {
 			t.Fatal("the sweep of stale chunks did not finish")
 		}
 	}
-	for i := range 8 { // tables for level 0 to compact, as in the test above
+	var discarded uint64 // counted by every store the loop opens
+	for i := range 8 {   // tables for level 0 to compact, as in the test above
+		old := s
 		s = reopen(t, s, opts, "close")
+		discarded += old.Stats().Discarded
 		mustApply(t, s, 41+uint64(i), nil, put("other", "x"))
 	}
 	if err := s.db.Flatten(1); err != nil {
 		t.Fatal(err)
+	}
+	// Dropped at least: the six stale chunks, and the older versions of a and b.
+	if discarded += s.Stats().Discarded; discarded < 8 {
+		t.Errorf("Stats().Discarded counted %d entries dropped by compactions, want at least 8", discarded)
 	}
 	after := live()
 	want := map[string]uint64{`"dc"#1`: 10, `"dc"#2`: 10, `"dd"#1`: 30, `"dd"#2`: 30}

@@ -122,6 +122,7 @@ type Store struct {
 	closing    chan struct{} // closed when Close begins; wakes all waiters
 	isClosing  atomic.Bool
 	inflight   atomic.Int64  // operations between enterLocked and exit
+	discarded  atomic.Uint64 // entries Badger's compactions dropped since Open
 	drained    chan struct{} // capacity 1: inflight reached 0 while closing
 	closedDone chan struct{} // closed when Close has finished
 	closeErr   error
@@ -196,7 +197,7 @@ func Open(opts Options) (*Store, error) {
 	s.mu.finished = newRecentSet(finishedMemory)
 	s.mu.reading = map[uint64]int{}
 
-	db, syncer, err := openSynced(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize, opts.OnSync)
+	db, syncer, err := openSynced(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize, quietLogger{discarded: &s.discarded}, opts.OnSync)
 	if err != nil {
 		return nil, err
 	}
@@ -576,13 +577,16 @@ type Stats struct {
 	LSMBytes  int64  // Badger's LSM size estimate (refreshed by Badger about once a minute)
 	VlogBytes int64  // Badger's value-log size estimate (same refresh)
 	SafePoint uint64 // the GC safe point (SetSafePoint)
+	// Discarded counts the entries Badger's compactions dropped since Open: versions no read
+	// may see any more, below the safe point, and deletions below it.
+	Discarded uint64
 }
 
 // Stats returns current counters. Cost: one mutex acquisition; sizes are
 // cached by Badger. After Close the sizes are zero.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS, SafePoint: s.mu.safePoint}
+	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS, SafePoint: s.mu.safePoint, Discarded: s.discarded.Load()}
 	for _, p := range s.mu.prepared {
 		if p.phase != phasePreparing {
 			st.Prepared++

@@ -204,6 +204,7 @@ type nodeGauges struct {
 	oldestPrepared      time.Duration
 	lsmBytes, vlogBytes int64
 	safePoint           uint64
+	discarded           uint64 // a counter: entries compactions dropped since the node started
 }
 
 // newNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
@@ -243,11 +244,16 @@ var nodeGaugeDescs = []*prometheus.Desc{
 	prometheus.NewDesc("kvtx_gc_safe_point", "The shard's durable GC safe point: reads below it fail with compacted, older versions may be dropped (0: none).", nil, nil),
 }
 
+// discardedDesc is the counter the collector reports beside the gauges.
+var discardedDesc = prometheus.NewDesc("kvtx_gc_versions_discarded_total",
+	"Entries the shard's compactions dropped: versions older than a key's newest at or below the GC safe point, and deletions below it.", nil, nil)
+
 // Describe implements prometheus.Collector.
 func (c *nodeGaugeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range nodeGaugeDescs {
 		ch <- d
 	}
+	ch <- discardedDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -257,6 +263,7 @@ func (c *nodeGaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, d := range nodeGaugeDescs {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, values[i])
 	}
+	ch <- prometheus.MustNewConstMetric(discardedDesc, prometheus.CounterValue, float64(g.discarded))
 }
 
 // observeFsync records one fsync round of the shard.

@@ -61,7 +61,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 	n.InDoubt(1)
 	n.observeFsync(time.Millisecond)
 	want = []string{
-		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_in_doubt_txns{}",
+		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_gc_versions_discarded_total{}", "kvtx_in_doubt_txns{}",
 		"kvtx_locks_held{}", "kvtx_node_txn_total{code,step}", "kvtx_oldest_prepared_age_seconds{}",
 		"kvtx_prepared_txns{}", "kvtx_recovery_actions_total{kind}",
 	}

@@ -320,7 +320,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	// The gauges read the store at scrape time: the metrics endpoint starts after it opens.
 	metrics := newNodeMetrics(reg, func() nodeGauges {
 		st := store.Stats()
-		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes, safePoint: store.SafePoint()}
+		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes, safePoint: store.SafePoint(), discarded: st.Discarded}
 		for _, t := range store.Prepared() {
 			g.oldestPrepared = max(g.oldestPrepared, time.Since(t.PreparedAt))
 		}
