@@ -4,17 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,112 +211,4 @@ func TestStartupErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "belongs to") {
 		t.Fatalf("data dir of another node: %d %q", code, out)
 	}
-}
-
-// TestPrometheusScrapesEveryProcess runs a real Prometheus server that scrapes the master and
-// both nodes, and reads the committed-transaction count back through its HTTP API. It loads
-// kvtx's alert rules (their "for" durations cut to 0: promtool's rule tests cover those) and
-// sees KvtxProcessDown fire for a node that is killed.
-func TestPrometheusScrapesEveryProcess(t *testing.T) {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatal("the prometheus binary is required (Debian package prometheus; .ci/run installs it)")
-	}
-	c := newCluster(t, 2)
-	cl := c.client()
-	ctx := stepCtx(t)
-	keys := c.keysOnEveryShard("prom")
-	const singles, multis = 7, 5
-	for i := 0; i < singles; i++ {
-		if _, err := cl.Put(ctx, []byte(fmt.Sprintf("p%d", i)), []byte("v")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < multis; i++ {
-		if _, err := cl.Txn(ctx, nil, client.Put([]byte(keys[0]), []byte("v")), client.Put([]byte(keys[1]), []byte("v"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	var targets []string
-	for _, name := range c.Names() {
-		targets = append(targets, c.MetricsAddr(name))
-	}
-	ports, err := cluster.FreePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	promPort := ports[0]
-	dir := t.TempDir()
-	rules, err := os.ReadFile(filepath.Join("..", "..", "txn", "server", "monitoring", "alerts.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules = regexp.MustCompile(`for: \S+`).ReplaceAll(rules, []byte("for: 0s"))
-	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: kvtx\n    static_configs:\n      - targets: ['%s']\n", strings.Join(targets, "', '"))
-	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
-	logf, _ := os.Create(filepath.Join(dir, "prometheus.log"))
-	prom := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort))
-	prom.Stdout, prom.Stderr = logf, logf
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		prom.Process.Kill()
-		prom.Wait()
-		if t.Failed() {
-			data, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
-			t.Logf("prometheus log:\n%s", data)
-		}
-	})
-	query := func(q string) (string, error) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/query?query=%s", promPort, url.QueryEscape(q)))
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		var r struct {
-			Status string `json:"status"`
-			Data   struct {
-				Result []struct {
-					Value []any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(body, &r); err != nil {
-			return "", fmt.Errorf("%v: %s", err, body)
-		}
-		if r.Status != "success" || len(r.Data.Result) == 0 {
-			return "", fmt.Errorf("no result yet: %s", body)
-		}
-		return fmt.Sprint(r.Data.Result[0].Value[1]), nil
-	}
-	checks := []struct{ q, want string }{
-		{`count(up{job="kvtx"} == 1)`, "3"},
-		{`sum(kvtx_txn_total{outcome="committed"})`, fmt.Sprint(singles + multis)},
-		{`sum(kvtx_txn_total{path="2pc",outcome="committed"})`, fmt.Sprint(multis)},
-		{`count(kvtx_connections)`, "3"},
-		{`count(kvtx_fsync_duration_seconds_count)`, "3"},
-		{`sum(kvtx_prepared_txns)`, "0"},
-	}
-	for _, ch := range checks {
-		waitFor(t, 60*time.Second, "prometheus "+ch.q+" = "+ch.want, func() (bool, string) {
-			got, err := query(ch.q)
-			return err == nil && got == ch.want, fmt.Sprintf("%q (%v)", got, err)
-		})
-	}
-	if got, err := query(`count(ALERTS{alertname="KvtxProcessDown"})`); err == nil {
-		t.Fatalf("KvtxProcessDown with every process up: %s", got)
-	}
-	c.Kill("node2")
-	firing := fmt.Sprintf(`count(ALERTS{alertname="KvtxProcessDown", alertstate="firing", instance=%q})`, c.MetricsAddr("node2"))
-	waitFor(t, 60*time.Second, "KvtxProcessDown firing for the killed node2", func() (bool, string) {
-		got, err := query(firing)
-		return err == nil && got == "1", fmt.Sprintf("%q (%v)", got, err)
-	})
 }
