@@ -130,7 +130,7 @@ func decodeWith(d *decoder, body []byte, m Message) (err error) {
 	}()
 	rv.Elem().SetZero()
 	if f, ok := m.(fastMessage); ok {
-		d.mp = mpDecoder{b: body, t: t}
+		d.mp = newMPDecoder(body, t)
 		err := d.mp.decode(f)
 		d.mp.b = nil // drop the reference to body
 		if err != errFallback {
@@ -140,6 +140,10 @@ func decodeWith(d *decoder, body []byte, m Message) (err error) {
 			return err
 		}
 		rv.Elem().SetZero()
+	}
+	w := newMPDecoder(body, t)
+	if err := w.weigh(0); err != nil {
+		return err
 	}
 	return d.decodeReflect(body, m)
 }

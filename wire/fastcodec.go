@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // The hot message types encode and decode with the generated msgpack of
@@ -214,12 +215,36 @@ var errUnknownField = errors.New("wire: unknown field")
 const maxSkipDepth = 32
 
 // mpDecoder reads one message body for the decodeMsgpack methods. Its errors
-// are *Error with CodeBadRequest, for input the codec rejects too, or
-// errFallback.
+// are *Error with CodeBadRequest, for input the codec rejects too, CodeTooLarge
+// for a body that would take more than its budget to decode, or errFallback.
 type mpDecoder struct {
-	b   []byte
-	off int
-	t   MsgType // for error messages
+	b    []byte
+	off  int
+	t    MsgType // for error messages
+	left int     // bytes the decoded values may still take (spend)
+}
+
+// newMPDecoder returns a decoder of body, a body of a message of type t, with the budget
+// decodeBudget(len(body)).
+func newMPDecoder(body []byte, t MsgType) mpDecoder {
+	return mpDecoder{b: body, t: t, left: decodeBudget(len(body))}
+}
+
+// decodeBudget is the most memory the values decoded from a body of n bytes may take: 16
+// times the body, plus 1 MiB (a list of 1-byte keys takes 9 times its encoding). A list's length is checked against the bytes left (an element
+// takes at least one), but its Go elements are far bigger than one byte: without the budget an
+// 8 MiB body of empty elements would decode to hundreds of megabytes.
+func decodeBudget(n int) int { return 16*n + 1<<20 }
+
+// spend takes n bytes from the budget, or returns the CodeTooLarge error that refuses the body
+// before they are allocated.
+func (d *mpDecoder) spend(n int, what string) error {
+	if n > d.left {
+		return Errorf(CodeTooLarge, "%s body of %d bytes would take more than %d bytes to decode (at %s, offset %d)",
+			d.t, len(d.b), decodeBudget(len(d.b)), what, d.off)
+	}
+	d.left -= n
+	return nil
 }
 
 // decode decodes the body d was set up with, which must hold exactly one
@@ -477,13 +502,22 @@ func (d *mpDecoder) readBytes() ([]byte, error) {
 	if p == nil || err != nil {
 		return nil, err
 	}
+	if err := d.spend(len(p), "bytes"); err != nil {
+		return nil, err
+	}
 	return append(make([]byte, 0, len(p)), p...), nil
 }
 
 // readStr reads a string from a str or bin; nil reads as "".
 func (d *mpDecoder) readStr() (string, error) {
 	p, err := d.readRaw("string")
-	return string(p), err
+	if err == nil {
+		err = d.spend(len(p), "a string")
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(p), nil
 }
 
 // readStruct reads a struct (a map, or nil). For each key it calls field,
@@ -534,6 +568,9 @@ func readList[T any](d *mpDecoder, elem func(*T) error) ([]T, error) {
 	if n < 0 || err != nil {
 		return nil, err
 	}
+	if err := d.spend(n*int(unsafe.Sizeof(*new(T))), fmt.Sprintf("a list of %d", n)); err != nil {
+		return nil, err
+	}
 	s := make([]T, n)
 	for i := range s {
 		if err := elem(&s[i]); err != nil {
@@ -572,4 +609,67 @@ func (d *mpDecoder) skip(depth int) error {
 		}
 	}
 	return nil
+}
+
+// reflectElemCost is what weigh charges for each element of an array or map: more than any
+// protocol type's Go value takes.
+const reflectElemCost = 128
+
+// maxWeighDepth is the reflection codec's own nesting limit.
+const maxWeighDepth = 1024
+
+// weigh walks one value, at nesting depth depth, and spends on the budget what the reflection
+// codec could allocate for it: reflectElemCost per array or map element and the bytes of every
+// str, bin and ext. The reflection codec decodes a list as it goes, so a list of millions of
+// empty elements would take its memory before any limit of ours saw its length; weigh refuses
+// it first.
+func (d *mpDecoder) weigh(depth int) error {
+	k, n, err := d.head()
+	switch {
+	case err != nil:
+		return err
+	case depth >= maxWeighDepth:
+		return d.errorf("values nested deeper than %d", maxWeighDepth)
+	case k == kindExt:
+		return d.skipExt()
+	case k == kindStr, k == kindBin:
+		d.off += int(n) // head checked the length
+		return d.spend(int(n), kindNames[k])
+	case k == kindArray, k == kindMap:
+		if k == kindMap {
+			n *= 2
+		}
+		if err := d.spend(int(n)*reflectElemCost, fmt.Sprintf("%s of %d", kindNames[k], n)); err != nil {
+			return err
+		}
+		for ; n > 0; n-- {
+			if err := d.weigh(depth + 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// skipExt consumes the rest of an ext value whose format byte head consumed, and spends its
+// length.
+func (d *mpDecoder) skipExt() error {
+	var n int
+	switch b := d.b[d.off-1]; {
+	case b >= mpFixExt1 && b <= mpFixExt16:
+		n = 1 << (b - mpFixExt1)
+	default: // ext 8, 16, 32
+		v, err := d.uintN(1 << (b - mpExt8))
+		if err != nil {
+			return err
+		}
+		if v > uint64(len(d.b)) {
+			return d.errEOF()
+		}
+		n = int(v)
+	}
+	if _, err := d.take(1 + n); err != nil { // the type byte, then the data
+		return err
+	}
+	return d.spend(n, "ext")
 }
