@@ -2,7 +2,9 @@ package txn
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"sync"
 )
 
@@ -16,6 +18,14 @@ type MarkStore interface {
 // OracleBatch is how far ahead of the timestamps it hands out the oracle persists its mark: one
 // fsync per OracleBatch timestamps.
 const OracleBatch = 1_000_000
+
+// MaxTimestamp is the highest timestamp the oracle hands out or observes (math.MaxUint64 is
+// kept for reads of metadata).
+const MaxTimestamp = math.MaxUint64 - 1
+
+// ErrTimestampsExhausted is returned once the oracle has handed out or observed MaxTimestamp:
+// it never wraps around to reuse a timestamp.
+var ErrTimestampsExhausted = errors.New("txn: timestamps exhausted")
 
 // Oracle hands out strictly increasing 64-bit timestamps that are never reused, also across
 // restarts: it starts above the persisted mark. It is safe for concurrent use; Next costs a
@@ -48,6 +58,9 @@ func NewOracle(ctx context.Context, store MarkStore) (*Oracle, error) {
 func (o *Oracle) Next(ctx context.Context) (uint64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.mu.last >= MaxTimestamp {
+		return 0, fmt.Errorf("%w: the last one handed out is %d", ErrTimestampsExhausted, o.mu.last)
+	}
 	ts := o.mu.last + 1
 	if ts > o.mu.mark {
 		if err := o.extendLocked(ctx, ts); err != nil {
@@ -66,6 +79,9 @@ func (o *Oracle) Observe(ctx context.Context, ts uint64) error {
 	if ts <= o.mu.last {
 		return nil
 	}
+	if ts > MaxTimestamp {
+		return fmt.Errorf("%w: cannot observe %d", ErrTimestampsExhausted, ts)
+	}
 	if ts > o.mu.mark {
 		if err := o.extendLocked(ctx, ts); err != nil {
 			return err
@@ -83,7 +99,10 @@ func (o *Oracle) Last() uint64 {
 }
 
 func (o *Oracle) extendLocked(ctx context.Context, ts uint64) error {
-	mark := ts + OracleBatch
+	mark := uint64(MaxTimestamp)
+	if ts < MaxTimestamp-OracleBatch {
+		mark = ts + OracleBatch
+	}
 	if err := o.store.SaveMark(ctx, mark); err != nil {
 		return fmt.Errorf("txn: persist oracle mark: %w", err)
 	}
