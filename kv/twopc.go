@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -89,6 +90,18 @@ type preparedTxn struct {
 	// is doing I/O; it is closed when that call finishes, successfully or
 	// not, and other calls for the same transaction wait for it.
 	busy chan struct{}
+}
+
+// samePrepare reports whether p, a repeated Prepare, asks for what the prepared q holds: a
+// repeat may only be the same request again (a retry), never a different transaction under a
+// known id, which would have been told "prepared" while another shard holds its writes. The
+// ops and read keys are compared whole, not by digest: repeats are rare, and q holds them.
+func samePrepare(q, p *preparedTxn) bool {
+	return q.parallel == p.parallel && slices.Equal(q.participants, p.participants) &&
+		slices.EqualFunc(q.ops, p.ops, func(a, b Op) bool {
+			return a.Kind == b.Kind && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
+		}) &&
+		slices.EqualFunc(q.readKeys, p.readKeys, bytes.Equal)
 }
 
 // newPrepared builds the in-memory state of a prepared transaction, copying
@@ -217,6 +230,9 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			leave()
 			if startTS != rec.StartTS {
 				return 0, invalidf("prepare transaction %d with start %d: already prepared with start %d", rec.TxnID, rec.StartTS, startTS)
+			}
+			if !samePrepare(q, p) {
+				return 0, invalidf("prepare transaction %d: already prepared with other operations, compares or participants", rec.TxnID)
 			}
 			return min, nil
 		}

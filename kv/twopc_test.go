@@ -81,6 +81,53 @@ func TestPrepareIdempotent(t *testing.T) {
 	}
 }
 
+// A repeated Prepare is a retry of the same request; one that carries other writes under a
+// prepared transaction's id (a peer that learnt the next id and prepared it first, so that the
+// real transaction would be told "prepared" while this shard holds the other writes) is
+// refused, and the first writes are what commits.
+func TestARepeatedPrepareWithOtherWritesIsRefused(t *testing.T) {
+	for _, reopened := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recovered=%v", reopened), func(t *testing.T) {
+			opts := testOpts(t, t.TempDir())
+			s := openTest(t, opts)
+			ctx := context.Background()
+			min := mustPrepare(t, s, 1, 10, []Compare{{Kind: CmpMissing, Key: []byte("guard")}}, put("k", "mine"), put("j", "mine"))
+			if reopened {
+				s = reopen(t, s, opts, "crash")
+			}
+			for name, rec := range map[string]PrepareRecord{
+				"another value":        {Ops: []Op{put("k", "theirs"), put("j", "mine")}},
+				"an op fewer":          {Ops: []Op{put("k", "mine")}},
+				"an op more":           {Ops: []Op{put("k", "mine"), put("j", "mine"), put("x", "theirs")}},
+				"a delete":             {Ops: []Op{del("k"), put("j", "mine")}},
+				"other participants":   {Ops: []Op{put("k", "mine"), put("j", "mine")}, Participants: []string{"n1", "n3"}},
+				"another compared key": {Ops: []Op{put("k", "mine"), put("j", "mine")}},
+				"the parallel flag":    {Ops: []Op{put("k", "mine"), put("j", "mine")}, Parallel: true},
+			} {
+				rec.TxnID, rec.StartTS = 1, 10
+				if rec.Participants == nil {
+					rec.Participants = []string{"n1", "n2"}
+				}
+				cmps := []Compare{{Kind: CmpMissing, Key: []byte("guard")}}
+				if name == "another compared key" {
+					cmps[0].Key = []byte("other")
+				}
+				if _, err := s.Prepare(ctx, rec, cmps); !errors.Is(err, ErrInvalidArgument) {
+					t.Fatalf("a repeated Prepare with %s: %v, want refused", name, err)
+				}
+			}
+			if again := mustPrepare(t, s, 1, 10, []Compare{{Kind: CmpMissing, Key: []byte("guard")}}, put("k", "mine"), put("j", "mine")); again != min {
+				t.Fatalf("the same Prepare again: min %d, first %d", again, min)
+			}
+			if err := s.Commit(ctx, 1, min); err != nil {
+				t.Fatal(err)
+			}
+			wantValue(t, mustGet(t, s, min, "k"), "mine", min)
+			wantValue(t, mustGet(t, s, min, "j"), "mine", min)
+		})
+	}
+}
+
 func TestLateDuplicatePrepareRefused(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, testOpts(t, dir))
