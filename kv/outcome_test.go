@@ -56,7 +56,7 @@ func TestResolveAnswersFromTheDurableState(t *testing.T) {
 			if p := s.Prepared(); len(p) != 1 || p[0].MinCommitTS != 41 {
 				t.Fatalf("recovered %+v, want transaction 6 with minimum 41", p)
 			}
-			if got, err := s.Prepare(ctx, PrepareRecord{TxnID: 6, StartTS: 10, Ops: []Op{put("b", "1")}}, nil); err != nil || got != 41 {
+			if got, err := s.Prepare(ctx, PrepareRecord{TxnID: 6, StartTS: 10, Ops: []Op{put("b", "1")}, Participants: []string{"n1", "n2"}}, nil); err != nil || got != 41 {
 				t.Fatalf("repeated Prepare after the restart: %d, %v; want the vote's 41", got, err)
 			}
 			want(5, ResolvedAborted, 0, false)

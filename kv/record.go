@@ -30,8 +30,8 @@ func prepareKey(txnID uint64) []byte {
 }
 
 // recordVersion is the format version of encoded prepare records. Version 1 records (no
-// minimum commit timestamp, no flags) are still read.
-const recordVersion = 2
+// minimum commit timestamp, no flags) and version 2 records (no digest) are still read.
+const recordVersion = 3
 
 // recordParallel is the flag of a record prepared under the parallel commit protocol.
 const recordParallel = 1
@@ -46,6 +46,7 @@ type diskRecord struct {
 	Participants []string
 	MinCommitTS  uint64 // 0 in version 1 records
 	Parallel     bool
+	Digest       []byte // the request's digest (requestDigest); nil before version 3
 }
 
 // encodeRecord serialises a prepare record:
@@ -56,8 +57,9 @@ type diskRecord struct {
 //	uvarint len(readKeys), then per key: uvarint len, bytes
 //	uvarint len(participants), then per name: uvarint len, bytes
 //	uvarint minCommitTS, flags byte (recordParallel)         (version 2 on)
+//	uvarint len(digest), digest                              (version 3 on)
 func encodeRecord(r *diskRecord) []byte {
-	n := 2 + 4*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+	n := 2 + 4*binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 + len(r.Digest)
 	for _, op := range r.Ops {
 		n += 1 + 2*binary.MaxVarintLen64 + len(op.Key) + len(op.Value)
 	}
@@ -92,7 +94,8 @@ func encodeRecord(r *diskRecord) []byte {
 	if r.Parallel {
 		flags |= recordParallel
 	}
-	return append(b, flags)
+	b = append(b, flags)
+	return appendBytes(b, r.Digest)
 }
 
 func appendBytes(b, v []byte) []byte {
@@ -181,7 +184,7 @@ func (d *recordDecoder) count(minSize int) int {
 func decodeRecord(b []byte) (*diskRecord, error) {
 	d := &recordDecoder{b: b}
 	version := d.byte1()
-	if d.err == nil && version != 1 && version != recordVersion {
+	if d.err == nil && (version < 1 || version > recordVersion) {
 		return nil, fmt.Errorf("%w: unknown format version %d", errCorrupt, version)
 	}
 	r := &diskRecord{}
@@ -218,6 +221,9 @@ func decodeRecord(b []byte) (*diskRecord, error) {
 			return nil, fmt.Errorf("%w: unknown flags %#x", errCorrupt, flags)
 		}
 		r.Parallel = flags&recordParallel != 0
+	}
+	if version >= 3 {
+		r.Digest = d.bytes()
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -49,15 +49,22 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
-// A store written by the previous format (version 1: no minimum commit timestamp, no flags)
-// still opens: its records decode with the minimum unknown (0) and the classic protocol.
-func TestRecordVersion1StillDecodes(t *testing.T) {
-	v2 := encodeRecord(&diskRecord{TxnID: 7, StartTS: 9, Ops: []Op{put("k", "v")}, Participants: []string{"n1"}})
-	v1 := slices.Clone(v2[:len(v2)-2]) // without the minimum (one byte here) and the flags
+// A store written by a previous format still opens: version 1 records (no minimum commit
+// timestamp, no flags) decode with the minimum unknown (0) and the classic protocol, version 2
+// records without a digest.
+func TestOlderRecordVersionsStillDecode(t *testing.T) {
+	v3 := encodeRecord(&diskRecord{TxnID: 7, StartTS: 9, Ops: []Op{put("k", "v")}, Participants: []string{"n1"}, MinCommitTS: 11})
+	v2 := slices.Clone(v3[:len(v3)-1]) // without the digest's length (0)
+	v2[0] = 2
+	v1 := slices.Clone(v3[:len(v3)-3]) // and without the minimum (one byte here) and the flags
 	v1[0] = 1
 	got, err := decodeRecord(v1)
 	if err != nil || got.TxnID != 7 || got.StartTS != 9 || got.MinCommitTS != 0 || got.Parallel || len(got.Ops) != 1 {
 		t.Fatalf("version 1 record: %+v, %v", got, err)
+	}
+	got, err = decodeRecord(v2)
+	if err != nil || got.MinCommitTS != 11 || got.Digest != nil || len(got.Ops) != 1 {
+		t.Fatalf("version 2 record: %+v, %v", got, err)
 	}
 	if _, err := decodeRecord(v2[:len(v2)-1]); !errors.Is(err, errCorrupt) {
 		t.Fatalf("version 2 record without its flags: %v, want errCorrupt", err)
@@ -66,6 +73,10 @@ func TestRecordVersion1StillDecodes(t *testing.T) {
 	bad[len(bad)-1] = 0x80
 	if _, err := decodeRecord(bad); !errors.Is(err, errCorrupt) {
 		t.Fatalf("unknown flags: %v, want errCorrupt", err)
+	}
+	withDigest := encodeRecord(&diskRecord{TxnID: 7, StartTS: 9, Digest: []byte("0123456789abcdef0123456789abcdef")})
+	if got, err := decodeRecord(withDigest); err != nil || string(got.Digest) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("version 3 record: %+v, %v", got, err)
 	}
 }
 

@@ -65,7 +65,7 @@ func TestRecoveryPreparedThenCommitted(t *testing.T) {
 			}
 			wantValue(t, mustGet(t, s, 10, "a"), "0", base)
 			// A repeated Prepare still gets its yes.
-			if m := mustPrepare(t, s, 7, 10, nil, put("a", "1"), put("b", "2")); m <= 10 {
+			if m := mustPrepare(t, s, 7, 10, []Compare{{Kind: CmpMissing, Key: []byte("guard")}}, put("a", "1"), put("b", "2")); m <= 10 {
 				t.Fatalf("repeated Prepare after recovery: min %d", m)
 			}
 			if err := s.Commit(ctx, 7, min); err != nil {

@@ -247,6 +247,7 @@ func (s *Store) recover() error {
 		p := newPrepared(rec.TxnID, rec.StartTS, rec.Ops, rec.ReadKeys, rec.Participants, rec.PreparedAt)
 		p.recovered = true
 		p.parallel = rec.Parallel
+		p.digest = rec.Digest
 		p.phase = phasePrepared
 		p.owner.readFrom, p.minCommitTS = rec.MinCommitTS, rec.MinCommitTS
 		if rec.MinCommitTS == 0 { // a version 1 record: the vote's minimum is not known

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"math"
 	"slices"
 	"time"
@@ -85,6 +88,9 @@ type preparedTxn struct {
 	parallel     bool
 	recovered    bool
 	phase        prepPhase
+	// digest identifies the Prepare request (requestDigest), so that a repeat is known to
+	// be the same request; nil for a transaction recovered from a record older than it.
+	digest []byte
 
 	// busy is non-nil while a Prepare, Commit or Abort of this transaction
 	// is doing I/O; it is closed when that call finishes, successfully or
@@ -92,16 +98,55 @@ type preparedTxn struct {
 	busy chan struct{}
 }
 
-// samePrepare reports whether p, a repeated Prepare, asks for what the prepared q holds: a
-// repeat may only be the same request again (a retry), never a different transaction under a
-// known id, which would have been told "prepared" while another shard holds its writes. The
-// ops and read keys are compared whole, not by digest: repeats are rare, and q holds them.
+// samePrepare reports whether p, a repeated Prepare, is the request q was prepared by: a
+// repeat may only be a retry, never a different transaction under a known id, which would be
+// told "prepared" while the shard holds other writes, or whose compares were never checked.
+// A transaction recovered from a record older than the digest is compared by its writes.
 func samePrepare(q, p *preparedTxn) bool {
-	return q.parallel == p.parallel && slices.Equal(q.participants, p.participants) &&
-		slices.EqualFunc(q.ops, p.ops, func(a, b Op) bool {
-			return a.Kind == b.Kind && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
-		}) &&
-		slices.EqualFunc(q.readKeys, p.readKeys, bytes.Equal)
+	if q.digest != nil {
+		return bytes.Equal(q.digest, p.digest)
+	}
+	return q.parallel == p.parallel && slices.EqualFunc(q.ops, p.ops, func(a, b Op) bool {
+		return a.Kind == b.Kind && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
+	})
+}
+
+// requestDigest is the SHA-256 of everything a Prepare asks for: its start timestamp, its
+// (deduplicated) writes, its compares, its participants and its protocol.
+func requestDigest(startTS uint64, ops []Op, cmps []Compare, participants []string, parallel bool) []byte {
+	h := sha256.New()
+	var b []byte
+	b = binary.AppendUvarint(b, startTS)
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for _, op := range ops {
+		b = append(b, byte(op.Kind))
+		b = appendBytes(b, op.Key)
+		b = appendBytes(b, op.Value)
+		b = flush(h, b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(cmps)))
+	for _, c := range cmps {
+		b = append(b, byte(c.Kind))
+		b = appendBytes(b, c.Key)
+		b = appendBytes(b, c.Value)
+		b = binary.AppendUvarint(b, c.Version)
+		b = flush(h, b)
+	}
+	b = binary.AppendUvarint(b, uint64(len(participants)))
+	for _, name := range participants {
+		b = appendBytes(b, []byte(name))
+	}
+	if parallel {
+		b = append(b, 1)
+	}
+	h.Write(b)
+	return h.Sum(nil)
+}
+
+// flush writes b to h and returns it emptied, so that the digest's buffer stays small.
+func flush(h hash.Hash, b []byte) []byte {
+	h.Write(b)
+	return b[:0]
 }
 
 // newPrepared builds the in-memory state of a prepared transaction, copying
@@ -192,6 +237,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	}
 	p := newPrepared(rec.TxnID, rec.StartTS, ops, raw[len(ops):], rec.Participants, at)
 	p.parallel = rec.Parallel
+	p.digest = requestDigest(rec.StartTS, ops, cmps, rec.Participants, rec.Parallel)
 	p.phase = phasePreparing
 	p.busy = make(chan struct{})
 
@@ -232,7 +278,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 				return 0, invalidf("prepare transaction %d with start %d: already prepared with start %d", rec.TxnID, rec.StartTS, startTS)
 			}
 			if !samePrepare(q, p) {
-				return 0, invalidf("prepare transaction %d: already prepared with other operations, compares or participants", rec.TxnID)
+				return 0, invalidf("prepare transaction %d: already prepared by another request (other writes, compares or participants)", rec.TxnID)
 			}
 			return min, nil
 		}
@@ -336,6 +382,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 		Participants: p.participants,
 		MinCommitTS:  p.minCommitTS,
 		Parallel:     p.parallel,
+		Digest:       p.digest,
 	})
 	if err := setValue(txn, pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)

@@ -102,6 +102,7 @@ func TestARepeatedPrepareWithOtherWritesIsRefused(t *testing.T) {
 				"a delete":             {Ops: []Op{del("k"), put("j", "mine")}},
 				"other participants":   {Ops: []Op{put("k", "mine"), put("j", "mine")}, Participants: []string{"n1", "n3"}},
 				"another compared key": {Ops: []Op{put("k", "mine"), put("j", "mine")}},
+				"another compare":      {Ops: []Op{put("k", "mine"), put("j", "mine")}},
 				"the parallel flag":    {Ops: []Op{put("k", "mine"), put("j", "mine")}, Parallel: true},
 			} {
 				rec.TxnID, rec.StartTS = 1, 10
@@ -109,8 +110,11 @@ func TestARepeatedPrepareWithOtherWritesIsRefused(t *testing.T) {
 					rec.Participants = []string{"n1", "n2"}
 				}
 				cmps := []Compare{{Kind: CmpMissing, Key: []byte("guard")}}
-				if name == "another compared key" {
+				switch name {
+				case "another compared key":
 					cmps[0].Key = []byte("other")
+				case "another compare": // the same key: a compare never checked must not pass
+					cmps[0] = Compare{Kind: CmpVersionLess, Key: []byte("guard"), Version: 5}
 				}
 				if _, err := s.Prepare(ctx, rec, cmps); !errors.Is(err, ErrInvalidArgument) {
 					t.Fatalf("a repeated Prepare with %s: %v, want refused", name, err)
