@@ -48,6 +48,10 @@ var (
 	// ErrCompacted is returned by Get and Scan at a timestamp below the store's GC safe point
 	// (SetSafePoint): the versions that read would need may be gone.
 	ErrCompacted = errors.New("kv: version compacted")
+
+	// ErrTooLarge is returned by Get when the values read would exceed Options.MaxReadBytes:
+	// the read stops there, before it spends more memory.
+	ErrTooLarge = errors.New("kv: reply too large")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID

@@ -95,6 +95,9 @@ type Options struct {
 	// ValueLogFileSize is the size at which Badger starts a new value-log file (values of
 	// 1 MiB or more live there); 0 means Badger's 1 GiB.
 	ValueLogFileSize int64
+	// MaxReadBytes bounds the key and value bytes one Get returns (a key listed twice counts
+	// twice); past it Get fails with ErrTooLarge. 0 means no bound.
+	MaxReadBytes int
 }
 
 const (
@@ -118,6 +121,7 @@ type Store struct {
 	log      *slog.Logger
 	lockWait time.Duration
 	tsBatch  uint64
+	maxRead  int
 
 	closing    chan struct{} // closed when Close begins; wakes all waiters
 	isClosing  atomic.Bool
@@ -176,6 +180,7 @@ func Open(opts Options) (*Store, error) {
 		log:        opts.Logger,
 		lockWait:   opts.LockWait,
 		tsBatch:    opts.MaxTSBatch,
+		maxRead:    opts.MaxReadBytes,
 		closing:    make(chan struct{}),
 		drained:    make(chan struct{}, 1),
 		closedDone: make(chan struct{}),
@@ -410,8 +415,11 @@ func (s *Store) writeMark(mark uint64) error {
 // and sync per Options.MaxTSBatch timestamps), so the guarantee survives a
 // crash.
 //
+// A key listed more than once is read once. Past Options.MaxReadBytes, Get
+// fails with ErrTooLarge.
+//
 // Cost: one mutex acquisition and one map lookup per key, then one Badger
-// point read per key; no goroutines. ts must be a real timestamp
+// point read per distinct key; no goroutines. ts must be a real timestamp
 // (math.MaxUint64 is reserved).
 func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, error) {
 	if ts == math.MaxUint64 {
@@ -460,14 +468,31 @@ func (s *Store) Get(ctx context.Context, keys [][]byte, ts uint64) ([]Value, err
 	txn := s.db.NewTransactionAt(ts, false)
 	defer txn.Discard()
 	out := make([]Value, len(keys))
+	var seen map[string]int // a key's first place, when a key may be listed twice
+	if len(keys) > 1 {
+		seen = make(map[string]int, len(keys))
+	}
 	var scratch [64]byte
+	total := 0
 	for i, k := range keys {
-		v, err := s.readLatest(txn, append(append(scratch[:0], tagData), k...))
-		if err != nil {
-			return nil, fmt.Errorf("kv: get %s at %d: %w", quoteKey(k), ts, err)
+		if j, ok := seen[string(k)]; ok {
+			out[i] = out[j] // read once; the reply shares the value
+			out[i].Key = k
+		} else {
+			v, err := s.readLatest(txn, append(append(scratch[:0], tagData), k...))
+			if err != nil {
+				return nil, fmt.Errorf("kv: get %s at %d: %w", quoteKey(k), ts, err)
+			}
+			v.Key = k
+			out[i] = v
+			if seen != nil {
+				seen[string(k)] = i
+			}
 		}
-		v.Key = k
-		out[i] = v
+		if total += len(k) + len(out[i].Value); s.maxRead > 0 && total > s.maxRead {
+			return nil, fmt.Errorf("%w: a get of %d keys at %d reaches %d bytes at key %d of %d, over the limit of %d",
+				ErrTooLarge, len(keys), ts, total, i+1, len(keys), s.maxRead)
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -321,5 +322,37 @@ func TestClosedStore(t *testing.T) {
 	}
 	if st := s.Stats(); st.MaxTS != 1 || st.LSMBytes != 0 {
 		t.Fatalf("Stats after Close: %+v", st)
+	}
+}
+
+// A key listed many times in one Get is read once, and a Get whose values would pass
+// MaxReadBytes fails with ErrTooLarge instead of building the reply: 1,024 copies of a 1 MiB
+// key once took a node to gigabytes.
+func TestGetReadsARepeatedKeyOnceAndStopsAtTheByteLimit(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.MaxReadBytes = 4 << 20
+	s := openTest(t, opts)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte{'v'}, 1<<20)
+	mustApply(t, s, 10, nil, Op{Kind: OpPut, Key: []byte("big"), Value: big}, put("small", "s"))
+	vals, err := s.Get(ctx, [][]byte{[]byte("big"), []byte("small"), []byte("big")}, 20)
+	if err != nil || len(vals) != 3 || !bytes.Equal(vals[0].Value, big) || !bytes.Equal(vals[2].Value, big) ||
+		string(vals[1].Value) != "s" || string(vals[2].Key) != "big" || vals[2].Version != 10 {
+		t.Fatalf("get of a repeated key: %v (%d values)", err, len(vals))
+	}
+	keys := make([][]byte, 1024)
+	for i := range keys {
+		keys[i] = []byte("big")
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = s.Get(ctx, keys, 20)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("get of 1,024 copies of a 1 MiB key: %v, want ErrTooLarge", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Fatalf("refusing 1,024 copies of a 1 MiB key allocated %d MiB", alloc>>20)
 	}
 }

@@ -375,6 +375,8 @@ func storeError(err error) error {
 		return &wire.Error{Code: wire.CodeAborted, Message: err.Error()}
 	case errors.Is(err, kv.ErrCompacted):
 		return &wire.Error{Code: wire.CodeCompacted, Message: err.Error()}
+	case errors.Is(err, kv.ErrTooLarge):
+		return &wire.Error{Code: wire.CodeTooLarge, Message: err.Error()}
 	case errors.Is(err, kv.ErrNotPrepared):
 		return &wire.Error{Code: wire.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, kv.ErrInvalidArgument):

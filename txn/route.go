@@ -24,7 +24,18 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 		pos  []int
 	}
 	groups := make([]shardKeys, c.cfg.Shards.Len())
+	var first map[string]int // a key's first place in the request, when there are several
+	if len(req.Keys) > 1 {
+		first = make(map[string]int, len(req.Keys))
+	}
+	var dups [][2]int // a repeated key's place and its first place: each key is read once
 	for i, k := range req.Keys {
+		if j, ok := first[string(k)]; ok {
+			dups = append(dups, [2]int{i, j})
+			continue
+		} else if first != nil {
+			first[string(k)] = i
+		}
 		s := c.cfg.Shards.Shard(k)
 		groups[s].keys = append(groups[s].keys, k)
 		groups[s].pos = append(groups[s].pos, i)
@@ -56,7 +67,26 @@ func (c *Coordinator) Get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	if err := firstError(errs); err != nil {
 		return nil, err
 	}
+	for _, d := range dups {
+		out[d[0]] = out[d[1]]
+	}
+	if err := checkReplySize(c.cfg.Limits, out); err != nil {
+		return nil, err
+	}
 	return &wire.GetReply{Values: out, ReadTS: ts}, nil
+}
+
+// checkReplySize refuses a read whose reply would not fit in a frame (a key listed many times
+// shares its value in memory, but not on the wire), before it is encoded.
+func checkReplySize(l Limits, vals []wire.KeyValue) error {
+	total := 0
+	for _, v := range vals {
+		total += len(v.Key) + len(v.Value) + 32 // the fields' names and lengths
+	}
+	if max := l.MaxFrameBytes - 64<<10; total > max {
+		return wire.Errorf(wire.CodeTooLarge, "reply too large: %d values of %d bytes exceed the frame limit of %d bytes (max_frame_bytes); read fewer keys at a time", len(vals), total, l.MaxFrameBytes)
+	}
+	return nil
 }
 
 // readError turns a failed read on a node into the error the client gets: reads change

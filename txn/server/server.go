@@ -328,7 +328,8 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	})
 	store, err = kv.Open(kv.Options{
 		Dir: filepath.Join(self.DataDir, "db"), LockWait: cfg.Timeouts.LockWait, Logger: log,
-		OnSync: metrics.observeFsync,
+		MaxReadBytes: cfg.Limits.MaxFrameBytes - 64<<10, // a reply must fit in a frame
+		OnSync:       metrics.observeFsync,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: open shard: %w", err)

@@ -476,6 +476,14 @@ func (c *Cluster) Running(name string) bool {
 	}
 }
 
+// PID returns the process id of the latest run of a process (0 if it never started).
+func (c *Cluster) PID(name string) int {
+	if p := c.latest(name); p != nil && p.cmd.Process != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
 // Armed returns the crash point the latest run was started with ("" for none).
 func (c *Cluster) Armed(name string) string {
 	if p := c.latest(name); p != nil {
