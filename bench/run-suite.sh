@@ -11,7 +11,7 @@
 #   BENCH_DURATION  measured window of each run (5s)      BENCH_WARMUP  warm-up of each run (1s)
 #   BENCH_PORT      first port (19400): kvtx +0..+2, metrics +10..+12, etcd +20 and +21
 #   BENCH_OUT       where suite.txt, suite.json and the logs go (bin/bench-results)
-#   BENCH_PPROF=1   serve /debug/pprof on the kvtx metrics ports, to profile while it runs
+#   BENCH_PPROF=1   serve /debug/pprof on ports 20, 21, 22 above the master's, to profile while it runs
 #   BENCH_ARGS      more flags for kvctl bench (e.g. "--keys 100000 --value-size 1000")
 #   BENCH_ETCD      the etcd binary (default: etcd on $PATH)
 #   BENCH_PROTOCOL  the cluster's commit_protocol, classic or parallel (default: the built-in one)
@@ -53,8 +53,9 @@ if [ -n "${BENCH_PROTOCOL:-}" ]; then
   echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/cluster.yaml"
 fi
 
-pprof=()
-if [ "${BENCH_PPROF:-}" = 1 ]; then pprof=(--pprof); fi
+pprof() { # pprof N: the pprof flag of the process whose ports end in N, if BENCH_PPROF=1
+  if [ "${BENCH_PPROF:-}" = 1 ]; then echo "--pprof-listen=$(addr $((20 + $1)))"; fi
+}
 start() { # start NAME ARGS...: run a kvtx process with its log in $out/logs
   local name=$1
   shift
@@ -62,9 +63,9 @@ start() { # start NAME ARGS...: run a kvtx process with its log in $out/logs
   pids+=($!)
   eval "pid_$name=$!"
 }
-start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" "${pprof[@]}" node1
-start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" "${pprof[@]}" node2
-start master "$BIN/kvmaster" --config "$dir/cluster.yaml" "${pprof[@]}"
+start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" $(pprof 1) node1
+start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" $(pprof 2) node2
+start master "$BIN/kvmaster" --config "$dir/cluster.yaml" $(pprof 0)
 
 for i in $(seq 100); do
   if "$BIN/kvctl" --endpoint "$(addr 0)" --timeout 1s status >/dev/null 2>&1; then break; fi

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,8 +148,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 }
 
 // TestStartupErrors proves that a bad start fails at once with exit status 1 and one clear
-// line, before anything is served: an unknown node name, an invalid config file, a port in
-// use, a data directory that belongs to another node.
+// line, before anything is served: an unknown node name, an invalid config file, pprof on a
+// network address, a port in use, a data directory that belongs to another node.
 func TestStartupErrors(t *testing.T) {
 	c := prepareCluster(t, 2)
 	run := func(args ...string) (string, int) {
@@ -186,6 +187,11 @@ func TestStartupErrors(t *testing.T) {
 		t.Fatalf("unreadable config: %d %q", code, out)
 	}
 
+	out, code = run("kvnode", "--config", c.ConfigPath(), "--pprof-listen", "0.0.0.0:6060", "node1")
+	if code != 1 || !strings.Contains(out, "loopback") {
+		t.Fatalf("pprof on a network address: %d %q", code, out)
+	}
+
 	l, err := net.Listen("tcp", c.Addr("node1"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,5 +216,47 @@ func TestStartupErrors(t *testing.T) {
 	out, code = run("kvnode", "--config", swappedPath, "node1")
 	if code != 1 || !strings.Contains(out, "belongs to") {
 		t.Fatalf("data dir of another node: %d %q", code, out)
+	}
+}
+
+// /debug/pprof is not on the metrics port (anyone who can scrape could start a CPU profile or
+// a trace), only on the loopback listener --pprof-listen opens.
+func TestPprofHasAListenerOfItsOwn(t *testing.T) {
+	c := prepareCluster(t, 2)
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprofAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	cmd := exec.Command(bins.Path("kvnode"), "--config", c.ConfigPath(), "--pprof-listen", pprofAddr, "node1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("node1's log:\n%s", out.String())
+		}
+	}()
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, 20*time.Second, "pprof served on "+pprofAddr, func() (bool, string) {
+		code := status("http://" + pprofAddr + "/debug/pprof/")
+		return code == http.StatusOK, fmt.Sprint(code)
+	})
+	if code := status("http://" + c.MetricsAddr("node1") + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ on the metrics port: status %d, want 404", code)
+	}
+	if code := status("http://" + c.MetricsAddr("node1") + "/metrics"); code != http.StatusOK {
+		t.Fatalf("/metrics: status %d", code)
 	}
 }

@@ -33,8 +33,9 @@ import (
 type Options struct {
 	// Logger receives the process's log lines (default slog.Default()).
 	Logger *slog.Logger
-	// Pprof serves /debug/pprof on the metrics port.
-	Pprof bool
+	// PprofListen, if set, is a loopback address on which /debug/pprof is served, on a
+	// listener of its own (off by default: profiles and traces are not for the network).
+	PprofListen string
 	// Hooks are called at the protocol's named points (none by default).
 	Hooks txn.Hooks
 }
@@ -73,22 +74,50 @@ func claimDataDir(dir, identity string) error {
 	}
 }
 
-// listeners opens the protocol and metrics listeners, so that a port in use fails before
-// anything is served.
-func listeners(p txn.Process) (net.Listener, net.Listener, error) {
-	l, err := net.Listen("tcp", p.Listen)
+// listeners opens the protocol, metrics and (if pprofAddr is set) pprof listeners, so that a
+// port in use fails before anything is served.
+func listeners(p txn.Process, pprofAddr string) (l, ml, pl net.Listener, err error) {
+	if pprofAddr != "" {
+		if err := CheckLoopback(pprofAddr); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			for _, x := range []net.Listener{l, ml} {
+				if x != nil {
+					x.Close()
+				}
+			}
+		}
+	}()
+	if l, err = net.Listen("tcp", p.Listen); err != nil {
+		return nil, nil, nil, fmt.Errorf("server: listen on %s: %w", p.Listen, err)
+	}
+	if p.Metrics != "" {
+		if ml, err = net.Listen("tcp", p.Metrics); err != nil {
+			return nil, nil, nil, fmt.Errorf("server: metrics listen on %s: %w", p.Metrics, err)
+		}
+	}
+	if pprofAddr != "" {
+		if pl, err = net.Listen("tcp", pprofAddr); err != nil {
+			return nil, nil, nil, fmt.Errorf("server: pprof listen on %s: %w", pprofAddr, err)
+		}
+	}
+	return l, ml, pl, nil
+}
+
+// CheckLoopback refuses an address whose host is not a loopback address: profiles and traces
+// are for whoever can log in to the machine, not for the network.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("server: listen on %s: %w", p.Listen, err)
+		return fmt.Errorf("server: pprof address %q: %w", addr, err)
 	}
-	if p.Metrics == "" {
-		return l, nil, nil
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("server: pprof address %q: the host must be a loopback address (127.0.0.1, ::1 or localhost)", addr)
 	}
-	ml, err := net.Listen("tcp", p.Metrics)
-	if err != nil {
-		l.Close()
-		return nil, nil, fmt.Errorf("server: metrics listen on %s: %w", p.Metrics, err)
-	}
-	return l, ml, nil
+	return nil
 }
 
 // handler adapts a txn.Handler to the wire server: it decodes the body into its message type.
@@ -113,38 +142,52 @@ type process struct {
 	addr     net.Addr
 	metrics  *http.Server
 	maddr    net.Addr
+	pprof    *http.Server // nil unless Options.PprofListen
 	serveErr chan error
 	cancel   context.CancelFunc
 	bg       sync.WaitGroup
 	closers  []func() error
 }
 
-func (p *process) start(l, ml net.Listener, h txn.Handler, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
+func (p *process) start(l, ml, pl net.Listener, h txn.Handler, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
 	sm := newServerMetrics(reg)
 	cfg.Observer = sm
 	cfg.Logger = p.log
 	p.srv = wire.NewServer(handler(h), cfg)
 	p.addr = l.Addr()
-	p.serveErr = make(chan error, 2)
+	p.serveErr = make(chan error, 3)
 	go func() { p.serveErr <- p.srv.Serve(l) }()
 	if ml != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		if opts.Pprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// A scrape is one small request and reply: a client that sends or reads slower than
+		// this is not Prometheus.
+		p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
 		p.maddr = ml.Addr()
-		go func() {
-			if err := p.metrics.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				p.serveErr <- err
-			}
-		}()
+		p.serveHTTP(p.metrics, ml)
 	}
+	if pl != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// A CPU profile or trace takes its ?seconds= (at most a few minutes here) to write.
+		p.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 5 * time.Minute, MaxHeaderBytes: 16 << 10}
+		p.log.Warn("serving /debug/pprof", "listen", pl.Addr().String())
+		p.serveHTTP(p.pprof, pl)
+	}
+}
+
+// serveHTTP serves srv on l until it is shut down; any other end is reported on serveErr.
+func (p *process) serveHTTP(srv *http.Server, l net.Listener) {
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.serveErr <- err
+		}
+	}()
 }
 
 // Addr is the protocol listener's address.
@@ -163,8 +206,10 @@ func (p *process) Shutdown(ctx context.Context) error {
 	if err := p.srv.Shutdown(ctx); err != nil && !errors.Is(err, wire.ErrServerClosed) {
 		errs = append(errs, err)
 	}
-	if p.metrics != nil {
-		p.metrics.Shutdown(ctx)
+	for _, h := range []*http.Server{p.metrics, p.pprof} {
+		if h != nil {
+			h.Shutdown(ctx)
+		}
 	}
 	p.cancel()
 	p.bg.Wait()
@@ -208,13 +253,15 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	if err := claimDataDir(cfg.Master.DataDir, "master"); err != nil {
 		return nil, err
 	}
-	l, ml, err := listeners(cfg.Master)
+	l, ml, pl, err := listeners(cfg.Master, opts.PprofListen)
 	if err != nil {
 		return nil, err
 	}
 	m.closers = append(m.closers, func() error { l.Close(); return nil })
-	if ml != nil {
-		m.closers = append(m.closers, func() error { ml.Close(); return nil })
+	for _, x := range []net.Listener{ml, pl} {
+		if x != nil {
+			m.closers = append(m.closers, func() error { x.Close(); return nil })
+		}
 	}
 	reg := newRegistry()
 	metrics := newMasterMetrics(reg)
@@ -269,7 +316,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	gcCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go coord.RunGC(gcCtx)
-	m.start(l, ml, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	m.start(l, ml, pl, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol)
 	return m, nil
@@ -307,13 +354,15 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	if err := claimDataDir(self.DataDir, "node "+name); err != nil {
 		return nil, err
 	}
-	l, ml, err := listeners(self)
+	l, ml, pl, err := listeners(self, opts.PprofListen)
 	if err != nil {
 		return nil, err
 	}
 	n.closers = append(n.closers, func() error { l.Close(); return nil })
-	if ml != nil {
-		n.closers = append(n.closers, func() error { ml.Close(); return nil })
+	for _, x := range []net.Listener{ml, pl} {
+		if x != nil {
+			n.closers = append(n.closers, func() error { x.Close(); return nil })
+		}
 	}
 	reg := newRegistry()
 	var store *kv.Store
@@ -366,7 +415,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.start(l, ml, part, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	n.start(l, ml, pl, part, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

@@ -25,7 +25,7 @@ var Flags = []cli.Flag{
 	&cli.StringFlag{Name: "metrics-listen", Usage: "Prometheus metrics `ADDR` (overrides the config; \"\" keeps it)"},
 	&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (overrides the config)"},
 	&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-	&cli.BoolFlag{Name: "pprof", Usage: "serve /debug/pprof on the metrics port"},
+	&cli.StringFlag{Name: "pprof-listen", Usage: "serve /debug/pprof on `ADDR`, a loopback address, on a listener of its own (off by default)"},
 }
 
 // signals receives SIGINT and SIGTERM from the moment Load runs, so that a signal that arrives
@@ -51,13 +51,13 @@ func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
 }
 
 // ServerOptions returns the process options the flags and the environment ask for: the
-// logger, --pprof and, in a crashpoints build, the crash hooks of KVTX_CRASH_AT.
+// logger, --pprof-listen and, in a crashpoints build, the crash hooks of KVTX_CRASH_AT.
 func ServerOptions(c *cli.Context, log *slog.Logger) (server.Options, error) {
 	hooks, err := CrashHooks()
 	if err != nil {
 		return server.Options{}, err
 	}
-	return server.Options{Logger: log, Pprof: c.Bool("pprof"), Hooks: hooks}, nil
+	return server.Options{Logger: log, PprofListen: c.String("pprof-listen"), Hooks: hooks}, nil
 }
 
 // Override applies --listen, --metrics-listen and --data-dir to p.
