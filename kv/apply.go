@@ -40,6 +40,12 @@ func (s *Store) Apply(ctx context.Context, txnID, ts uint64, cmps []Compare, ops
 		return 0, err
 	}
 	defer s.exit()
+	if len(ops) > 0 {
+		if err := s.admitWriteLocked(opBytes(ops)); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+	}
 	if _, holder := s.holderLocked(keys); holder == nil && !s.queuedLocked(keys) {
 		s.acquireLocked(keys, o)
 	} else if err := s.queueForLocked(ctx, keys, o); err != nil {
@@ -175,7 +181,7 @@ func (s *Store) applyHeld(ctx context.Context, txnID, commitTS uint64, needMark 
 	if err := s.writeOps(txn, ops); err != nil {
 		return fmt.Errorf("kv: apply transaction %d: %w", txnID, err)
 	}
-	if err := txn.CommitAt(commitTS, nil); err != nil {
+	if err := s.commitAt(txn, commitTS, nil); err != nil {
 		return fmt.Errorf("kv: apply transaction %d at %d: %w", txnID, commitTS, err)
 	}
 	return nil

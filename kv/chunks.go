@@ -126,7 +126,7 @@ func (s *Store) sweepChunks(safe uint64) (int, error) {
 				return fmt.Errorf("kv: sweep chunks: %w", err)
 			}
 		}
-		if err := txn.CommitAt(safe, nil); err != nil {
+		if err := s.commitAt(txn, safe, nil); err != nil {
 			return fmt.Errorf("kv: sweep chunks: %w", err)
 		}
 		deleted += len(stale)

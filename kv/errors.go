@@ -52,6 +52,11 @@ var (
 	// ErrTooLarge is returned by Get when the values read would exceed Options.MaxReadBytes:
 	// the read stops there, before it spends more memory.
 	ErrTooLarge = errors.New("kv: reply too large")
+
+	// ErrSpaceExceeded is returned by Apply and Prepare of a transaction that writes, and by
+	// Restore, while the store is at or over its disk quota (Options.QuotaBytes): nothing was
+	// written. Reads, and Commit and Abort of prepared transactions, go on.
+	ErrSpaceExceeded = errors.New("kv: space exceeded")
 )
 
 // LockedError is returned by Get when Key stayed locked by transaction TxnID

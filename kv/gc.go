@@ -118,7 +118,7 @@ func (s *Store) writeSafePoint(ts uint64) error {
 	if err := txn.Set(safePointKey, binary.BigEndian.AppendUint64(nil, ts)); err != nil {
 		return fmt.Errorf("kv: persist GC safe point %d: %w", ts, err)
 	}
-	if err := txn.CommitAt(ts, nil); err != nil {
+	if err := s.commitAt(txn, ts, nil); err != nil {
 		return fmt.Errorf("kv: persist GC safe point %d: %w", ts, err)
 	}
 	return s.waitSync()

@@ -214,7 +214,7 @@ func (s *Store) markOutcome(txnID uint64) (Resolution, error) {
 	if err := txn.Set(outcomeKey(txnID), abortedMarker(time.Now())); err != nil {
 		return Resolution{}, fmt.Errorf("kv: resolve transaction %d: record abort: %w", txnID, err)
 	}
-	if err := txn.CommitAt(version, nil); err != nil {
+	if err := s.commitAt(txn, version, nil); err != nil {
 		return Resolution{}, fmt.Errorf("kv: resolve transaction %d: record abort: %w", txnID, err)
 	}
 	return Resolution{State: ResolvedAborted, Refused: true}, nil
@@ -324,7 +324,7 @@ func (s *Store) dropMarkerBatch(ids []uint64, drop func(uint64, Resolution, time
 	if n == 0 {
 		return 0, nil
 	}
-	if err := txn.CommitAt(version, nil); err != nil {
+	if err := s.commitAt(txn, version, nil); err != nil {
 		return 0, fmt.Errorf("kv: drop %d outcome markers: %w", n, err)
 	}
 	return n, nil

@@ -83,6 +83,14 @@ func (s *Store) Restore(ctx context.Context, vals []Value) error {
 		return err
 	}
 	defer s.exit()
+	var n int64
+	for _, v := range vals {
+		n += int64(len(v.Key) + len(v.Value))
+	}
+	if err := s.admitWriteLocked(n); err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	for _, k := range keys {
 		if holder := s.mu.locks[k]; holder != nil {
 			s.mu.Unlock()
@@ -137,7 +145,7 @@ func (s *Store) restoreHeld(ctx context.Context, vals []Value, needMark bool, hi
 	commit := func(txn *badger.Txn, version uint64) {
 		wg.Add(1)
 		// With a callback, CommitAt reports every outcome through it, exactly once.
-		_ = txn.CommitAt(version, func(err error) {
+		_ = s.commitAt(txn, version, func(err error) {
 			if err != nil {
 				record(fmt.Errorf("kv: restore at version %d: %w", version, err))
 			}

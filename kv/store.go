@@ -98,11 +98,20 @@ type Options struct {
 	// MaxReadBytes bounds the key and value bytes one Get returns (a key listed twice counts
 	// twice); past it Get fails with ErrTooLarge. 0 means no bound.
 	MaxReadBytes int
+	// QuotaBytes is the most bytes Dir may take on disk: at it, new writes are refused with
+	// *SpaceExceededError until the GC frees space (quota.go); 0 means no quota.
+	QuotaBytes int64
+	// ReclaimEvery is the least time between two reclaims of disk space while over the quota
+	// (quota.go): the GC retention, after which a reclaim can drop every version written
+	// before the last one; 0 means 10 minutes.
+	ReclaimEvery time.Duration
 }
 
 const (
 	defaultLockWait   = 2 * time.Second
 	defaultMaxTSBatch = 1_000_000
+	// defaultReclaimEvery is the default GC retention.
+	defaultReclaimEvery = 10 * time.Minute
 	// finishedMemory is how many finished transaction ids are remembered to
 	// refuse late duplicate Prepares; older ones are caught by the durable
 	// outcome markers.
@@ -130,6 +139,12 @@ type Store struct {
 	drained    chan struct{} // capacity 1: inflight reached 0 while closing
 	closedDone chan struct{} // closed when Close has finished
 	closeErr   error
+
+	quota        int64         // Options.QuotaBytes
+	reclaimEvery time.Duration // Options.ReclaimEvery
+	watchDone    chan struct{} // closed when watchSpace has returned
+	checkMu      sync.Mutex    // serialises checkSpace
+	gate         sync.RWMutex  // held to write (commitAt); a reclaim takes it to hold writers back
 
 	// mu guards the lock table and the store's counters. A method whose name ends in
 	// Locked is called with mu held and returns with it held; one that waits drops it
@@ -163,7 +178,8 @@ type Store struct {
 		// the last one began.
 		sweeping bool
 		sweptAt  time.Time
-		failed   error // set after a failed sync; every operation returns it
+		space    spaceState // the disk quota (quota.go)
+		failed   error      // set after a failed sync; every operation returns it
 	}
 }
 
@@ -176,14 +192,17 @@ func Open(opts Options) (*Store, error) {
 		return nil, invalidf("open: Options.Dir is empty")
 	}
 	s := &Store{
-		dir:        opts.Dir,
-		log:        opts.Logger,
-		lockWait:   opts.LockWait,
-		tsBatch:    opts.MaxTSBatch,
-		maxRead:    opts.MaxReadBytes,
-		closing:    make(chan struct{}),
-		drained:    make(chan struct{}, 1),
-		closedDone: make(chan struct{}),
+		dir:          opts.Dir,
+		log:          opts.Logger,
+		lockWait:     opts.LockWait,
+		tsBatch:      opts.MaxTSBatch,
+		maxRead:      opts.MaxReadBytes,
+		closing:      make(chan struct{}),
+		drained:      make(chan struct{}, 1),
+		closedDone:   make(chan struct{}),
+		quota:        opts.QuotaBytes,
+		reclaimEvery: opts.ReclaimEvery,
+		watchDone:    make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -193,6 +212,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if s.tsBatch == 0 {
 		s.tsBatch = defaultMaxTSBatch
+	}
+	if s.reclaimEvery <= 0 {
+		s.reclaimEvery = defaultReclaimEvery
 	}
 	s.mu.locks = make(map[string]*lockOwner)
 	s.mu.queues = make(map[string][]*applyWaiter)
@@ -211,6 +233,8 @@ func Open(opts Options) (*Store, error) {
 		_ = CloseSyncedBadger(db, syncer) // the recovery error is the one worth reporting
 		return nil, err
 	}
+	s.measure() // a store reopened over its quota refuses writes from the start
+	go s.watchSpace()
 	return s, nil
 }
 
@@ -289,6 +313,7 @@ func (s *Store) Close() error {
 	s.isClosing.Store(true)
 	s.mu.Unlock()
 	close(s.closing)
+	<-s.watchDone
 	for s.inflight.Load() != 0 {
 		<-s.drained
 	}
@@ -392,7 +417,7 @@ func (s *Store) writeMark(mark uint64) error {
 	if err := txn.Set(markKey, binary.BigEndian.AppendUint64(nil, mark)); err != nil {
 		return fmt.Errorf("kv: persist maxTS mark %d: %w", mark, err)
 	}
-	if err := txn.CommitAt(mark, nil); err != nil {
+	if err := s.commitAt(txn, mark, nil); err != nil {
 		return fmt.Errorf("kv: persist maxTS mark %d: %w", mark, err)
 	}
 	return s.waitSync()
@@ -600,29 +625,32 @@ type Stats struct {
 	LocksHeld int    // keys locked (by prepared transactions and running Applies)
 	Prepared  int    // prepared transactions, including ones whose Commit or Abort is running
 	MaxTS     uint64 // highest timestamp read at or committed at
-	LSMBytes  int64  // Badger's LSM size estimate (refreshed by Badger about once a minute)
-	VlogBytes int64  // Badger's value-log size estimate (same refresh)
-	SafePoint uint64 // the GC safe point (SetSafePoint)
+	// DiskBytes is what the store's directory takes on disk, as the quota counts it (DiskUsage),
+	// measured about once a second; LSMBytes and VlogBytes are its LSM tables and value log.
+	DiskBytes, LSMBytes, VlogBytes int64
+	QuotaBytes                     int64  // Options.QuotaBytes (0: none)
+	SpaceAlarm                     bool   // at or over the quota: new writes are refused
+	SafePoint                      uint64 // the GC safe point (SetSafePoint)
 	// Discarded counts the entries Badger's compactions dropped since Open: versions no read
 	// may see any more, below the safe point, and deletions below it.
 	Discarded uint64
 }
 
 // Stats returns current counters. Cost: one mutex acquisition; sizes are
-// cached by Badger. After Close the sizes are zero.
+// those of the last measurement. After Close the sizes are zero.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS, SafePoint: s.mu.safePoint, Discarded: s.discarded.Load()}
+	st := Stats{LocksHeld: len(s.mu.locks), MaxTS: s.mu.maxTS, SafePoint: s.mu.safePoint, Discarded: s.discarded.Load(),
+		QuotaBytes: s.quota, SpaceAlarm: s.mu.space.alarm}
 	for _, p := range s.mu.prepared {
 		if p.phase != phasePreparing {
 			st.Prepared++
 		}
 	}
-	err := s.enterLocked()
-	s.mu.Unlock()
-	if err == nil {
-		st.LSMBytes, st.VlogBytes = s.db.Size()
-		s.exit()
+	if !s.mu.closed {
+		u := s.mu.space.used
+		st.DiskBytes, st.LSMBytes, st.VlogBytes = u.Total, u.LSM, u.Vlog
 	}
+	s.mu.Unlock()
 	return st
 }

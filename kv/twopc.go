@@ -305,6 +305,13 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 			return 0, err
 		}
 	}
+	// A new prepare that writes needs room for its record and, at commit, its writes.
+	if len(ops) > 0 {
+		if err := s.admitWriteLocked(2 * opBytes(ops)); err != nil {
+			leave()
+			return 0, err
+		}
+	}
 	// The minimum commit timestamp is fixed now, under the locks: every read served so far is
 	// below it, and from now on a read at or above it waits for this transaction.
 	p.minCommitTS = max(s.mu.maxTS, p.startTS) + 1
@@ -386,7 +393,7 @@ func (s *Store) writePrepare(ctx context.Context, p *preparedTxn, cmps []Compare
 	if err := setValue(txn, pkey, val); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
-	if err := txn.CommitAt(p.startTS, nil); err != nil {
+	if err := s.commitAt(txn, p.startTS, nil); err != nil {
 		return fmt.Errorf("kv: prepare transaction %d: write record: %w", id, err)
 	}
 	return nil
@@ -605,7 +612,7 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 	if err := txn.Set(outcomeKey(id), committedMarker(commitTS)); err != nil {
 		return fmt.Errorf("kv: commit transaction %d: record outcome: %w", id, err)
 	}
-	if err := txn.CommitAt(commitTS, nil); err != nil {
+	if err := s.commitAt(txn, commitTS, nil); err != nil {
 		return fmt.Errorf("kv: commit transaction %d at %d: %w", id, commitTS, err)
 	}
 	if !sync {
@@ -661,7 +668,7 @@ func (s *Store) abortHeld(p *preparedTxn) error {
 		return fmt.Errorf("kv: abort transaction %d: record outcome: %w", id, err)
 	}
 	// Versioned just above the record, so the deletion shadows it.
-	if err := txn.CommitAt(p.startTS+1, nil); err != nil {
+	if err := s.commitAt(txn, p.startTS+1, nil); err != nil {
 		return fmt.Errorf("kv: abort transaction %d: delete prepare record: %w", id, err)
 	}
 	return s.waitSync()
