@@ -199,6 +199,7 @@ const (
 	CodeUnknownMessage  Code = 15 // the frame's message type is not known
 	CodeNotEmpty        Code = 16 // a restore found data in the cluster it was to fill; nothing was written
 	CodeCompacted       Code = 17 // a read below the GC safe point: the versions it needs may be gone
+	CodeSpaceExceeded   Code = 18 // a node is over its disk quota: nothing was written; retry once space is freed
 )
 
 var codeNames = [...]string{
@@ -220,6 +221,7 @@ var codeNames = [...]string{
 	CodeUnknownMessage:  "unknown_message",
 	CodeNotEmpty:        "not_empty",
 	CodeCompacted:       "compacted",
+	CodeSpaceExceeded:   "space_exceeded",
 }
 
 // String returns the snake_case name of c ("bad_request", ...), or "code(N)"
@@ -659,10 +661,14 @@ type ProcessStatus struct {
 	// MaxTS is a node's highest timestamp read at or committed at: every vote it gives from now
 	// on has a minimum commit timestamp above it.
 	MaxTS uint64 `codec:",omitempty"`
-	// DataBytes is the size of a node's shard on disk (Badger's estimate, refreshed about once a
-	// minute); SafePoint its GC safe point.
-	DataBytes int64  `codec:",omitempty"`
-	SafePoint uint64 `codec:",omitempty"`
+	// DataBytes is what a node's shard takes on disk (its files' allocated bytes, measured about
+	// once a second), QuotaBytes the most it may take (0: no quota); SafePoint its GC safe point.
+	DataBytes  int64  `codec:",omitempty"`
+	QuotaBytes int64  `codec:",omitempty"`
+	SafePoint  uint64 `codec:",omitempty"`
+	// Alarms are a node's raised alarms: "nospace" while it is at or over its disk quota and
+	// refuses new writes.
+	Alarms []string `codec:",omitempty"`
 }
 
 // StatusReply answers a StatusRequest (MsgStatusReply).

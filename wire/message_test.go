@@ -51,7 +51,8 @@ func sampleMessages() []Message {
 		&StatusReply{Processes: []ProcessStatus{
 			{Name: "n1", Role: "node", Addr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Up: true, LocksHeld: 3, InDoubt: 1,
 				Prepared: []TxnInfo{{TxnID: 5, StartTS: 3, AgeMillis: -1, Keys: [][]byte{k("a")},
-					Participants: []string{"n1"}, InDoubt: true, Waiting: "outcome"}}},
+					Participants: []string{"n1"}, InDoubt: true, Waiting: "outcome"}},
+				DataBytes: 9 << 20, QuotaBytes: 8 << 20, Alarms: []string{"nospace"}},
 			{Name: "n2", Error: "unreachable"},
 		}},
 	}
@@ -120,6 +121,7 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 		{CodeVersionMismatch.String(), "version_mismatch"},
 		{CodeUnknownOutcome.String(), "unknown_outcome"},
 		{CodeUnknownMessage.String(), "unknown_message"},
+		{CodeSpaceExceeded.String(), "space_exceeded"},
 		{Code(400).String(), "code(400)"},
 		{OutcomePending.String(), "pending"},
 		{OutcomeCommitted.String(), "committed"},
