@@ -75,7 +75,21 @@ type Config struct {
 	CommitProtocol string `yaml:"commit_protocol"`
 	// GC is the MVCC garbage collection of old versions.
 	GC GC `yaml:"gc"`
+	// Storage bounds what each node keeps on disk.
+	Storage StorageConfig `yaml:"storage"`
 }
+
+// StorageConfig bounds what each node keeps on disk. (Its name keeps clear of Storage, what a
+// participant needs of its shard.)
+type StorageConfig struct {
+	// QuotaBytes is the most bytes a node's shard may take on disk, counted as du counts its
+	// files: at it, the node refuses new writes with "space exceeded" until the GC frees space
+	// (default 8 GiB, etcd's suggested maximum; at least 1 MiB; negative: no quota).
+	QuotaBytes int64 `yaml:"quota_bytes"`
+}
+
+// Quota returns the quota in bytes, 0 for none.
+func (s StorageConfig) Quota() int64 { return max(s.QuotaBytes, 0) }
 
 // GC configures the MVCC garbage collection: a cluster-wide safe point trails the newest
 // timestamp by Retention; a read below it fails with "compacted", and versions older than the
@@ -122,6 +136,9 @@ func (c Config) WithDefaults() Config {
 		c.CommitProtocol = ProtocolParallel
 	}
 	setDur(&c.GC.Retention, 10*time.Minute)
+	if c.Storage.QuotaBytes == 0 {
+		c.Storage.QuotaBytes = 8 << 30
+	}
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)
 	setDur(&t.CommitWait, 2*time.Second)
@@ -209,6 +226,9 @@ func (c Config) Validate() error {
 	}
 	if !c.GC.Off && c.GC.Retention < time.Second {
 		add("gc.retention (%v) must be at least 1s", c.GC.Retention)
+	}
+	if q := c.Storage.QuotaBytes; q >= 0 && q < 1<<20 {
+		add("storage.quota_bytes (%d) must be at least 1 MiB (1048576), or negative for no quota", q)
 	}
 	if c.CommitProtocol != ProtocolClassic && c.CommitProtocol != ProtocolParallel {
 		add("commit_protocol: %q is neither %q nor %q", c.CommitProtocol, ProtocolClassic, ProtocolParallel)

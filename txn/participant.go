@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -350,11 +351,18 @@ func (p *Participant) stepDone(step string, err error) error {
 		var werr *wire.Error
 		if !errors.As(err, &werr) {
 			err = storeError(err)
+			if werr = err.(*wire.Error); werr.Code == wire.CodeSpaceExceeded {
+				werr.Message = "node " + p.cfg.Name + ": " + werr.Message
+			}
 		}
 	}
 	p.cfg.Metrics.Step(step, wire.CodeOf(err))
 	return err
 }
+
+// AlarmNoSpace is the alarm a node raises while it is at or over its disk quota
+// (StorageConfig.QuotaBytes) and refuses new writes.
+const AlarmNoSpace = "nospace"
 
 // storeError maps a kv error to its wire code.
 func storeError(err error) error {
@@ -377,6 +385,9 @@ func storeError(err error) error {
 		return &wire.Error{Code: wire.CodeCompacted, Message: err.Error()}
 	case errors.Is(err, kv.ErrTooLarge):
 		return &wire.Error{Code: wire.CodeTooLarge, Message: err.Error()}
+	case errors.Is(err, kv.ErrSpaceExceeded):
+		return &wire.Error{Code: wire.CodeSpaceExceeded, Message: strings.TrimPrefix(err.Error(), "kv: ") +
+			"; new writes are refused until the GC frees space (storage.quota_bytes)"}
 	case errors.Is(err, kv.ErrNotPrepared):
 		return &wire.Error{Code: wire.CodeNotFound, Message: err.Error()}
 	case errors.Is(err, kv.ErrInvalidArgument):
@@ -546,7 +557,10 @@ func (p *Participant) resolve(ctx context.Context, t kv.PreparedTxn) {
 func (p *Participant) Status() wire.ProcessStatus {
 	st := p.cfg.Store.Stats()
 	out := wire.ProcessStatus{Name: p.cfg.Name, Role: "node", Up: true, LocksHeld: st.LocksHeld, MaxTS: st.MaxTS,
-		DataBytes: st.LSMBytes + st.VlogBytes, SafePoint: st.SafePoint}
+		DataBytes: st.DiskBytes, QuotaBytes: st.QuotaBytes, SafePoint: st.SafePoint}
+	if st.SpaceAlarm {
+		out.Alarms = append(out.Alarms, AlarmNoSpace)
+	}
 	now := p.cfg.Runtime.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

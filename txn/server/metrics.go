@@ -205,6 +205,9 @@ type nodeGauges struct {
 	lsmBytes, vlogBytes int64
 	safePoint           uint64
 	discarded           uint64 // a counter: entries compactions dropped since the node started
+	usedBytes           int64  // the shard on disk, as the quota counts it
+	quotaBytes          int64  // 0: no quota
+	noSpace             bool   // the space alarm: new writes refused
 }
 
 // newNodeMetrics registers the node's metrics on reg; the gauges of locks, prepared
@@ -239,9 +242,12 @@ var nodeGaugeDescs = []*prometheus.Desc{
 	prometheus.NewDesc("kvtx_locks_held", "Keys locked by prepared or applying transactions.", nil, nil),
 	prometheus.NewDesc("kvtx_prepared_txns", "Transactions prepared on this node and not yet committed or aborted.", nil, nil),
 	prometheus.NewDesc("kvtx_oldest_prepared_age_seconds", "Age of the oldest prepared transaction (0 when none).", nil, nil),
-	prometheus.NewDesc("kvtx_badger_lsm_bytes", "Size of the shard's Badger LSM tree.", nil, nil),
-	prometheus.NewDesc("kvtx_badger_vlog_bytes", "Size of the shard's Badger value log.", nil, nil),
+	prometheus.NewDesc("kvtx_badger_lsm_bytes", "Disk space the shard's Badger LSM tables take.", nil, nil),
+	prometheus.NewDesc("kvtx_badger_vlog_bytes", "Disk space the shard's Badger value log takes.", nil, nil),
 	prometheus.NewDesc("kvtx_gc_safe_point", "The shard's durable GC safe point: reads below it fail with compacted, older versions may be dropped (0: none).", nil, nil),
+	prometheus.NewDesc("kvtx_storage_used_bytes", "Disk space the shard takes (every file of its Badger directory, as du counts it): what storage.quota_bytes bounds.", nil, nil),
+	prometheus.NewDesc("kvtx_storage_quota_bytes", "The node's disk quota, storage.quota_bytes (0: none).", nil, nil),
+	prometheus.NewDesc("kvtx_storage_alarm", "1 while the node's alarm is raised: nospace, at or over its disk quota, new writes refused.", nil, prometheus.Labels{"alarm": txn.AlarmNoSpace}),
 }
 
 // discardedDesc is the counter the collector reports beside the gauges.
@@ -259,7 +265,12 @@ func (c *nodeGaugeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *nodeGaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	g := c.read()
-	values := []float64{float64(g.locks), float64(g.prepared), g.oldestPrepared.Seconds(), float64(g.lsmBytes), float64(g.vlogBytes), float64(g.safePoint)}
+	noSpace := 0.0
+	if g.noSpace {
+		noSpace = 1
+	}
+	values := []float64{float64(g.locks), float64(g.prepared), g.oldestPrepared.Seconds(), float64(g.lsmBytes), float64(g.vlogBytes), float64(g.safePoint),
+		float64(g.usedBytes), float64(g.quotaBytes), noSpace}
 	for i, d := range nodeGaugeDescs {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, values[i])
 	}

@@ -63,7 +63,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 	want = []string{
 		"kvtx_badger_lsm_bytes{}", "kvtx_badger_vlog_bytes{}", "kvtx_fsync_duration_seconds{}", "kvtx_gc_safe_point{}", "kvtx_gc_versions_discarded_total{}", "kvtx_in_doubt_txns{}",
 		"kvtx_locks_held{}", "kvtx_node_txn_total{code,step}", "kvtx_oldest_prepared_age_seconds{}",
-		"kvtx_prepared_txns{}", "kvtx_recovery_actions_total{kind}",
+		"kvtx_prepared_txns{}", "kvtx_recovery_actions_total{kind}", "kvtx_storage_alarm{alarm}", "kvtx_storage_quota_bytes{}", "kvtx_storage_used_bytes{}",
 	}
 	if got := gathered(t, reg); !slices.Equal(got, want) {
 		t.Errorf("node metrics:\n got %v\nwant %v", got, want)
@@ -113,6 +113,7 @@ func TestProtocolMetricsKeepTheirNamesAndLabels(t *testing.T) {
 		"kvtx_txn_total{outcome=aborted,path=2pc}", "kvtx_txn_total{outcome=unknown,path=1pc}",
 		"kvtx_txn_phase_duration_seconds{phase=decision}", "kvtx_recovery_actions_total{kind=redrive_commit}",
 		"kvtx_node_txn_total{code=ok,step=prepare}", "kvtx_recovery_actions_total{kind=abort}",
+		"kvtx_storage_alarm{alarm=nospace}",
 	} {
 		if !series[s] {
 			t.Errorf("series %s not exported before its first event", s)

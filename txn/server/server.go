@@ -369,7 +369,8 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	// The gauges read the store at scrape time: the metrics endpoint starts after it opens.
 	metrics := newNodeMetrics(reg, func() nodeGauges {
 		st := store.Stats()
-		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes, safePoint: store.SafePoint(), discarded: st.Discarded}
+		g := nodeGauges{locks: st.LocksHeld, prepared: st.Prepared, lsmBytes: st.LSMBytes, vlogBytes: st.VlogBytes, safePoint: store.SafePoint(), discarded: st.Discarded,
+			usedBytes: st.DiskBytes, quotaBytes: st.QuotaBytes, noSpace: st.SpaceAlarm}
 		for _, t := range store.Prepared() {
 			g.oldestPrepared = max(g.oldestPrepared, time.Since(t.PreparedAt))
 		}
@@ -379,6 +380,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		Dir: filepath.Join(self.DataDir, "db"), LockWait: cfg.Timeouts.LockWait, Logger: log,
 		MaxReadBytes: cfg.Limits.MaxFrameBytes - 64<<10, // a reply must fit in a frame
 		OnSync:       metrics.observeFsync,
+		QuotaBytes:   cfg.Storage.Quota(), ReclaimEvery: cfg.GC.Retention,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: open shard: %w", err)
