@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -29,6 +30,7 @@ const (
 	exitAborted  = 2 // aborted, safe to retry
 	exitUnknown  = 3 // outcome unknown: it may have committed
 	exitUsage    = 4 // usage or any other error
+	exitNoSpace  = 5 // a node is over its disk quota: nothing written
 )
 
 const exitHelp = `EXIT STATUS:
@@ -36,7 +38,8 @@ const exitHelp = `EXIT STATUS:
    1  key not found, or a compare failed (nothing was written)
    2  transaction aborted, safe to retry (conflict, node unavailable: the message says which)
    3  outcome unknown: the transaction may have committed; read before retrying
-   4  usage or other error`
+   4  usage or other error
+   5  space exceeded: a node is over its disk quota (nothing was written)`
 
 func main() {
 	app := &cli.App{
@@ -205,6 +208,8 @@ func report(err error) int {
 		code = exitNotFound
 	case errors.Is(err, client.ErrUnknownOutcome):
 		code = exitUnknown
+	case errors.Is(err, client.ErrSpaceExceeded):
+		code = exitNoSpace
 	case errors.Is(err, client.ErrAborted):
 		code = exitAborted
 	case errors.As(err, &ce) && ce.Code == wire.CodeUnavailable:
@@ -241,6 +246,8 @@ func describe(e *client.Error) string {
 		return msg
 	case errors.Is(e, client.ErrInvalid):
 		return fmt.Sprintf("rejected (%s), nothing written: %s", e.Reason(), msg)
+	case errors.Is(e, client.ErrSpaceExceeded):
+		return fmt.Sprintf("space exceeded, nothing written%s: %s", txn, msg)
 	}
 	return fmt.Sprintf("%s: %s", e.Reason(), msg)
 }
@@ -483,7 +490,7 @@ func runStatus(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT\tDATA")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT\tDATA\tALARM")
 	down := 0
 	for _, p := range procs {
 		health := "up"
@@ -491,14 +498,24 @@ func runStatus(c *cli.Context) error {
 			health = "DOWN: " + p.Error
 			down++
 		}
-		data := "-"
+		data, alarm := "-", "-"
 		if p.Role == "node" && p.Up {
 			data = humanBytes(p.DataBytes)
+			if p.QuotaBytes > 0 {
+				data += " of " + humanBytes(p.QuotaBytes)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt, data)
+		if len(p.Alarms) > 0 {
+			alarm = strings.ToUpper(strings.Join(p.Alarms, ","))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt, data, alarm)
 	}
 	tw.Flush()
 	for _, p := range procs {
+		if slices.Contains(p.Alarms, txn.AlarmNoSpace) {
+			fmt.Fprintf(c.App.Writer, "%s: ALARM NOSPACE: its shard takes %s on disk, its quota is %s (storage.quota_bytes): new writes are refused until the GC frees space\n",
+				p.Name, humanBytes(p.DataBytes), humanBytes(p.QuotaBytes))
+		}
 		for _, t := range p.Prepared {
 			state, waiting := txnState(p, t)
 			if t.InDoubt {

@@ -5,7 +5,9 @@
 //   - nil: committed, durable on every shard it touched;
 //   - an error matching ErrAborted or ErrCompareFailed: nothing was written anywhere, and it is
 //     safe to retry (Error.Reason says why: conflict, unavailable, compare_failed, ...);
-//   - an error matching ErrUnknownOutcome: it may have committed. Read before retrying.
+//   - an error matching ErrUnknownOutcome: it may have committed. Read before retrying;
+//   - an error matching ErrSpaceExceeded: a node it writes to is over its disk quota; nothing
+//     was written, and the same write fails again until the GC frees space there.
 //
 // A Client is safe for concurrent use; its requests share one pipelined connection.
 package client
@@ -41,6 +43,9 @@ var (
 	ErrNotEmpty = errors.New("client: cluster not empty")
 	// ErrCompacted: a read at a version below the GC safe point (older than gc.retention).
 	ErrCompacted = errors.New("client: version compacted")
+	// ErrSpaceExceeded: a node the write touches is over its disk quota (storage.quota_bytes);
+	// nothing was written. Not retryable until the GC has freed space on that node.
+	ErrSpaceExceeded = errors.New("client: space exceeded")
 )
 
 // Error is the error of every failed call: the server's code and message, and the
@@ -91,6 +96,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == wire.CodeNotEmpty
 	case ErrCompacted:
 		return e.Code == wire.CodeCompacted
+	case ErrSpaceExceeded:
+		return e.Code == wire.CodeSpaceExceeded
 	case ErrInvalid:
 		switch e.Code {
 		case wire.CodeBadRequest, wire.CodeTooLarge, wire.CodeWrongShard, wire.CodeUnknownMessage, wire.CodeVersionMismatch:
