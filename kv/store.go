@@ -625,8 +625,9 @@ type Stats struct {
 	LocksHeld int    // keys locked (by prepared transactions and running Applies)
 	Prepared  int    // prepared transactions, including ones whose Commit or Abort is running
 	MaxTS     uint64 // highest timestamp read at or committed at
-	// DiskBytes is what the store's directory takes on disk, as the quota counts it (DiskUsage),
-	// measured about once a second; LSMBytes and VlogBytes are its LSM tables and value log.
+	// DiskBytes is what the store's directory takes on disk as the quota counts it: measured
+	// about once a second (DiskUsage), plus the keys and values of the writes admitted since.
+	// LSMBytes and VlogBytes are the LSM tables and the value log, as last measured.
 	DiskBytes, LSMBytes, VlogBytes int64
 	QuotaBytes                     int64  // Options.QuotaBytes (0: none)
 	SpaceAlarm                     bool   // at or over the quota: new writes are refused
@@ -649,7 +650,7 @@ func (s *Store) Stats() Stats {
 	}
 	if !s.mu.closed {
 		u := s.mu.space.used
-		st.DiskBytes, st.LSMBytes, st.VlogBytes = u.Total, u.LSM, u.Vlog
+		st.DiskBytes, st.LSMBytes, st.VlogBytes = s.usedLocked(), u.LSM, u.Vlog
 	}
 	s.mu.Unlock()
 	return st
