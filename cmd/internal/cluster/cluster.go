@@ -35,6 +35,8 @@ type Config struct {
 	CommitProtocol string
 	// GC is the cluster's gc section (zero: the defaults).
 	GC txn.GC
+	// Storage is the cluster's storage section (zero: the defaults).
+	Storage txn.StorageConfig
 	// LogLevel is every process's --log-level (default info).
 	LogLevel string
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
@@ -185,6 +187,7 @@ func New(cfg Config) (*Cluster, error) {
 		Timeouts:       cfg.Timeouts,
 		CommitProtocol: cfg.CommitProtocol,
 		GC:             cfg.GC,
+		Storage:        cfg.Storage,
 	}
 	for i, name := range names[1:] {
 		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
