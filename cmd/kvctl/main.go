@@ -490,7 +490,7 @@ func runStatus(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT\tDATA\tALARM")
+	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tMETRICS\tHEALTH\tLOCKS\tPREPARED\tIN DOUBT\tDATA")
 	down := 0
 	for _, p := range procs {
 		health := "up"
@@ -498,17 +498,11 @@ func runStatus(c *cli.Context) error {
 			health = "DOWN: " + p.Error
 			down++
 		}
-		data, alarm := "-", "-"
+		data := "-"
 		if p.Role == "node" && p.Up {
 			data = humanBytes(p.DataBytes)
-			if p.QuotaBytes > 0 {
-				data += " of " + humanBytes(p.QuotaBytes)
-			}
 		}
-		if len(p.Alarms) > 0 {
-			alarm = strings.ToUpper(strings.Join(p.Alarms, ","))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt, data, alarm)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, p.Role, p.Addr, p.MetricsAddr, health, p.LocksHeld, len(p.Prepared), p.InDoubt, data)
 	}
 	tw.Flush()
 	for _, p := range procs {
