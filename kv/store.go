@@ -297,7 +297,8 @@ func (s *Store) recover() error {
 }
 
 // Close waits for running operations to finish (operations waiting for a
-// lock or for another operation give up with ErrClosed), closes Badger,
+// lock or for another operation give up with ErrClosed; a reclaim of disk
+// space in progress, quota.go, runs to its end), closes Badger,
 // which flushes memtables to disk, syncs the directory and stops the group
 // syncer (CloseSyncedBadger). Prepared
 // transactions stay prepared on disk and are recovered by the next Open.
