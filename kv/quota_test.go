@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -159,4 +160,55 @@ func tablesAbove(s *Store) int {
 		n += l.NumTables
 	}
 	return n
+}
+
+// Writes that run while a reclaim holds Badger's writes blocked wait for it, rather than
+// failing: commits of prepared transactions must get through whenever they come.
+func TestWritesDuringAReclaimWaitForIt(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	ctx := context.Background()
+	var ts oracle
+	ts.observe(10)
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	for w := range 2 {
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				id := uint64(w*1_000_000 + i + 1)
+				k := fmt.Sprintf("w%d/%d", w, i%50)
+				if w == 0 {
+					if _, err := s.Apply(ctx, id, ts.next(), nil, []Op{put(k, "v")}); err != nil {
+						errs <- fmt.Errorf("apply during a reclaim: %w", err)
+						return
+					}
+					continue
+				}
+				min, err := s.Prepare(ctx, PrepareRecord{TxnID: id, StartTS: ts.next(), Ops: []Op{put(k, "v")}}, nil)
+				if err == nil {
+					err = s.Commit(ctx, id, max(min, ts.next()))
+				}
+				if err != nil {
+					errs <- fmt.Errorf("prepare and commit during a reclaim: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	for range 5 {
+		if err := s.reclaim(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
