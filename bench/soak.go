@@ -47,8 +47,8 @@ type SoakConfig struct {
 	AnonLimit int64
 	// Growth, RSSSlack and GoroutineSlack are the flatness check: after the warm-up, a
 	// process's highest RSS of the second half may exceed Growth times its highest of the first
-	// half by RSSSlack, and its goroutines likewise by GoroutineSlack (defaults 1.25, 32 MiB,
-	// 16).
+	// half by RSSSlack, its goroutines likewise by GoroutineSlack, and its store by MemTableSize
+	// (defaults 1.25, 32 MiB, 32).
 	Growth         float64
 	RSSSlack       int64
 	GoroutineSlack int
@@ -101,7 +101,7 @@ func (c SoakConfig) withDefaults() SoakConfig {
 	setB(&c.AnonLimit, 200<<20)
 	setF(&c.Growth, 1.25)
 	setB(&c.RSSSlack, 32<<20)
-	setI(&c.GoroutineSlack, 16)
+	setI(&c.GoroutineSlack, 32)
 	setD(&c.Timeout, 30*time.Second)
 	return c
 }

@@ -51,8 +51,9 @@ func soakTestConfig(t *testing.T, mode string) SoakConfig {
 // without it) against real processes: a GC-on run then a GC-off run, each on a fresh cluster.
 // Both modes check that GC really drops versions from disk and refuses reads below the safe
 // point with "compacted" (CheckMechanism); long also checks the disk bound, the nodes'
-// anonymous RSS and that RSS and goroutines stay flat (Check). The table, JSON and chart go
-// to KVTX_SOAK_OUT (default: a temporary directory).
+// anonymous RSS and that store, RSS and goroutines stay flat (Check). It prints the table;
+// with KVTX_SOAK_OUT set it writes soak.txt, soak.json, soak.svg and the processes' logs
+// there. Without it, a failed test prints the end of every process's log.
 func TestSoakGCBoundsDiskAndNothingGrows(t *testing.T) {
 	mode := os.Getenv("KVTX_SOAK")
 	if mode == "" {
@@ -60,36 +61,32 @@ func TestSoakGCBoundsDiskAndNothingGrows(t *testing.T) {
 	}
 	cfg := soakTestConfig(t, mode)
 	out := os.Getenv("KVTX_SOAK_OUT")
+	logDir := filepath.Join(out, "logs")
 	if out == "" {
-		out = t.TempDir()
+		logDir = t.TempDir()
+		t.Cleanup(func() {
+			if t.Failed() {
+				printLogTails(t, logDir)
+			}
+		})
 	}
-	if err := os.MkdirAll(filepath.Join(out, "logs"), 0o755); err != nil {
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	bins := buildSoakBinaries(t)
-	rep, err := RunSoak(context.Background(), cfg, startSoakCluster(bins, t.TempDir(), filepath.Join(out, "logs")), t.Logf)
+	rep, err := RunSoak(context.Background(), cfg, startSoakCluster(bins, t.TempDir(), logDir), t.Logf)
 	if rep != nil && len(rep.Runs) > 0 {
 		var table bytes.Buffer
 		if werr := rep.WriteTable(&table); werr != nil {
 			t.Error(werr)
 		}
-		fmt.Print(table.String())
-		js, jerr := json.MarshalIndent(rep, "", "  ")
-		var svg bytes.Buffer
-		serr := rep.WriteSVG(&svg)
-		for _, f := range []struct {
-			name string
-			data []byte
-			err  error
-		}{{"soak.txt", table.Bytes(), nil}, {"soak.json", js, jerr}, {"soak.svg", svg.Bytes(), serr}} {
-			if f.err == nil {
-				f.err = os.WriteFile(filepath.Join(out, f.name), f.data, 0o644)
-			}
-			if f.err != nil {
-				t.Error(f.err)
-			}
+		if werr := rep.WriteChecks(&table, mode == "long"); werr != nil {
+			t.Error(werr)
 		}
-		fmt.Printf("soak: wrote soak.txt, soak.json and soak.svg to %s (process logs in %s)\n", out, filepath.Join(out, "logs"))
+		fmt.Print(table.String())
+		if out != "" {
+			writeSoakFiles(t, rep, out, table.Bytes())
+		}
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +97,40 @@ func TestSoakGCBoundsDiskAndNothingGrows(t *testing.T) {
 	}
 	if err := check(); err != nil {
 		t.Error(err)
+	}
+}
+
+// writeSoakFiles writes the table, the report as JSON and the chart to dir.
+func writeSoakFiles(t *testing.T, rep *SoakReport, dir string, table []byte) {
+	t.Helper()
+	js, jerr := json.MarshalIndent(rep, "", "  ")
+	var svg bytes.Buffer
+	serr := rep.WriteSVG(&svg)
+	for _, f := range []struct {
+		name string
+		data []byte
+		err  error
+	}{{"soak.txt", table, nil}, {"soak.json", js, jerr}, {"soak.svg", svg.Bytes(), serr}} {
+		if f.err == nil {
+			f.err = os.WriteFile(filepath.Join(dir, f.name), f.data, 0o644)
+		}
+		if f.err != nil {
+			t.Error(f.err)
+		}
+	}
+	fmt.Printf("soak: wrote soak.txt, soak.json and soak.svg to %s (process logs in %s)\n", dir, filepath.Join(dir, "logs"))
+}
+
+// printLogTails logs the last lines of every log file in dir.
+func printLogTails(t *testing.T, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		t.Logf("--- the end of %s ---\n%s", e.Name(), strings.Join(lines[max(0, len(lines)-20):], "\n"))
 	}
 }
 
@@ -201,17 +232,17 @@ func rampN(a, step int64, n int) []int64 {
 	return out
 }
 
-// soakReportOf is a report of a GC-on run that drops versions (its store falls to a quarter of
-// what was written) and a GC-off run that keeps them, 40 samples each, with changes applied to
+// soakReportOf is a report of a GC-on run that drops versions (its store is a saw that falls at
+// each compaction) and a GC-off run that keeps them, 40 samples each, with changes applied to
 // the GC-on run.
 func soakReportOf(change func(store, rss []int64, goroutines []int)) *SoakReport {
 	const n = 40
 	cfg := SoakConfig{Duration: n * time.Second, Warmup: 8 * time.Second, SampleEvery: time.Second, Retention: time.Second, MemTableSize: 1 << 20}.withDefaults()
 	written := rampN(0, 1<<20, n) // a MiB a second
 	live := repeatN(int64(1<<20), n)
-	storeOn := make([]int64, n)
+	storeOn := make([]int64, n) // a saw: a MiB more a second, back down every 8 seconds
 	for i := range storeOn {
-		storeOn[i] = 2<<20 + written[i]/4
+		storeOn[i] = 2<<20 + written[i]%(8<<20)
 	}
 	rss := repeatN(int64(100<<20), n)
 	gor := repeatN(50, n)
@@ -234,10 +265,15 @@ func TestSoakChecksPassASteadyRunAndCatchEachKindOfGrowth(t *testing.T) {
 		name, want string
 		change     func(store, rss []int64, goroutines []int)
 	}{
-		{"store over the bound", "over the bound", func(store, _ []int64, _ []int) { store[30] = 100 << 20 }},
+		{"store over the bound", "over the disk bound", func(store, _ []int64, _ []int) { store[30] = 100 << 20 }},
 		{"no versions dropped", "GC dropped too little", func(store, _ []int64, _ []int) {
 			for i := range store {
 				store[i] = int64(i) << 20 * 3 / 2
+			}
+		}},
+		{"store growing with the writes", "store grew", func(store, _ []int64, _ []int) {
+			for i := range store {
+				store[i] = 2<<20 + int64(i)<<20/4
 			}
 		}},
 		{"anonymous RSS over the limit", "anonymous RSS", func(_, rss []int64, _ []int) { rss[3] = 500 << 20 }},
@@ -248,7 +284,7 @@ func TestSoakChecksPassASteadyRunAndCatchEachKindOfGrowth(t *testing.T) {
 		}},
 		{"goroutines leaking", "goroutines grew", func(_, _ []int64, gor []int) {
 			for i := range gor {
-				gor[i] = 50 + 5*i
+				gor[i] = 50 + 10*i
 			}
 		}},
 	} {
@@ -307,7 +343,11 @@ func TestSoakTableAndChartShowBothRuns(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"node1 STORE", "BOUND", "cells: gc 1s/gc off", "marker read at its first version: compacted", "lowest store/written"} {
+	if err := rep.WriteChecks(&table, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"node1 STORE", "BOUND", "cells: gc 1s/gc off", "marker read at its first version: compacted", "lowest store/written",
+		"GC mechanism: ok", "gc 1s (held to the long soak's criteria): ok", "gc off (the comparison, not held to them): FAIL", "node1's store grew"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

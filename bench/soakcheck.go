@@ -124,50 +124,83 @@ func (rep *SoakReport) CheckMechanism() error {
 	return errors.Join(errs...)
 }
 
-// Check runs CheckMechanism and holds the GC-on run to the long soak's criteria after its
-// warm-up: (a) every process's store stays under DiskBound at every sample; (b) every node's
-// anonymous RSS stays under AnonLimit at every sample; (c) RSS and goroutines stay flat: each
-// process's highest value in the second half after the warm-up is at most Growth times its
-// highest in the first half, plus RSSSlack or GoroutineSlack. The maxima are used because a
-// sampled value swings with each garbage collection, memtable rotation and compaction, while
-// the highest over a window of several of them is steady, and a leak lifts the later one by an
-// amount that grows with the run. The GC-off run is the comparison and is not held to them.
+// Check runs CheckMechanism and holds the GC-on run to the long soak's criteria (RunFailures).
+// The GC-off run is the comparison and is not held to them.
 func (rep *SoakReport) Check() error {
 	errs := []error{rep.CheckMechanism()}
-	if len(rep.Runs) != 2 {
-		return errors.Join(errs...)
+	if len(rep.Runs) > 0 {
+		for _, f := range rep.RunFailures(rep.Runs[0]) {
+			errs = append(errs, fmt.Errorf("bench: soak: %s: %s", rep.Runs[0].Label(), f))
+		}
 	}
+	return errors.Join(errs...)
+}
+
+// RunFailures returns what run r fails of the long soak's criteria, one line per process and
+// criterion: (a) every process's store stays under DiskBound at every sample; (b) every node's
+// anonymous RSS stays under AnonLimit at every sample; (c) store, RSS and goroutines stay
+// flat: after the warm-up, each process's highest value in the second half of the rest of the
+// run is at most Growth times its highest in the first half, plus MemTableSize, RSSSlack or
+// GoroutineSlack. The maxima are used because a sampled value swings with each garbage
+// collection, memtable rotation and compaction (the store is a saw: it climbs by a memtable at
+// each flush and falls at each level-0 compaction), while the highest over a window of several
+// swings is steady, and growth lifts the later one by an amount that grows with the run. Each
+// half must span a few compactions: about a minute at least on a 2-core machine, so runs of 3
+// minutes or more.
+func (rep *SoakReport) RunFailures(r *SoakRun) []string {
 	cfg := rep.Config
-	r := rep.Runs[0]
-	fail := func(format string, a ...any) {
-		errs = append(errs, fmt.Errorf("bench: soak: %s: "+format, append([]any{r.Label()}, a...)...))
-	}
-	for i, s := range r.Samples {
-		for p, ps := range s.Procs {
+	var out []string
+	for p, name := range r.Names {
+		var over, overAnon int
+		var worst, worstAnon SoakSample
+		var worstBound int64
+		for i, s := range r.Samples {
+			ps := s.Procs[p]
 			if b := rep.DiskBound(r, p-1, i); ps.Store() > b {
-				fail("%s's store is %s at %v, over the bound %s", r.Names[p], mib(ps.Store()), s.At.Round(time.Second), mib(b))
+				if over == 0 || ps.Store()-b > worst.Procs[p].Store()-worstBound {
+					worst, worstBound = s, b
+				}
+				over++
 			}
 			if p > 0 && ps.Anon > cfg.AnonLimit {
-				fail("%s's anonymous RSS is %s at %v, over the limit %s", r.Names[p], mib(ps.Anon), s.At.Round(time.Second), mib(cfg.AnonLimit))
+				if overAnon == 0 || ps.Anon > worstAnon.Procs[p].Anon {
+					worstAnon = s
+				}
+				overAnon++
 			}
+		}
+		if over > 0 {
+			out = append(out, fmt.Sprintf("%s's store is over the disk bound in %d of %d samples, e.g. %s at %v (bound %s)",
+				name, over, len(r.Samples), mib(worst.Procs[p].Store()), worst.At.Round(time.Second), mib(worstBound)))
+		}
+		if overAnon > 0 {
+			out = append(out, fmt.Sprintf("%s's anonymous RSS is over the limit %s in %d of %d samples, highest %s at %v",
+				name, mib(cfg.AnonLimit), overAnon, len(r.Samples), mib(worstAnon.Procs[p].Anon), worstAnon.At.Round(time.Second)))
 		}
 	}
 	first, second := r.halves(cfg.Warmup)
 	if len(first) == 0 || len(second) == 0 {
-		fail("too few samples after the warm-up (%v) for the flatness check", cfg.Warmup)
-		return errors.Join(errs...)
+		return append(out, fmt.Sprintf("too few samples after the warm-up (%v) for the flatness check", cfg.Warmup))
 	}
 	for p, name := range r.Names {
-		rss := func(s SoakSample) float64 { return float64(s.Procs[p].RSS) }
-		gor := func(s SoakSample) float64 { return float64(s.Procs[p].Goroutines) }
-		if a, b := maxOf(first, rss), maxOf(second, rss); b > cfg.Growth*a+float64(cfg.RSSSlack) {
-			fail("%s's RSS grew: highest %s in the first half after the warm-up, %s in the second", name, mib(int64(a)), mib(int64(b)))
-		}
-		if a, b := maxOf(first, gor), maxOf(second, gor); b > cfg.Growth*a+float64(cfg.GoroutineSlack) {
-			fail("%s's goroutines grew: highest %.0f in the first half after the warm-up, %.0f in the second", name, a, b)
+		for _, q := range []struct {
+			what  string
+			slack float64
+			value func(ProcSample) float64
+			print func(float64) string
+		}{
+			{"store", float64(cfg.MemTableSize), func(s ProcSample) float64 { return float64(s.Store()) }, func(v float64) string { return mib(int64(v)) }},
+			{"RSS", float64(cfg.RSSSlack), func(s ProcSample) float64 { return float64(s.RSS) }, func(v float64) string { return mib(int64(v)) }},
+			{"goroutines", float64(cfg.GoroutineSlack), func(s ProcSample) float64 { return float64(s.Goroutines) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }},
+		} {
+			f := func(s SoakSample) float64 { return q.value(s.Procs[p]) }
+			if a, b := maxOf(first, f), maxOf(second, f); b > cfg.Growth*a+q.slack {
+				out = append(out, fmt.Sprintf("%s's %s grew: highest %s in the first half after the warm-up, %s in the second (at most %s allowed)",
+					name, q.what, q.print(a), q.print(b), q.print(cfg.Growth*a+q.slack)))
+			}
 		}
 	}
-	return errors.Join(errs...)
+	return out
 }
 
 // halves splits the samples after warmup into those of the first and the second half of the

@@ -87,6 +87,36 @@ func (rep *SoakReport) WriteTable(w io.Writer) error {
 	return nil
 }
 
+// WriteChecks prints the outcome of CheckMechanism and, when long is set, each run's
+// RunFailures: those of the GC-on run are Check's, those of the GC-off run the comparison.
+func (rep *SoakReport) WriteChecks(w io.Writer, long bool) error {
+	if err := rep.CheckMechanism(); err != nil {
+		fmt.Fprintf(w, "GC mechanism: FAIL\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	} else {
+		fmt.Fprintln(w, "GC mechanism: ok (reads below the safe point refused as compacted; versions dropped from disk; with GC off the old version still read)")
+	}
+	if !long {
+		return nil
+	}
+	for i, r := range rep.Runs {
+		role := "held to the long soak's criteria"
+		if i > 0 {
+			role = "the comparison, not held to them"
+		}
+		fails := rep.RunFailures(r)
+		if len(fails) == 0 {
+			fmt.Fprintf(w, "%s (%s): ok: within the disk bound and the anonymous RSS limit %s, and flat\n", r.Label(), role, mib(rep.Config.AnonLimit))
+			continue
+		}
+		fmt.Fprintf(w, "%s (%s): FAIL\n", r.Label(), role)
+		for _, f := range fails {
+			fmt.Fprintf(w, "  %s\n", f)
+		}
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
 // mibN prints bytes as a whole number of MiB.
 func mibN(n int64) string { return fmt.Sprintf("%.0f", float64(n)/(1<<20)) }
 
