@@ -163,7 +163,9 @@ type SoakProcess struct {
 // SoakCluster is a running cluster: the master's address and every process, the master first,
 // then the nodes in shard order.
 type SoakCluster struct {
-	Endpoint  string
+	// Endpoint is the master's address, which clients dial.
+	Endpoint string
+	// Processes are the master, then the nodes in shard order.
 	Processes []SoakProcess
 }
 

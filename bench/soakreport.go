@@ -10,8 +10,10 @@ import (
 
 // SoakReport is a soak's two runs: GC on, then GC off.
 type SoakReport struct {
+	// Config is the soak's config, defaults set.
 	Config SoakConfig `json:"config"`
-	Runs   []*SoakRun `json:"runs"`
+	// Runs are the GC-on run, then the GC-off run (fewer if one could not be made).
+	Runs []*SoakRun `json:"runs"`
 }
 
 // WriteTable prints the samples of both runs side by side, a row per sample time (each cell
