@@ -6,7 +6,7 @@ PKGS    := ./...
 # checkers and schedule; its fault runs are chaos-short and chaos).
 RACE_PKGS := ./wire/... ./kv/... ./txn/... ./bench/... ./cmd/chaos/ ./cmd/internal/cluster/
 
-.PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean chaos chaos-short
+.PHONY: all build deps run test unit sim e2e fuzz vet fmt-check clean chaos chaos-short soak soak-short
 
 all: build
 
@@ -24,8 +24,8 @@ run: build
 	$(BIN)/kvmaster & m=$$!; \
 	wait
 
-## test: formatting, vet, unit tests (race detector on the concurrent packages; kv's includes the power-loss test), the lossy file system's own tests, fuzz seeds, deterministic simulation, end-to-end tests (with power cuts), short fault-injection run
-test: deps fmt-check vet unit alerts-test lossyfs-test sim e2e chaos-short
+## test: formatting, vet, unit tests (race detector on the concurrent packages; kv's includes the power-loss test), the lossy file system's own tests, fuzz seeds, deterministic simulation, end-to-end tests (with power cuts), short soak, short fault-injection run
+test: deps fmt-check vet unit alerts-test lossyfs-test sim e2e soak-short chaos-short
 
 ## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
 deps:
@@ -83,6 +83,18 @@ CHAOS_OUT      ?= chaos-out
 chaos:
 	CHAOS_MODE=long CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_PROTOCOL=$(CHAOS_PROTOCOL) CHAOS_OUT=$(abspath $(CHAOS_OUT)) \
 		$(GO) test -count=1 -v -timeout 3h -run TestChaos ./cmd/chaos/
+
+## soak-short: the soak's GC mechanism on real processes: write until Badger has compacted, GC on then off (part of make test, about a minute)
+soak-short:
+	KVTX_SOAK=short $(GO) test -count=1 -v -timeout 15m -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./bench/
+
+## soak: an update-heavy soak against real processes, SOAK_MINUTES per run (default 3) with GC on then off; disk bound, anonymous RSS under SOAK_ANON_LIMIT_MIB per node, flat RSS and goroutines; table, JSON and SVG chart in SOAK_OUT
+SOAK_MINUTES        ?= 3
+SOAK_ANON_LIMIT_MIB ?= 200
+SOAK_OUT            ?= bin/soak-results
+soak:
+	KVTX_SOAK=long KVTX_SOAK_DURATION=$(SOAK_MINUTES)m KVTX_SOAK_ANON_LIMIT_MIB=$(SOAK_ANON_LIMIT_MIB) KVTX_SOAK_OUT=$(abspath $(SOAK_OUT)) \
+		$(GO) test -count=1 -v -timeout 6h -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./bench/
 
 ## fuzz: run the frame decoder fuzzer (FUZZTIME: a count like 500000x; time-based -fuzztime can end with a spurious deadline error on Go 1.26)
 FUZZTIME ?= 500000x
