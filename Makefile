@@ -86,7 +86,7 @@ chaos:
 
 ## soak-short: the soak's GC mechanism on real processes: write until Badger has compacted, GC on then off (part of make test, about a minute)
 soak-short:
-	KVTX_SOAK=short $(GO) test -count=1 -v -timeout 15m -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./bench/
+	KVTX_SOAK=short $(GO) test -count=1 -v -timeout 15m -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./cmd/soak/
 
 ## soak: an update-heavy soak against real processes, SOAK_MINUTES per run (default 3) with GC on then off; disk bound, anonymous RSS under SOAK_ANON_LIMIT_MIB per node, flat RSS and goroutines; table, JSON and SVG chart in SOAK_OUT
 SOAK_MINUTES        ?= 3
@@ -94,7 +94,7 @@ SOAK_ANON_LIMIT_MIB ?= 200
 SOAK_OUT            ?= bin/soak-results
 soak:
 	KVTX_SOAK=long KVTX_SOAK_DURATION=$(SOAK_MINUTES)m KVTX_SOAK_ANON_LIMIT_MIB=$(SOAK_ANON_LIMIT_MIB) KVTX_SOAK_OUT=$(abspath $(SOAK_OUT)) \
-		$(GO) test -count=1 -v -timeout 6h -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./bench/
+		$(GO) test -count=1 -v -timeout 6h -run '^TestSoakGCBoundsDiskAndNothingGrows$$' ./cmd/soak/
 
 ## fuzz: run the frame decoder fuzzer (FUZZTIME: a count like 500000x; time-based -fuzztime can end with a spurious deadline error on Go 1.26)
 FUZZTIME ?= 500000x
