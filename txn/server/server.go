@@ -270,7 +270,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		return nil, err
 	}
 	m.closers = append(m.closers, store.Close)
-	tlog, err := openTxnLog(cfg.Master.DataDir)
+	tlog, err := openTxnLog(cfg.Master.DataDir, txnLogMaxBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -387,7 +387,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	n.Store = store
 	n.closers = append(n.closers, store.Close)
-	tlog, err := openTxnLog(self.DataDir)
+	tlog, err := openTxnLog(self.DataDir, txnLogMaxBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -20,14 +20,18 @@ import (
 // so that an operator can follow one transaction across the master's and the nodes' logs with
 // grep. It is for people, not for recovery: lines are buffered and written at most
 // txnLogFlushInterval later (or when the buffer fills), never fsynced, so a killed process
-// loses at most its last interval of lines.
+// loses at most its last interval of lines. It takes at most twice maxBytes on disk: past
+// maxBytes, txn.log becomes txn.log.1 (replacing the one before) and a new txn.log begins.
 type txnLog struct {
-	mu    sync.Mutex
-	f     *os.File
-	w     *bufio.Writer
-	dirty bool
-	stop  chan struct{}
-	done  chan struct{}
+	mu       sync.Mutex
+	path     string
+	f        *os.File
+	w        *bufio.Writer
+	size     int64 // bytes written to f, buffered ones included
+	maxBytes int64
+	dirty    bool
+	stop     chan struct{}
+	done     chan struct{}
 	// second caches the formatted date and time of the current second, so that a line
 	// formats only its microseconds.
 	second atomic.Pointer[formattedSecond]
@@ -45,17 +49,55 @@ const txnLogFlushInterval = 100 * time.Millisecond
 // txnLogName is the file name of the transaction log inside a data directory.
 const txnLogName = "txn.log"
 
+// txnLogMaxBytes is the size at which the transaction log rotates (about 500,000 events).
+const txnLogMaxBytes = 64 << 20
+
 var _ txn.TxnLog = (*txnLog)(nil)
 
-// openTxnLog opens (appending) the transaction log in dir.
-func openTxnLog(dir string) (*txnLog, error) {
-	f, err := os.OpenFile(filepath.Join(dir, txnLogName), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("server: open transaction log: %w", err)
+// openTxnLog opens (appending) the transaction log in dir, which rotates past maxBytes.
+func openTxnLog(dir string, maxBytes int64) (*txnLog, error) {
+	l := &txnLog{path: filepath.Join(dir, txnLogName), maxBytes: maxBytes, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := l.open(); err != nil {
+		return nil, err
 	}
-	l := &txnLog{f: f, w: bufio.NewWriterSize(f, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.flusher()
 	return l, nil
+}
+
+// open opens (appending) the file at l.path.
+func (l *txnLog) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("server: open transaction log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("server: open transaction log: %w", err)
+	}
+	l.f, l.size = f, fi.Size()
+	if l.w == nil {
+		l.w = bufio.NewWriterSize(f, 64<<10)
+	} else {
+		l.w.Reset(f)
+	}
+	return nil
+}
+
+// rotateLocked moves the full log to txn.log.1 and starts a new one. On failure the log
+// goes on in the old file (a log for people is not worth failing a write for).
+func (l *txnLog) rotateLocked() {
+	l.w.Flush()
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		l.size = 0 // try again after another maxBytes
+		return
+	}
+	old := l.f
+	if err := l.open(); err != nil {
+		l.size = 0
+		return
+	}
+	old.Close()
 }
 
 func (l *txnLog) flusher() {
@@ -99,7 +141,11 @@ func (l *txnLog) Event(txnID uint64, event string, shards []string, details ...s
 	}
 	b = append(b, '\n')
 	l.mu.Lock()
+	if l.size+int64(len(b)) > l.maxBytes {
+		l.rotateLocked()
+	}
 	l.w.Write(b)
+	l.size += int64(len(b))
 	l.dirty = true
 	l.mu.Unlock()
 }

@@ -13,7 +13,7 @@ import (
 // at microsecond precision that reads back as the time the event was logged.
 func TestTxnLogWritesOneTimestampedLinePerEvent(t *testing.T) {
 	dir := t.TempDir()
-	l, err := openTxnLog(dir)
+	l, err := openTxnLog(dir, txnLogMaxBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +57,52 @@ func TestTxnLogWritesOneTimestampedLinePerEvent(t *testing.T) {
 	}
 }
 
+// The log never takes more than twice its limit: past it, txn.log becomes txn.log.1 and a new
+// txn.log begins, across a restart too; every line stays whole, and the newest are kept.
+func TestTxnLogRotatesAtItsLimit(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 4 << 10
+	l, err := openTxnLog(dir, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 { // about 60 bytes a line: several rotations
+		l.Event(uint64(i), "prepare", []string{"node1", "node2"})
+		if i == 250 { // a restart appends to the log it finds
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if l, err = openTxnLog(dir, limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Fatalf("files %v, want txn.log and txn.log.1", entries)
+	}
+	var last string
+	for _, name := range []string{txnLogName + ".1", txnLogName} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) > limit || len(data) == 0 || data[len(data)-1] != '\n' {
+			t.Fatalf("%s holds %d bytes (limit %d), last byte %q", name, len(data), limit, data[len(data)-1:])
+		}
+		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+		last = lines[len(lines)-1]
+	}
+	if !strings.Contains(last, " txn=499 event=prepare") {
+		t.Fatalf("the newest line is %q, want txn 499's", last)
+	}
+}
+
 func BenchmarkTxnLogEvent(b *testing.B) {
-	l, err := openTxnLog(b.TempDir())
+	l, err := openTxnLog(b.TempDir(), txnLogMaxBytes)
 	if err != nil {
 		b.Fatal(err)
 	}
