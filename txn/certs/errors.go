@@ -131,7 +131,7 @@ func certError(err error, whose string, leaf *x509.Certificate, trusted []*x509.
 			c = leaf
 		}
 		return &Error{Problem: ProblemWrongUsage, Err: err,
-			msg: fmt.Sprintf("certs: %s certificate %s may not be used on this side of a connection (a client certificate cannot serve; node and master certificates can do both)", whose, describe(c))}
+			msg: fmt.Sprintf("certs: %s certificate %s is not for this side of a connection: its key usage lacks server or client authentication (a client certificate cannot serve)", whose, describe(c))}
 	case errors.As(err, &ua):
 		c := ua.Cert
 		if c == nil {

@@ -12,9 +12,9 @@ import (
 
 // Explain turns a handshake's tls or x509 error into an *Error whose one line says which
 // problem it is: no certificate, expired (with the date), signed by an unknown CA (naming it),
-// wrong name (expected and got), wrong role, not TLS, or refused by the peer. An *Error is
-// returned as it is; an error that is not about TLS (a timeout, a reset) is returned
-// unchanged; nil stays nil. Loader.Explain says more (the CA this process trusts, its own
+// wrong name (expected and got), wrong role, not TLS, or refused by the peer. An error that
+// holds an *Error already, or is not about TLS (a timeout, a reset), is returned unchanged;
+// nil stays nil. Loader.Explain says more (the CA this process trusts, its own
 // certificate's dates).
 func Explain(err error) error { return explain(err, nil, time.Now()) }
 
@@ -39,7 +39,7 @@ func explain(err error, s *state, now time.Time) error {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e
+		return err
 	}
 	var trusted []*x509.Certificate
 	if s != nil {

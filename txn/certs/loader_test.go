@@ -162,17 +162,21 @@ func TestHandshakesReloadFilesThatChanged(t *testing.T) {
 
 func TestACARotationTrustsBothCAsDuringIt(t *testing.T) {
 	dir, next := newCluster(t), newCluster(t)
-	master := newLoader(t, dir, "master")
-	srv := master.ServerConfig()
-	// node1 already has a certificate of the next CA, and trusts both.
 	both := append(readOrFail(t, filepath.Join(dir, CACert)), readOrFail(t, filepath.Join(next, CACert))...)
+	// The old CA's master and a dialer, with their configs made before any reload.
+	master, dialer := newLoader(t, dir, "master"), newLoader(t, dir, "node1")
+	srv, cli := master.ServerConfig(), dialer.ClientConfig("master")
+	// Processes with certificates of the new CA, which trust both.
 	if err := writeFile(filepath.Join(next, CACert), both, certMode, true); err != nil {
 		t.Fatal(err)
 	}
-	node1 := newLoader(t, next, "node1")
-	s, _ := handshake(t, srv, node1.ClientConfig("master"))
-	if s.err == nil {
+	newNode, newMaster := newLoader(t, next, "node1"), newLoader(t, next, "master")
+
+	if s, _ := handshake(t, srv, newNode.ClientConfig("master")); s.err == nil {
 		t.Fatal("the master let in a certificate of a CA it does not trust yet")
+	}
+	if _, c := handshake(t, newMaster.ServerConfig(), cli); c.err == nil {
+		t.Fatal("the dialer trusted a server of a CA it does not trust yet")
 	}
 	if err := writeFile(filepath.Join(dir, CACert), both, certMode, true); err != nil {
 		t.Fatal(err)
@@ -180,9 +184,14 @@ func TestACARotationTrustsBothCAsDuringIt(t *testing.T) {
 	if err := master.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	s, c := handshake(t, srv, node1.ClientConfig("master"))
-	if s.err != nil || c.err != nil {
-		t.Fatalf("after the master trusts both CAs: server %v, client %v", s.err, c.err)
+	if err := dialer.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s, c := handshake(t, srv, newNode.ClientConfig("master")); s.err != nil || c.err != nil {
+		t.Fatalf("the master after its reload: server %v, client %v", s.err, c.err)
+	}
+	if s, c := handshake(t, newMaster.ServerConfig(), cli); s.err != nil || c.err != nil {
+		t.Fatalf("the dialer after its reload: server %v, client %v", s.err, c.err)
 	}
 	if len(master.state.Load().cas) != 2 {
 		t.Errorf("the master trusts %d CAs, want 2", len(master.state.Load().cas))

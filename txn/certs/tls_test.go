@@ -2,9 +2,14 @@ package certs
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"net"
 	"testing"
 	"time"
@@ -118,7 +123,7 @@ func TestDialerRefusesAServerOfAnotherName(t *testing.T) {
 
 	// A client's certificate cannot serve, whatever name is dialed.
 	srv, cli = handshake(t, client.ServerConfig(), node1.ClientConfig(DefaultClient))
-	wantProblem(t, "dialer of a client", Explain, cli.err, ProblemWrongUsage, false, "client (client)", "cannot serve")
+	wantProblem(t, "dialer of a client", Explain, cli.err, ProblemWrongUsage, false, "client (client)", "lacks server or client authentication")
 	if srv.err == nil {
 		t.Error("the client serving saw no refusal")
 	}
@@ -213,4 +218,69 @@ func TestExplainLeavesOtherErrorsAlone(t *testing.T) {
 	if !errors.Is(Explain(inner), inner) {
 		t.Error("the explained error does not wrap the original")
 	}
+}
+
+// signedWithoutIdentity makes a certificate and key that dir's CA signs but that carry no
+// role, as another tool using the same CA might.
+func signedWithoutIdentity(t *testing.T, dir string) tls.Certificate {
+	t.Helper()
+	ca, err := loadSigner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "node1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, priv.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
+}
+
+func TestCertificateWithoutKvtxIdentityIsRefused(t *testing.T) {
+	dir := newCluster(t)
+	master, node1 := newLoader(t, dir, "master"), newLoader(t, dir, "node1")
+	bare := signedWithoutIdentity(t, dir)
+	srv, _ := handshake(t, master.ServerConfig(), &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &bare, nil }})
+	wantProblem(t, "server", Explain, srv.err, ProblemNoIdentity, false, `"CN=node1"`, "exactly one OrganizationalUnit")
+	_, cli := handshake(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{bare}, ClientAuth: tls.RequireAnyClientCert}, node1.ClientConfig("node1"))
+	wantProblem(t, "dialer", Explain, cli.err, ProblemNoIdentity, false, `"CN=node1"`)
+}
+
+func TestACertificateThatExpiresWhileItsProcessRunsIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	if err := CreateCA(dir, Options{Now: time.Now().Add(-72 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"master", "node1"} {
+		if err := CreateProcess(dir, name, expectedRole(name), nil, Options{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := CreateProcess(dir, "node3", RoleNode, nil, Options{Now: time.Now().Add(-48 * time.Hour), Lifetime: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	// node3's files as a process loaded them while they were valid, a day and a half ago.
+	s, err := load(FilesFor(dir, "node3"), time.Now().Add(-36*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node3 := &Loader{files: s.files, log: newLoader(t, dir, "node1").log, every: -1}
+	node3.state.Store(s)
+	expiry := date(s.leaf.NotAfter)
+	master, node1 := newLoader(t, dir, "master"), newLoader(t, dir, "node1")
+
+	// As a dialer it does not send it, and says why.
+	_, cli := handshake(t, master.ServerConfig(), node3.ClientConfig("master"))
+	wantProblem(t, "dialer", Explain, cli.err, ProblemExpired, false, "this process's certificate node3 (node)", "expired on "+expiry)
+	// As a server it is refused by the dialer, and its own Explain says why.
+	srv, cli := handshake(t, node3.ServerConfig(), node1.ClientConfig("node3"))
+	wantProblem(t, "dialer of node3", Explain, cli.err, ProblemExpired, false, "the server's certificate node3 (node) expired on "+expiry)
+	wantProblem(t, "server", node3.Explain, srv.err, ProblemExpired, true, "refused this process's certificate node3 (node)", "expired on "+expiry)
 }
