@@ -26,8 +26,10 @@ type Entry struct {
 	// Hosts are its DNS and IP names.
 	Hosts []string `json:"hosts,omitempty"`
 	// Serial is its serial number, in hex.
-	Serial    string    `json:"serial"`
-	Issuer    string    `json:"issuer"`
+	Serial string `json:"serial"`
+	// Issuer is the CommonName of the CA that signed it.
+	Issuer string `json:"issuer"`
+	// NotBefore and NotAfter bound its validity.
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	// Problem is why the certificate would not load ("" when it would): expired, not signed
@@ -38,12 +40,15 @@ type Entry struct {
 // List reads every certificate file (*.crt) of dir, ca.crt first, then by name, and checks
 // each as a process loading it would, with its key and dir's ca.crt, at now.
 func List(dir string, now time.Time) ([]Entry, error) {
-	names, err := filepath.Glob(filepath.Join(dir, "*.crt"))
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("certs: %w", err)
+	var names []string
+	for _, e := range ents {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".crt") {
+			names = append(names, filepath.Join(dir, e.Name()))
+		}
 	}
 	sort.Slice(names, func(i, j int) bool {
 		ci, cj := filepath.Base(names[i]) == CACert, filepath.Base(names[j]) == CACert
