@@ -53,7 +53,9 @@ func TestPrepareConflictsWithoutWaiting(t *testing.T) {
 }
 
 func TestApplyWaitsForPreparedThenProceeds(t *testing.T) {
-	s := openTest(t, testOpts(t, t.TempDir()))
+	opts := testOpts(t, t.TempDir())
+	opts.LockWait = 10 * time.Second // the Commit's sync must not outlast it on a loaded machine
+	s := openTest(t, opts)
 	ctx := context.Background()
 	base := mustApply(t, s, 5, nil, put("k", "0"))
 	min := mustPrepare(t, s, 1, 10, nil, put("k", "prepared"))
