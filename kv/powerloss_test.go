@@ -101,12 +101,18 @@ func runPowerLossChild(t *testing.T, dir, redo string, seed, base uint64, d time
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), powerLossEnv+"="+dir, powerLossRedoEnv+"="+redo,
 		powerLossSeedEnv+"="+strconv.FormatUint(seed, 10), powerLossBaseEnv+"="+strconv.FormatUint(base, 10))
-	stdout, err := cmd.StdoutPipe()
+	// A pipe of our own, not cmd.StdoutPipe: Wait closes that one as soon as the child exits,
+	// which can drop the last lines the child wrote before the reader got them, and the
+	// checks would then miss calls that happened.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	defer stdout.Close()
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	err = cmd.Start()
+	w.Close() // the child holds the write end now
+	if err != nil {
 		t.Fatal(err)
 	}
 	lines := make(chan []plEvent, 1)
