@@ -96,7 +96,7 @@ func TestConstantValues(t *testing.T) {
 	}
 	codes := []Code{CodeOK, CodeBadRequest, CodeVersionMismatch, CodeTooLarge, CodeNotFound, CodeCompareFailed,
 		CodeConflict, CodeLocked, CodeUnavailable, CodeUnknownOutcome, CodeWrongShard, CodeAborted, CodeTimeout,
-		CodeShuttingDown, CodeInternal, CodeUnknownMessage, CodeNotEmpty, CodeCompacted, CodeSpaceExceeded}
+		CodeShuttingDown, CodeInternal, CodeUnknownMessage, CodeNotEmpty, CodeCompacted, CodeSpaceExceeded, CodePermissionDenied}
 	for i, c := range codes {
 		if int(c) != i {
 			t.Errorf("%s = %d, want %d", c, c, i)

@@ -181,47 +181,49 @@ type Code uint16
 
 // Error codes. The comments say what a client may conclude.
 const (
-	CodeOK              Code = 0
-	CodeBadRequest      Code = 1  // malformed frame or message body
-	CodeVersionMismatch Code = 2  // hello carried another protocol version or cluster id
-	CodeTooLarge        Code = 3  // a limit was exceeded (frame, key, value, txn size)
-	CodeNotFound        Code = 4  // the key or transaction does not exist
-	CodeCompareFailed   Code = 5  // a transaction compare did not hold; see Error.Index
-	CodeConflict        Code = 6  // lock conflict; safe to retry
-	CodeLocked          Code = 7  // read gave up waiting for a lock; safe to retry
-	CodeUnavailable     Code = 8  // a process could not be reached; nothing was committed
-	CodeUnknownOutcome  Code = 9  // the transaction may or may not have committed
-	CodeWrongShard      Code = 10 // the key does not belong to the receiving process
-	CodeAborted         Code = 11 // aborted for another reason
-	CodeTimeout         Code = 12 // a deadline expired or the call was cancelled
-	CodeShuttingDown    Code = 13 // the process is shutting down
-	CodeInternal        Code = 14 // a bug or an unexpected failure
-	CodeUnknownMessage  Code = 15 // the frame's message type is not known
-	CodeNotEmpty        Code = 16 // a restore found data in the cluster it was to fill; nothing was written
-	CodeCompacted       Code = 17 // a read below the GC safe point: the versions it needs may be gone
-	CodeSpaceExceeded   Code = 18 // a node is over its disk quota: nothing was written; retry once space is freed
+	CodeOK               Code = 0
+	CodeBadRequest       Code = 1  // malformed frame or message body
+	CodeVersionMismatch  Code = 2  // hello carried another protocol version or cluster id
+	CodeTooLarge         Code = 3  // a limit was exceeded (frame, key, value, txn size)
+	CodeNotFound         Code = 4  // the key or transaction does not exist
+	CodeCompareFailed    Code = 5  // a transaction compare did not hold; see Error.Index
+	CodeConflict         Code = 6  // lock conflict; safe to retry
+	CodeLocked           Code = 7  // read gave up waiting for a lock; safe to retry
+	CodeUnavailable      Code = 8  // a process could not be reached; nothing was committed
+	CodeUnknownOutcome   Code = 9  // the transaction may or may not have committed
+	CodeWrongShard       Code = 10 // the key does not belong to the receiving process
+	CodeAborted          Code = 11 // aborted for another reason
+	CodeTimeout          Code = 12 // a deadline expired or the call was cancelled
+	CodeShuttingDown     Code = 13 // the process is shutting down
+	CodeInternal         Code = 14 // a bug or an unexpected failure
+	CodeUnknownMessage   Code = 15 // the frame's message type is not known
+	CodeNotEmpty         Code = 16 // a restore found data in the cluster it was to fill; nothing was written
+	CodeCompacted        Code = 17 // a read below the GC safe point: the versions it needs may be gone
+	CodeSpaceExceeded    Code = 18 // a node is over its disk quota: nothing was written; retry once space is freed
+	CodePermissionDenied Code = 19 // the sender's role may not send this request here; nothing was done
 )
 
 var codeNames = [...]string{
-	CodeOK:              "ok",
-	CodeBadRequest:      "bad_request",
-	CodeVersionMismatch: "version_mismatch",
-	CodeTooLarge:        "too_large",
-	CodeNotFound:        "not_found",
-	CodeCompareFailed:   "compare_failed",
-	CodeConflict:        "conflict",
-	CodeLocked:          "locked",
-	CodeUnavailable:     "unavailable",
-	CodeUnknownOutcome:  "unknown_outcome",
-	CodeWrongShard:      "wrong_shard",
-	CodeAborted:         "aborted",
-	CodeTimeout:         "timeout",
-	CodeShuttingDown:    "shutting_down",
-	CodeInternal:        "internal",
-	CodeUnknownMessage:  "unknown_message",
-	CodeNotEmpty:        "not_empty",
-	CodeCompacted:       "compacted",
-	CodeSpaceExceeded:   "space_exceeded",
+	CodeOK:               "ok",
+	CodeBadRequest:       "bad_request",
+	CodeVersionMismatch:  "version_mismatch",
+	CodeTooLarge:         "too_large",
+	CodeNotFound:         "not_found",
+	CodeCompareFailed:    "compare_failed",
+	CodeConflict:         "conflict",
+	CodeLocked:           "locked",
+	CodeUnavailable:      "unavailable",
+	CodeUnknownOutcome:   "unknown_outcome",
+	CodeWrongShard:       "wrong_shard",
+	CodeAborted:          "aborted",
+	CodeTimeout:          "timeout",
+	CodeShuttingDown:     "shutting_down",
+	CodeInternal:         "internal",
+	CodeUnknownMessage:   "unknown_message",
+	CodeNotEmpty:         "not_empty",
+	CodeCompacted:        "compacted",
+	CodeSpaceExceeded:    "space_exceeded",
+	CodePermissionDenied: "permission_denied",
 }
 
 // String returns the snake_case name of c ("bad_request", ...), or "code(N)"

@@ -122,6 +122,7 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 		{CodeUnknownOutcome.String(), "unknown_outcome"},
 		{CodeUnknownMessage.String(), "unknown_message"},
 		{CodeSpaceExceeded.String(), "space_exceeded"},
+		{CodePermissionDenied.String(), "permission_denied"},
 		{Code(400).String(), "code(400)"},
 		{OutcomePending.String(), "pending"},
 		{OutcomeCommitted.String(), "committed"},

@@ -46,6 +46,8 @@ var (
 	// ErrSpaceExceeded: a node the write touches is over its disk quota (storage.quota_bytes);
 	// nothing was written. Not retryable until the GC has freed space on that node.
 	ErrSpaceExceeded = errors.New("client: space exceeded")
+	// ErrPermissionDenied: this client's role may not send the request; nothing was done.
+	ErrPermissionDenied = errors.New("client: permission denied")
 )
 
 // Error is the error of every failed call: the server's code and message, and the
@@ -98,6 +100,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == wire.CodeCompacted
 	case ErrSpaceExceeded:
 		return e.Code == wire.CodeSpaceExceeded
+	case ErrPermissionDenied:
+		return e.Code == wire.CodePermissionDenied
 	case ErrInvalid:
 		switch e.Code {
 		case wire.CodeBadRequest, wire.CodeTooLarge, wire.CodeWrongShard, wire.CodeUnknownMessage, wire.CodeVersionMismatch:

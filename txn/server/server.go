@@ -120,9 +120,13 @@ func CheckLoopback(addr string) error {
 	return nil
 }
 
-// handler adapts a txn.Handler to the wire server: it decodes the body into its message type.
-func handler(h txn.Handler) wire.Handler {
+// handler adapts a txn.Handler to the wire server: it refuses what the peer's role may not
+// send (rules), then decodes the body into its message type.
+func handler(self string, rules acl, h txn.Handler) wire.Handler {
 	return wire.HandlerFunc(func(ctx context.Context, req *wire.Request) (wire.Message, error) {
+		if err := rules.allow(self, req.Peer, req.Type); err != nil {
+			return nil, err
+		}
 		m := wire.NewMessage(req.Type)
 		if m == nil {
 			return nil, wire.Errorf(wire.CodeUnknownMessage, "unknown message type %d", req.Type)
@@ -149,11 +153,11 @@ type process struct {
 	closers  []func() error
 }
 
-func (p *process) start(l, ml, pl net.Listener, h txn.Handler, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
+func (p *process) start(l, ml, pl net.Listener, h txn.Handler, rules acl, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
 	sm := newServerMetrics(reg)
 	cfg.Observer = sm
 	cfg.Logger = p.log
-	p.srv = wire.NewServer(handler(h), cfg)
+	p.srv = wire.NewServer(handler(cfg.Name, rules, h), cfg)
 	p.addr = l.Addr()
 	p.serveErr = make(chan error, 3)
 	go func() { p.serveErr <- p.srv.Serve(l) }()
@@ -316,7 +320,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	gcCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go coord.RunGC(gcCtx)
-	m.start(l, ml, pl, coord, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol)
 	return m, nil
@@ -417,7 +421,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.start(l, ml, pl, part, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	n.start(l, ml, pl, part, nodeACL, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"slices"
+
+	"github.com/kvtx/kvtx/wire"
+)
+
+// The roles a peer may have: a process of the cluster or a client.
+const (
+	roleMaster = "master"
+	roleNode   = "node"
+	roleClient = "client"
+)
+
+// An acl says, for each request type a process serves, which roles may send it; a type not
+// listed is refused to everyone. A peer's role is the one its connection authenticated (the
+// hello's claim, checked against its certificate where the link is TLS).
+type acl map[wire.MsgType][]string
+
+// masterACL: clients read, write, scan, restore and ask for status; nodes ask the master,
+// under the classic protocol, how a transaction they hold in doubt ended.
+var masterACL = acl{
+	wire.MsgGet:          {roleClient},
+	wire.MsgScan:         {roleClient},
+	wire.MsgTxn:          {roleClient},
+	wire.MsgRestoreBegin: {roleClient},
+	wire.MsgRestore:      {roleClient},
+	wire.MsgOutcome:      {roleNode},
+	wire.MsgStatus:       {roleClient, roleNode, roleMaster},
+}
+
+// nodeACL: only the master drives a node's shard; the other nodes ask it how a transaction
+// ended (the parallel protocol's termination), and anyone may ask for status (kvctl status
+// asks the nodes when the master is down).
+var nodeACL = acl{
+	wire.MsgGet:          {roleMaster},
+	wire.MsgScan:         {roleMaster},
+	wire.MsgApply:        {roleMaster},
+	wire.MsgPrepare:      {roleMaster},
+	wire.MsgCommit:       {roleMaster},
+	wire.MsgCommitBatch:  {roleMaster},
+	wire.MsgAbort:        {roleMaster},
+	wire.MsgSync:         {roleMaster},
+	wire.MsgSafePoint:    {roleMaster},
+	wire.MsgRestoreBegin: {roleMaster},
+	wire.MsgRestore:      {roleMaster},
+	wire.MsgOutcome:      {roleMaster, roleNode},
+	wire.MsgStatus:       {roleClient, roleNode, roleMaster},
+}
+
+// allow refuses, with CodePermissionDenied, a request of type t from peer that a's roles do
+// not include; self names the process in the error.
+func (a acl) allow(self string, peer wire.Hello, t wire.MsgType) error {
+	if slices.Contains(a[t], peer.Role) {
+		return nil
+	}
+	return wire.Errorf(wire.CodePermissionDenied, "%s: %s (role %q) may not send %s here", self, peer.Name, peer.Role, t)
+}
