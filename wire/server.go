@@ -83,7 +83,7 @@ type ServerConfig struct {
 	WriteTimeout time.Duration // 0 means 10s: bounds each batch of reply writes
 	HelloTimeout time.Duration // 0 means 5s: the hello must arrive within this after accept
 	MaxConns     int           // 0 means 1024; extra connections get an error frame CodeUnavailable and are closed
-	MaxInFlight  int           // 0 means 256 per connection: the reader stops reading while this many handlers run
+	MaxInFlight  int           // 0 means 256 per connection, so per lane (Lane): the reader stops reading while this many handlers run
 	Logger       *slog.Logger  // nil means slog.Default()
 	Observer     Observer      // optional
 }

@@ -320,6 +320,9 @@ func (sc *serverConn) readLoop() closeInfo {
 	if cfg.ClusterID != 0 && sc.peer.ClusterID != 0 && sc.peer.ClusterID != cfg.ClusterID {
 		return bad(CodeVersionMismatch, t, id, start, "cluster id %d does not match %d", sc.peer.ClusterID, cfg.ClusterID)
 	}
+	if !sc.peer.Lane.Valid() {
+		return bad(CodeBadRequest, t, id, start, "unknown lane %d", uint8(sc.peer.Lane))
+	}
 	sc.send(outMsg{m: &HelloReply{Version: ProtocolVersion, Name: cfg.Name, ClusterID: cfg.ClusterID}, id: id, typ: MsgHello, start: start})
 
 	// Requests.
@@ -339,6 +342,8 @@ func (sc *serverConn) readLoop() closeInfo {
 			return bad(CodeBadRequest, t, id, start, "unexpected hello after handshake")
 		case !t.IsRequest():
 			return bad(CodeBadRequest, t, id, start, "%s is not a request", t)
+		case sc.peer.Lane == LaneProtocol && t.Lane() != LaneProtocol:
+			return bad(CodeBadRequest, t, id, start, "%s is not served on a protocol-lane connection", t)
 		}
 		msg := NewMessage(t)
 		if err := decodeWith(sc.dec, body, msg); err != nil {
