@@ -82,9 +82,13 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 	if err := tr.Call(context.Background(), "node1", &wire.StatusRequest{}, &wire.StatusReply{}); err != nil {
 		t.Fatal(err)
 	}
+	if err := tr.Call(context.Background(), "node1", &wire.PrepareRequest{TxnID: 3, StartTS: 3}, nil); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	for typ, want := range map[wire.MsgType]wire.Lane{wire.MsgGet: wire.LaneClient, wire.MsgCommit: wire.LaneProtocol, wire.MsgStatus: wire.LaneProtocol} {
+	for typ, want := range map[wire.MsgType]wire.Lane{wire.MsgGet: wire.LaneClient, wire.MsgCommit: wire.LaneProtocol,
+		wire.MsgStatus: wire.LaneProtocol, wire.MsgPrepare: wire.LaneProtocol} {
 		if lanes[typ] != want {
 			t.Errorf("%s arrived on the %s lane, want %s", typ, lanes[typ], want)
 		}

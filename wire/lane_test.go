@@ -33,7 +33,9 @@ func TestAFullClientLaneDoesNotHoldUpTheProtocolLane(t *testing.T) {
 	const reads = 5 // more than MaxInFlight: the server stops reading clientLane
 	errs := make(chan error, reads)
 	for range reads {
-		go func() { errs <- clientLane.Call(context.Background(), &GetRequest{Keys: [][]byte{[]byte("k")}, ReadTS: 1}, &GetReply{}) }()
+		go func() {
+			errs <- clientLane.Call(context.Background(), &GetRequest{Keys: [][]byte{[]byte("k")}, ReadTS: 1}, &GetReply{})
+		}()
 	}
 	if err := protocolLane.Call(context.Background(), &CommitRequest{TxnID: 1, CommitTS: 2}, nil); err != nil {
 		t.Fatalf("commit on the protocol lane: %v", err)
@@ -50,7 +52,7 @@ func TestAFullClientLaneDoesNotHoldUpTheProtocolLane(t *testing.T) {
 // An unknown lane is refused in the hello.
 func TestAProtocolLaneConnectionServesOnlyProtocolRequests(t *testing.T) {
 	s := startServer(t, HandlerFunc(echoHandler), ServerConfig{})
-	for _, req := range []Message{&CommitRequest{TxnID: 1, CommitTS: 2}, &CommitBatchRequest{Commits: []CommitRequest{{TxnID: 1, CommitTS: 2}}},
+	for _, req := range []Message{&PrepareRequest{TxnID: 1, StartTS: 1}, &CommitRequest{TxnID: 1, CommitTS: 2}, &CommitBatchRequest{Commits: []CommitRequest{{TxnID: 1, CommitTS: 2}}},
 		&AbortRequest{TxnID: 1}, &SyncRequest{}, &OutcomeRequest{TxnID: 1}, &SafePointRequest{SafePoint: 1}, &StatusRequest{}} {
 		if req.MsgType().Lane() != LaneProtocol {
 			t.Errorf("%s travels on the %s lane, want protocol", req.MsgType(), req.MsgType().Lane())
@@ -63,7 +65,7 @@ func TestAProtocolLaneConnectionServesOnlyProtocolRequests(t *testing.T) {
 			t.Errorf("%s on the protocol lane broke the connection: %v", req.MsgType(), c.Err())
 		}
 	}
-	for _, req := range []Message{&GetRequest{ReadTS: 1}, &ScanRequest{}, &TxnRequest{}, &ApplyRequest{}, &PrepareRequest{},
+	for _, req := range []Message{&GetRequest{ReadTS: 1}, &ScanRequest{}, &TxnRequest{}, &ApplyRequest{},
 		&RestoreBeginRequest{}, &RestoreRequest{}} {
 		if req.MsgType().Lane() != LaneClient {
 			t.Errorf("%s travels on the %s lane, want client", req.MsgType(), req.MsgType().Lane())
