@@ -12,8 +12,9 @@ import (
 )
 
 // WireTransport sends each request on its type's lane: with every request slot of the node's
-// client-lane connection held by reads waiting for a lock, the commit that releases the lock
-// still reaches the node, on the protocol-lane connection, and frees the reads.
+// client-lane connection held by reads waiting for a lock, a prepare and the commit that
+// releases the lock still reach the node, on the protocol-lane connection, and the commit
+// frees the reads.
 func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 	committed := make(chan struct{})
 	var once sync.Once
@@ -67,10 +68,13 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 		defer mu.Unlock()
 		return waiting == 2, fmt.Sprintf("%d reads in their handlers, want 2 (MaxInFlight)", waiting)
 	})
-	// On the client lane the commit would never be read; the timeout only turns that hang
-	// into a failure.
+	// On the client lane the prepare and the commit would never be read; the timeout only turns
+	// that hang into a failure.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := tr.Call(ctx, "node1", &wire.PrepareRequest{TxnID: 3, StartTS: 3}, nil); err != nil {
+		t.Fatalf("a prepare did not get past the waiting reads: %v", err)
+	}
 	if err := tr.Call(ctx, "node1", &wire.CommitRequest{TxnID: 1, CommitTS: 2}, &wire.Ack{}); err != nil {
 		t.Fatalf("the commit did not get past the waiting reads: %v", err)
 	}
@@ -80,9 +84,6 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 		}
 	}
 	if err := tr.Call(context.Background(), "node1", &wire.StatusRequest{}, &wire.StatusReply{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Call(context.Background(), "node1", &wire.PrepareRequest{TxnID: 3, StartTS: 3}, nil); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
