@@ -12,7 +12,8 @@ import (
 // once, all or nothing: if any is held, or another Apply is already queued
 // for one of them, it takes none and queues for them all (up to
 // Options.LockWait and ctx); queued Applies get their keys in arrival order,
-// so a hot key's writers take turns. It never holds some locks while waiting
+// so a hot key's writers take turns, except that one waiting for a key held
+// by a prepared transaction does not hold back its other keys (applyWaiter). It never holds some locks while waiting
 // for others, so it cannot deadlock. Giving up returns *ConflictError. Under the locks it checks cmps against the latest
 // committed versions (the first failure returns *CompareFailedError and
 // nothing is written), writes all ops at commitTS = max(ts, maxTS+1) in one

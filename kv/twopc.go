@@ -318,6 +318,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	p.owner.readFrom = p.minCommitTS
 	s.acquireLocked(p.keys, &p.owner)
 	s.mu.prepared[rec.TxnID] = p
+	s.grantAroundLocked(p.keys)
 	s.mu.Unlock()
 	stopTimer(timer)
 

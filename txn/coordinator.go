@@ -40,6 +40,10 @@ type CoordinatorConfig struct {
 	// GCRetention, if positive, is how far the GC safe point trails the newest timestamp in
 	// time (RunGC); zero keeps every version.
 	GCRetention time.Duration
+	// SyncBacklog bounds the applied transactions that may wait for one node's sync before the
+	// master forgets them (default DefaultSyncBacklog); while a node has that many, new
+	// cross-shard transactions on it are refused as unavailable (forget.go).
+	SyncBacklog int
 }
 
 // Coordinator is the master's protocol: it routes reads and writes, runs the one-phase fast
@@ -66,9 +70,8 @@ type Coordinator struct {
 		// under way to it: a later transaction on the key waits for that phase 2 instead of
 		// meeting its locks.
 		unacked map[string]*txnState
-		// forget lists applied transactions whose decisions wait for the participants' sync.
-		forget      []uint64
-		forgetTimer bool // a forgetApplied is scheduled
+		// syncers hold, per node, the applied transactions that wait for its sync (forget.go).
+		syncers map[string]*syncer
 		// committers send each participant's phase-2 commits, batching those that queue up.
 		committers map[string]*committer
 		// forgetMarkers holds, per node, the commits that every participant has synced, for
@@ -91,6 +94,9 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	if cfg.TxnLog == nil {
 		cfg.TxnLog = noTxnLog{}
 	}
+	if cfg.SyncBacklog <= 0 {
+		cfg.SyncBacklog = DefaultSyncBacklog
+	}
 	oracle, err := NewOracle(ctx, cfg.Decisions)
 	if err != nil {
 		return nil, err
@@ -101,6 +107,7 @@ func NewCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, e
 	c.mu.unacked = map[string]*txnState{}
 	c.mu.committers = map[string]*committer{}
 	c.mu.forgetMarkers = map[string][]wire.CommitRequest{}
+	c.mu.syncers = map[string]*syncer{}
 	return c, nil
 }
 

@@ -3,7 +3,6 @@ package txn
 import (
 	"errors"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -160,7 +159,7 @@ func transientCode(code wire.Code) bool {
 
 // commitAcked records one participant's acknowledgement of st's commit; after the last one
 // the transaction is applied: its keys are free for later writers, and its decision is
-// forgotten after the participants' next sync.
+// forgotten after the participants' next sync (forget.go).
 //
 // The first acknowledgement reaches PointMasterAfterFirstCommit before it is recorded: while a
 // hook blocks there, the transaction cannot be applied.
@@ -179,91 +178,14 @@ func (c *Coordinator) commitAcked(st *txnState) {
 		return
 	}
 	c.becomeLocked(st, phaseApplied)
-	c.mu.forget = append(c.mu.forget, st.id)
-	startTimer := !c.mu.forgetTimer
-	c.mu.forgetTimer = true
 	c.mu.Unlock()
 	c.cfg.TxnLog.Event(st.id, "acknowledged", st.participants)
 	c.releaseKeys(st)
+	c.mu.Lock()
+	st.keys = nil // an applied transaction waiting for its syncs costs no more than its ids
+	c.mu.Unlock()
 	c.cfg.Metrics.PhaseDone("commit", c.since(st.phase2Start))
-	if startTimer {
-		c.wg.Add(1)
-		c.cfg.Runtime.Go(func() {
-			defer c.wg.Done()
-			if c.cfg.Runtime.Sleep(c.ctx, ForgetDelay) == nil {
-				c.forgetApplied()
-			}
-		})
-	}
-}
-
-// maxForgetMarkers bounds the commits a node's next Sync tells it to forget the markers of.
-const maxForgetMarkers = 50_000
-
-// ForgetDelay is how long the master gathers acknowledged commits before it asks their
-// participants to sync and forgets the decisions: one sync request per node per batch.
-const ForgetDelay = 50 * time.Millisecond
-
-// forgetApplied forgets the decisions of the transactions whose commits every participant has
-// acknowledged, once each participant has answered a SyncRequest listing them. Participants
-// apply commits without waiting for a sync, so until then a crash of a participant's machine
-// could bring a transaction back prepared, and it would ask; the SyncRequest re-applies any
-// such commit before it syncs, so a restart between the acknowledgement and the sync is safe.
-func (c *Coordinator) forgetApplied() {
-	c.mu.Lock()
-	batch := c.mu.forget
-	c.mu.forget = nil
-	c.mu.forgetTimer = false
-	commits := map[string][]wire.CommitRequest{}
-	forget := map[string][]wire.CommitRequest{}
-	var recorded []uint64 // the classic ones: the parallel protocol writes no decision record
-	for _, id := range batch {
-		st := c.mu.txns[id]
-		if !st.parallel {
-			recorded = append(recorded, id)
-		}
-		for _, n := range st.participants {
-			commits[n] = append(commits[n], wire.CommitRequest{TxnID: id, CommitTS: st.commitTS})
-		}
-	}
-	for n := range commits {
-		// The commits an earlier Sync confirmed on every participant: their markers may go.
-		forget[n], c.mu.forgetMarkers[n] = c.mu.forgetMarkers[n], nil
-	}
-	c.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-	names := make([]string, 0, len(commits))
-	for n := range commits {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	ok := make([]bool, len(names))
-	fanOut(c.cfg.Runtime, len(names), func(i int) {
-		ok[i] = c.retry(names[i], &wire.SyncRequest{Commits: commits[names[i]], Forget: forget[names[i]]}, 0)
-	})
-	if slices.Contains(ok, false) {
-		return // closing: the decisions stay in the log and are driven again after a restart
-	}
-	c.mu.Lock()
-	for n, cs := range commits {
-		if len(c.mu.forgetMarkers[n]) < maxForgetMarkers { // past it, markers only stay longer
-			c.mu.forgetMarkers[n] = append(c.mu.forgetMarkers[n], cs...)
-		}
-	}
-	c.mu.Unlock()
-	if len(recorded) > 0 {
-		if err := c.cfg.Decisions.Forget(recorded...); err != nil {
-			c.log.Warn("forget decisions", "txns", len(recorded), "err", err)
-		}
-	}
-	c.mu.Lock()
-	for _, id := range batch {
-		c.becomeLocked(c.mu.txns[id], phaseForgotten)
-		delete(c.mu.txns, id)
-	}
-	c.mu.Unlock()
+	c.queueSyncs(st)
 }
 
 // retry sends req to node until it is acknowledged, the coordinator closes, or (with

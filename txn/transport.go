@@ -28,13 +28,21 @@ type Handler interface {
 	Handle(ctx context.Context, req wire.Message) (wire.Message, error)
 }
 
-// WireTransport is the real Transport: one multiplexed wire.Conn per destination, dialled on
-// first use and re-dialled after it breaks.
+// WireTransport is the real Transport: one multiplexed wire.Conn per destination and lane
+// (wire.Lane), dialled on first use and re-dialled after it breaks. Each request travels on
+// its type's lane, so the commits, aborts and syncs that free a node's locks never queue behind
+// the reads and writes waiting for those locks on the client lane.
 type WireTransport struct {
 	addrs map[string]string
 	opts  wire.DialOptions
 	mu    sync.Mutex
-	conns map[string]*wireConn
+	conns map[connKey]*wireConn
+}
+
+// connKey names one of a WireTransport's connections.
+type connKey struct {
+	to   string
+	lane wire.Lane
 }
 
 type wireConn struct {
@@ -47,12 +55,13 @@ var _ Transport = (*WireTransport)(nil)
 // NewWireTransport returns a transport to the processes named in addrs (name → host:port),
 // introducing itself with opts on every connection.
 func NewWireTransport(addrs map[string]string, opts wire.DialOptions) *WireTransport {
-	return &WireTransport{addrs: addrs, opts: opts, conns: map[string]*wireConn{}}
+	return &WireTransport{addrs: addrs, opts: opts, conns: map[connKey]*wireConn{}}
 }
 
 // Call implements Transport.
 func (t *WireTransport) Call(ctx context.Context, to string, req, resp wire.Message) error {
-	conn, err := t.conn(ctx, to)
+	key := connKey{to, req.MsgType().Lane()}
+	conn, err := t.conn(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -61,25 +70,26 @@ func (t *WireTransport) Call(ctx context.Context, to string, req, resp wire.Mess
 		return nil
 	}
 	if errors.Is(err, wire.ErrNotSent) {
-		t.drop(to, conn)
+		t.drop(key, conn)
 		return fmt.Errorf("%w: %s: %w", ErrNotDelivered, to, err)
 	}
 	if errors.Is(err, wire.ErrConnLost) || conn.Err() != nil {
-		t.drop(to, conn)
+		t.drop(key, conn)
 	}
 	return err
 }
 
-func (t *WireTransport) conn(ctx context.Context, to string) (*wire.Conn, error) {
+func (t *WireTransport) conn(ctx context.Context, key connKey) (*wire.Conn, error) {
+	to := key.to
 	addr, ok := t.addrs[to]
 	if !ok {
 		return nil, fmt.Errorf("%w: unknown process %q", ErrNotDelivered, to)
 	}
 	t.mu.Lock()
-	wc := t.conns[to]
+	wc := t.conns[key]
 	if wc == nil {
 		wc = &wireConn{}
-		t.conns[to] = wc
+		t.conns[key] = wc
 	}
 	t.mu.Unlock()
 	wc.mu.Lock()
@@ -87,7 +97,9 @@ func (t *WireTransport) conn(ctx context.Context, to string) (*wire.Conn, error)
 	if wc.conn != nil && wc.conn.Err() == nil {
 		return wc.conn, nil
 	}
-	conn, err := wire.Dial(ctx, addr, t.opts)
+	opts := t.opts
+	opts.Lane = key.lane
+	conn, err := wire.Dial(ctx, addr, opts)
 	if err != nil {
 		var werr *wire.Error
 		if errors.As(err, &werr) && werr.Code == wire.CodeVersionMismatch {
@@ -99,9 +111,9 @@ func (t *WireTransport) conn(ctx context.Context, to string) (*wire.Conn, error)
 	return conn, nil
 }
 
-func (t *WireTransport) drop(to string, conn *wire.Conn) {
+func (t *WireTransport) drop(key connKey, conn *wire.Conn) {
 	t.mu.Lock()
-	wc := t.conns[to]
+	wc := t.conns[key]
 	t.mu.Unlock()
 	if wc == nil {
 		return

@@ -22,6 +22,10 @@ func (c *Coordinator) twoPhase(ctx context.Context, parts []shardTxn) (*wire.Txn
 	for i, p := range parts {
 		names[i] = p.node
 	}
+	if werr := c.checkSyncBacklog(txnID, names); werr != nil {
+		c.cfg.Metrics.TxnDone("2pc", "aborted", c.since(start))
+		return nil, werr
+	}
 	keys := txnKeys(parts)
 	c.waitUnacked(ctx, keys)
 	st := newTxnState(txnID, names, phasePreparing, start)

@@ -102,6 +102,7 @@ type txnState struct {
 	phase2Start  time.Time     // when its first commit was queued
 	acksLeft     int           // participants yet to acknowledge the commit, once phase 2 starts
 	acksReceived int           // acknowledgements received, recorded or not
+	syncsLeft    int           // participants yet to sync the commit, once applied
 	parallel     bool          // committed by the parallel protocol: no decision record
 }
 

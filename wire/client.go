@@ -34,6 +34,7 @@ type DialOptions struct {
 	Role      string // sent in Hello: "client", "master" or "node"
 	Name      string // sent in Hello: this process's name
 	ClusterID uint64 // sent in Hello; 0 skips the cluster check
+	Lane      Lane   // sent in Hello: the requests this connection may carry (default LaneClient, any)
 
 	MaxFrame    int           // largest reply body accepted; 0 means DefaultMaxFrame
 	DialTimeout time.Duration // bounds the TCP connect and the hello exchange; 0 means 5s
@@ -144,7 +145,7 @@ func (c *Conn) hello(ctx context.Context, br *bufio.Reader, bw *bufio.Writer, op
 
 	id := c.nextID.Add(1)
 	e := getEncoder()
-	err := e.frame(&Hello{Version: ProtocolVersion, Role: opts.Role, Name: opts.Name, ClusterID: opts.ClusterID}, id, c.maxFrame)
+	err := e.frame(&Hello{Version: ProtocolVersion, Role: opts.Role, Name: opts.Name, ClusterID: opts.ClusterID, Lane: opts.Lane}, id, c.maxFrame)
 	if err == nil {
 		err = e.writeTo(bw)
 	}

@@ -290,6 +290,7 @@ type Hello struct {
 	Role      string `codec:",omitempty"` // "client", "master" or "node"
 	Name      string `codec:",omitempty"`
 	ClusterID uint64 `codec:",omitempty"`
+	Lane      Lane   `codec:",omitempty"` // the traffic this connection carries (default LaneClient)
 }
 
 // MsgType returns MsgHello.

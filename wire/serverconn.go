@@ -1,0 +1,416 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// serverConn is one accepted connection: a reader goroutine (serve), a writer
+// goroutine and one goroutine per running handler.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	br     *bufio.Reader
+	dec    *decoder
+	rbuf   []byte
+	out    chan outMsg // replies for the writer; closed by serve once nothing else sends
+	ctx    context.Context
+	cancel context.CancelFunc
+	sem    chan struct{} // one token per running handler
+	peer   Hello
+
+	handlers   sync.WaitGroup
+	writerDone chan struct{}
+
+	mu       sync.Mutex
+	active   int  // running handlers
+	waiting  bool // the reader is waiting for the start of a frame
+	draining bool // Shutdown: read no more requests
+}
+
+func newServerConn(s *Server, nc net.Conn) *serverConn {
+	sc := &serverConn{
+		s:          s,
+		nc:         nc,
+		remote:     nc.RemoteAddr().String(),
+		br:         bufio.NewReaderSize(nc, connBufSize),
+		dec:        new(decoder),
+		out:        make(chan outMsg, s.cfg.MaxInFlight+4),
+		sem:        make(chan struct{}, s.cfg.MaxInFlight),
+		writerDone: make(chan struct{}),
+	}
+	sc.ctx, sc.cancel = context.WithCancel(s.ctx)
+	return sc
+}
+
+// drain asks the reader to stop reading requests (Shutdown). A reader waiting
+// between frames is woken at once; one inside a frame finishes reading it.
+func (sc *serverConn) drain() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.draining = true
+	if sc.waiting {
+		_ = sc.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// closeInfo says why the reader stopped and what to send before closing.
+type closeInfo struct {
+	reason  string  // for the log
+	warn    bool    // bad input: log at Warn
+	drained bool    // stopped by Shutdown: finish handlers, say goodbye
+	frame   *Error  // sent before closing, if non-nil
+	id      uint64  // request id for frame
+	typ     MsgType // the offending frame's type, for the observer
+	start   time.Time
+}
+
+var errDraining = errors.New("wire: draining")
+
+func (sc *serverConn) serve() {
+	s := sc.s
+	defer s.wg.Done()
+	defer s.removeConn(sc)
+	s.obs.ConnOpened()
+	defer s.obs.ConnClosed()
+
+	go sc.writeLoop()
+	ci := sc.readLoop()
+	if ci.warn {
+		s.log.Warn("wire: closing connection", "remote", sc.remote, "peer", sc.peer.Name, "reason", ci.reason)
+	} else {
+		s.log.Debug("wire: closing connection", "remote", sc.remote, "peer", sc.peer.Name, "reason", ci.reason)
+	}
+	if ci.frame != nil {
+		sc.send(outMsg{m: ci.frame, id: ci.id, typ: ci.typ, start: ci.start})
+	}
+	drained := ci.drained
+	if !drained {
+		sc.cancel()
+	}
+	sc.handlers.Wait()
+	if drained {
+		sc.send(outMsg{m: Errorf(CodeShuttingDown, "server shutting down")})
+	}
+	close(sc.out)
+	<-sc.writerDone
+	if ci.frame != nil || drained {
+		lingerClose(sc.nc)
+	} else {
+		_ = sc.nc.Close()
+	}
+	sc.cancel()
+}
+
+// outMsg is a message queued for the writer, which encodes it. typ and start,
+// when start is set, are reported to the Observer once the reply's code is
+// known.
+type outMsg struct {
+	m     Message
+	id    uint64
+	typ   MsgType
+	start time.Time
+}
+
+// send queues a message for the writer. It never blocks for long: out has
+// room for every handler plus the reader's own frames, and the writer drains
+// it even after a write error. The message must not be modified afterwards.
+func (sc *serverConn) send(om outMsg) { sc.out <- om }
+
+// writeLoop encodes and writes queued messages with one reused encoder,
+// flushing when the queue runs empty so that concurrent replies share
+// syscalls. After a write error it closes the connection and discards the
+// rest. Encoding here rather than in handler goroutines keeps the deep
+// encoder stack on one long-lived goroutine.
+func (sc *serverConn) writeLoop() {
+	defer close(sc.writerDone)
+	bw := bufio.NewWriterSize(sc.nc, connBufSize)
+	e := getEncoder()
+	defer putEncoder(e)
+	failed := false
+	for om := range sc.out {
+		if failed {
+			sc.observe(om)
+			continue
+		}
+		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.s.cfg.WriteTimeout))
+		var err error
+		for ok := true; ok; {
+			if err = sc.writeMsg(bw, e, om); err != nil {
+				break
+			}
+			select {
+			case om, ok = <-sc.out:
+			default:
+				// Let runnable handlers enqueue before paying for a syscall.
+				runtime.Gosched()
+				select {
+				case om, ok = <-sc.out:
+				default:
+					ok = false
+				}
+			}
+		}
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			failed = true
+			sc.s.log.Debug("wire: write failed", "remote", sc.remote, "err", err)
+			sc.cancel()
+			_ = sc.nc.Close()
+		}
+	}
+}
+
+// observe reports om to the Observer if it answers a frame.
+func (sc *serverConn) observe(om outMsg) {
+	if om.start.IsZero() {
+		return
+	}
+	code := CodeOK
+	if we, ok := om.m.(*Error); ok {
+		code = we.Code
+	}
+	sc.s.obs.Request(om.typ, code, time.Since(om.start))
+}
+
+// writeMsg encodes om into e and writes the frame to bw. A message that
+// cannot be encoded, or exceeds MaxFrame, is replaced by an error frame.
+func (sc *serverConn) writeMsg(bw *bufio.Writer, e *encoder, om outMsg) error {
+	if err := e.frame(om.m, om.id, sc.s.cfg.MaxFrame); err != nil {
+		we, ok := err.(*Error)
+		if !ok {
+			we = Errorf(CodeInternal, "%v", err)
+		}
+		sc.s.log.Error("wire: cannot send reply", "remote", sc.remote, "type", msgTypeOf(om.m).String(), "err", err)
+		om.m = we
+		if err := e.frame(we, om.id, sc.s.cfg.MaxFrame); err != nil {
+			return err
+		}
+	}
+	sc.observe(om)
+	err := e.writeTo(bw)
+	if cap(e.buf) > maxPooledBuf {
+		e.buf = nil // do not pin a rare huge buffer for the connection's life
+	}
+	return err
+}
+
+// waitFrame waits until the next frame starts (its first byte is buffered),
+// with the given deadline, and then gives the rest of the frame ReadTimeout.
+// idle means the deadline applies only while no handler runs. It returns
+// errDraining once Shutdown asked the reader to stop.
+func (sc *serverConn) waitFrame(d time.Duration, idle bool) error {
+	sc.mu.Lock()
+	if sc.draining {
+		sc.mu.Unlock()
+		return errDraining
+	}
+	sc.waiting = true
+	if !idle || sc.active == 0 {
+		_ = sc.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		_ = sc.nc.SetReadDeadline(time.Time{})
+	}
+	sc.mu.Unlock()
+
+	_, err := sc.br.Peek(1)
+
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.waiting = false
+	if sc.draining {
+		return errDraining
+	}
+	if err != nil {
+		return err
+	}
+	return sc.nc.SetReadDeadline(time.Now().Add(sc.s.cfg.ReadTimeout))
+}
+
+// handlerDone records the end of a handler and, if it was the last one while
+// the reader waits for a frame, starts the idle timer.
+func (sc *serverConn) handlerDone() {
+	sc.mu.Lock()
+	sc.active--
+	if sc.active == 0 && sc.waiting && !sc.draining {
+		_ = sc.nc.SetReadDeadline(time.Now().Add(sc.s.cfg.IdleTimeout))
+	}
+	sc.mu.Unlock()
+	<-sc.sem
+	sc.handlers.Done()
+}
+
+// readFrame reads the frame whose first byte waitFrame saw. On failure it
+// returns a closeInfo describing the reply and the reason.
+func (sc *serverConn) readFrame() (t MsgType, id uint64, body []byte, ci *closeInfo) {
+	var h header
+	if _, err := io.ReadFull(sc.br, h[:]); err != nil {
+		return 0, 0, nil, sc.readFailure(err, "frame header", 0, 0)
+	}
+	start := time.Now()
+	n, t, id := h.parse()
+	if err := checkLen(n, t, sc.s.cfg.MaxFrame); err != nil {
+		we := err.(*Error)
+		return t, id, nil, &closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+	}
+	body, err := readBody(sc.br, int(n), sc.rbuf)
+	if err != nil {
+		return t, id, nil, sc.readFailure(err, "frame body", t, id)
+	}
+	if cap(body) <= maxPooledBuf {
+		sc.rbuf = body[:0]
+	}
+	return t, id, body, nil
+}
+
+func (sc *serverConn) readFailure(err error, what string, t MsgType, id uint64) *closeInfo {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		we := Errorf(CodeTimeout, "%s not received within %v", what, sc.s.cfg.ReadTimeout)
+		return &closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: time.Now()}
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		we := Errorf(CodeBadRequest, "truncated %s", what)
+		return &closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: time.Now()}
+	}
+	return &closeInfo{reason: fmt.Sprintf("read %s: %v", what, err)}
+}
+
+// bad returns the closeInfo for a frame rejected with code.
+func bad(code Code, t MsgType, id uint64, start time.Time, format string, args ...any) closeInfo {
+	we := Errorf(code, format, args...)
+	return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+}
+
+// readLoop performs the hello and then reads and dispatches requests until the
+// connection must close, saying why.
+func (sc *serverConn) readLoop() closeInfo {
+	cfg := &sc.s.cfg
+	// The hello.
+	if err := sc.waitFrame(cfg.HelloTimeout, false); err != nil {
+		return sc.waitFailure(err, true)
+	}
+	t, id, body, ci := sc.readFrame()
+	if ci != nil {
+		return *ci
+	}
+	start := time.Now()
+	if t != MsgHello {
+		return bad(CodeBadRequest, t, id, start, "first frame must be hello, got %s", t)
+	}
+	if err := decodeWith(sc.dec, body, &sc.peer); err != nil {
+		we := err.(*Error)
+		return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+	}
+	if sc.peer.Version != ProtocolVersion {
+		return bad(CodeVersionMismatch, t, id, start, "protocol version %d not supported, want %d", sc.peer.Version, ProtocolVersion)
+	}
+	if cfg.ClusterID != 0 && sc.peer.ClusterID != 0 && sc.peer.ClusterID != cfg.ClusterID {
+		return bad(CodeVersionMismatch, t, id, start, "cluster id %d does not match %d", sc.peer.ClusterID, cfg.ClusterID)
+	}
+	if !sc.peer.Lane.Valid() {
+		return bad(CodeBadRequest, t, id, start, "unknown lane %d", uint8(sc.peer.Lane))
+	}
+	sc.send(outMsg{m: &HelloReply{Version: ProtocolVersion, Name: cfg.Name, ClusterID: cfg.ClusterID}, id: id, typ: MsgHello, start: start})
+
+	// Requests.
+	for {
+		if err := sc.waitFrame(cfg.IdleTimeout, true); err != nil {
+			return sc.waitFailure(err, false)
+		}
+		t, id, body, ci := sc.readFrame()
+		if ci != nil {
+			return *ci
+		}
+		start := time.Now()
+		switch {
+		case !t.Valid():
+			return bad(CodeUnknownMessage, t, id, start, "unknown message type %d", uint8(t))
+		case t == MsgHello:
+			return bad(CodeBadRequest, t, id, start, "unexpected hello after handshake")
+		case !t.IsRequest():
+			return bad(CodeBadRequest, t, id, start, "%s is not a request", t)
+		case sc.peer.Lane == LaneProtocol && t.Lane() != LaneProtocol:
+			return bad(CodeBadRequest, t, id, start, "%s is not served on a protocol-lane connection", t)
+		}
+		msg := NewMessage(t)
+		if err := decodeWith(sc.dec, body, msg); err != nil {
+			we := err.(*Error)
+			return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+		}
+		select {
+		case sc.sem <- struct{}{}:
+		case <-sc.ctx.Done():
+			return closeInfo{reason: "server closed"}
+		}
+		sc.mu.Lock()
+		sc.active++
+		sc.mu.Unlock()
+		sc.handlers.Add(1)
+		req := &Request{Type: t, ID: id, Peer: sc.peer, msg: msg}
+		sc.s.workers.Go(func() { sc.handle(req, start) })
+	}
+}
+
+// waitFailure turns a failure to see the start of a frame into a closeInfo.
+func (sc *serverConn) waitFailure(err error, hello bool) closeInfo {
+	var ne net.Error
+	switch {
+	case errors.Is(err, errDraining):
+		return closeInfo{reason: "server shutting down", drained: true}
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		if hello {
+			we := Errorf(CodeTimeout, "no hello within %v", sc.s.cfg.HelloTimeout)
+			return closeInfo{reason: we.Message, warn: true, frame: we}
+		}
+		we := Errorf(CodeTimeout, "idle for %v", sc.s.cfg.IdleTimeout)
+		return closeInfo{reason: we.Message, frame: we}
+	case errors.Is(err, io.EOF):
+		return closeInfo{reason: "closed by peer"}
+	}
+	return closeInfo{reason: "read: " + err.Error()}
+}
+
+// handle runs the handler for req and queues its reply.
+func (sc *serverConn) handle(req *Request, start time.Time) {
+	defer sc.handlerDone()
+	sc.send(outMsg{m: sc.call(req), id: req.ID, typ: req.Type, start: start})
+}
+
+// call runs the handler, turning errors and panics into an *Error reply.
+func (sc *serverConn) call(req *Request) (reply Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			sc.s.log.Error("wire: handler panicked", "remote", sc.remote, "type", req.Type.String(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			reply = Errorf(CodeInternal, "panic in %s handler: %v", req.Type, r)
+		}
+	}()
+	m, err := sc.s.h.Handle(sc.ctx, req)
+	if err != nil {
+		var we *Error
+		if errors.As(err, &we) {
+			return we
+		}
+		return &Error{Code: CodeOf(err), Message: err.Error()}
+	}
+	if m == nil {
+		return &Ack{}
+	}
+	if t := msgTypeOf(m); !t.Valid() {
+		return Errorf(CodeInternal, "%s handler returned a body of unknown type %d", req.Type, uint8(t))
+	}
+	return m
+}
