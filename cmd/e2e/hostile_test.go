@@ -3,12 +3,10 @@ package e2e
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/kvtx/kvtx/bench"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
@@ -58,22 +56,12 @@ func TestAGetOfOneBigKeyListedManyTimesIsRefusedCheaply(t *testing.T) {
 	}
 }
 
-// peakRSS reads a process's peak resident set size (VmHWM) in bytes.
+// peakRSS is bench.PeakRSS, failing the test on an error.
 func peakRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := bench.PeakRSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM for process %d", pid)
-	return 0
+	return n
 }
