@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,13 +32,20 @@ const connBufSize = 32 << 10
 
 // DialOptions configures Dial. The zero value is usable.
 type DialOptions struct {
-	Role      string // sent in Hello: "client", "master" or "node"
-	Name      string // sent in Hello: this process's name
+	Role      string // sent in Hello: "client", "master" or "node"; with TLS, empty means the certificate's
+	Name      string // sent in Hello: this process's name; with TLS, empty means the certificate's
 	ClusterID uint64 // sent in Hello; 0 skips the cluster check
 	Lane      Lane   // sent in Hello: the requests this connection may carry (default LaneClient, any)
 
 	MaxFrame    int           // largest reply body accepted; 0 means DefaultMaxFrame
-	DialTimeout time.Duration // bounds the TCP connect and the hello exchange; 0 means 5s
+	DialTimeout time.Duration // bounds the TCP connect, the TLS handshake and the hello exchange; 0 means 5s
+
+	// TLS, if set, makes the connection TLS (a certs.Loader's ClientConfig, which presents
+	// this process's certificate and checks the server's identity); nil is plaintext. The
+	// server then takes Role and Name from the certificate and refuses a hello that claims
+	// others. In TLS 1.3 a server that refuses this side's certificate says so only after the
+	// client's handshake is done: Dial returns its alert as the hello's error.
+	TLS *tls.Config
 }
 
 // Conn is a client connection multiplexing many concurrent calls: requests
@@ -77,10 +85,12 @@ type call struct {
 	done    chan struct{}
 }
 
-// Dial connects to addr over TCP and exchanges Hello/HelloReply. A refused
-// hello returns the server's *Error (CodeVersionMismatch for another protocol
-// version or cluster id). The whole dial is bounded by ctx and
-// opts.DialTimeout.
+// Dial connects to addr over TCP, does the TLS handshake if opts.TLS is set,
+// and exchanges Hello/HelloReply. A refused hello returns the server's *Error
+// (CodeVersionMismatch for another protocol version or cluster id,
+// CodePermissionDenied for a hello that claims another identity than the
+// certificate's). A failed handshake returns crypto/tls's error, wrapped. The
+// whole dial is bounded by ctx and opts.DialTimeout.
 func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
@@ -91,6 +101,17 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("wire: dial %s: %w", addr, err)
+	}
+	if opts.TLS != nil {
+		tc := tls.Client(nc, opts.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+			}
+			return nil, fmt.Errorf("wire: TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	c, err := newConn(ctx, nc, opts)
 	if err != nil {

@@ -22,6 +22,18 @@
 // and is followed by the server closing it. Malformed input gets one MsgError
 // and the connection is closed.
 //
+// # TLS
+//
+// With ServerConfig.TLS and DialOptions.TLS every connection is TLS, the
+// handshake first, then the hello; HelloTimeout bounds both. With
+// ServerConfig.Identify the peer's name and role are its certificate's: a
+// hello that claims others is refused with CodePermissionDenied, and
+// Request.Peer carries the verified ones. A connection counts toward MaxConns
+// only once authenticated (past the handshake and hello); until then it counts
+// toward MaxPending, so peers that never finish a handshake cannot take the
+// slots of those that do. This package knows no certificate format: the
+// caller's tls.Config and Identify do (package txn/certs for kvtx).
+//
 // # Errors
 //
 // All errors of this package are prefixed "wire: ". Failures that cross the

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ var ErrServerClosed = errors.New("wire: server closed")
 type Request struct {
 	Type MsgType // a request type (MsgType.IsRequest)
 	ID   uint64  // the request id, echoed in the reply frame
-	Peer Hello   // the hello this connection opened with
+	Peer Hello   // the hello this connection opened with; with ServerConfig.Identify, Name and Role are the certificate's
 
 	msg Message // the decoded body, of NewMessage(Type)'s type
 }
@@ -81,11 +82,23 @@ type ServerConfig struct {
 	IdleTimeout  time.Duration // 0 means 5m: a connection with no request and nothing in flight for this long is closed
 	ReadTimeout  time.Duration // 0 means 10s: once a frame has started, all of it must arrive within this
 	WriteTimeout time.Duration // 0 means 10s: bounds each batch of reply writes
-	HelloTimeout time.Duration // 0 means 5s: the hello must arrive within this after accept
-	MaxConns     int           // 0 means 1024; extra connections get an error frame CodeUnavailable and are closed
+	HelloTimeout time.Duration // 0 means 5s: the TLS handshake and the hello must be done within this after accept
+	MaxConns     int           // 0 means 1024 authenticated connections (past the handshake and hello); extra ones get an error frame CodeUnavailable and are closed
+	MaxPending   int           // 0 means 128 accepted connections not yet past the handshake and hello; extra ones are closed at once
 	MaxInFlight  int           // 0 means 256 per connection, so per lane (Lane): the reader stops reading while this many handlers run
 	Logger       *slog.Logger  // nil means slog.Default()
 	Observer     Observer      // optional
+
+	// TLS, if set, makes every connection TLS: the handshake comes first, then the hello. It
+	// should require and verify a client certificate (a certs.Loader's ServerConfig). A
+	// connection whose handshake fails is closed after a short drain (so that the peer reads
+	// the alert), and a peer that does not speak TLS gets a plaintext error frame saying so.
+	TLS *tls.Config
+	// Identify, with TLS, reads the peer's verified name and role from its completed
+	// handshake. The hello's Role and Name, where not empty, must equal them, else the hello
+	// is refused with CodePermissionDenied; Request.Peer then carries them. It is the only
+	// source of a TLS peer's identity: nil leaves the hello's claims unchecked.
+	Identify func(tls.ConnectionState) (name, role string, err error)
 }
 
 // lingerTimeout bounds how long a connection closed after an error frame
@@ -106,7 +119,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	addr      net.Addr
-	conns     map[*serverConn]struct{}
+	conns     map[*serverConn]struct{} // every connection served, authenticated or not
+	pending   int                      // connections of conns not yet past the handshake and hello
+	authed    int                      // connections of conns past them, which MaxConns bounds
 	shutdown  bool
 	wg        sync.WaitGroup // connection and refusal goroutines
 	workers   *WorkerPool    // runs request handlers
@@ -131,6 +146,9 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 1024
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 128
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
@@ -215,7 +233,10 @@ func (s *Server) closing() bool {
 	return s.shutdown
 }
 
-// admit starts serving nc, or refuses it if the server is full or closing.
+// admit starts serving nc, or refuses it if too many connections are still in their
+// handshake and hello (MaxPending) or the server is closing. MaxConns is checked once the
+// connection is authenticated (promote), so that connections that never get through their
+// handshake cannot take the slots of those that do.
 func (s *Server) admit(nc net.Conn) {
 	s.mu.Lock()
 	if s.shutdown {
@@ -224,15 +245,19 @@ func (s *Server) admit(nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	if len(s.conns) >= s.cfg.MaxConns {
+	if s.pending >= s.cfg.MaxPending {
 		s.wg.Add(1) // before Shutdown can Wait: shutdown is false under s.mu
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			we := Errorf(CodeUnavailable, "too many connections (limit %d)", s.cfg.MaxConns)
-			s.log.Warn("wire: refusing connection", "remote", nc.RemoteAddr().String(), "reason", we.Message)
+			reason := fmt.Sprintf("too many connections not yet authenticated (limit %d)", s.cfg.MaxPending)
+			s.log.Warn("wire: refusing connection", "remote", nc.RemoteAddr().String(), "reason", reason)
+			if s.cfg.TLS != nil {
+				_ = nc.Close() // a TLS peer could not read a plaintext frame
+				return
+			}
 			_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			if body, err := Marshal(we); err == nil {
+			if body, err := Marshal(Errorf(CodeUnavailable, "%s", reason)); err == nil {
 				_ = WriteFrame(nc, MsgError, 0, body)
 			}
 			lingerClose(nc)
@@ -241,15 +266,31 @@ func (s *Server) admit(nc net.Conn) {
 	}
 	sc := newServerConn(s, nc)
 	s.conns[sc] = struct{}{}
+	s.pending++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go sc.serve()
 }
 
+// promote counts sc, now authenticated, toward MaxConns, or returns the error to refuse it
+// with if the server is full. A ServeConn connection is never refused.
+func (s *Server) promote(sc *serverConn) *Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.authed >= s.cfg.MaxConns && !sc.unlimited {
+		return Errorf(CodeUnavailable, "too many connections (limit %d)", s.cfg.MaxConns)
+	}
+	s.pending--
+	s.authed++
+	sc.authed = true
+	return nil
+}
+
 // ServeConn serves one already-accepted connection (e.g. one end of a
-// net.Pipe) in the calling goroutine and returns once it is closed. Unlike
-// accepted connections it is never refused for MaxConns, but it counts toward
-// the limit and is drained by Shutdown like them.
+// net.Pipe) in the calling goroutine and returns once it is closed, with TLS
+// if ServerConfig.TLS is set. Unlike accepted connections it is never refused
+// for MaxPending or MaxConns, but it counts toward them and is drained by
+// Shutdown like them.
 func (s *Server) ServeConn(nc net.Conn) {
 	s.mu.Lock()
 	if s.shutdown {
@@ -258,7 +299,9 @@ func (s *Server) ServeConn(nc net.Conn) {
 		return
 	}
 	sc := newServerConn(s, nc)
+	sc.unlimited = true
 	s.conns[sc] = struct{}{}
+	s.pending++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	sc.serve()
@@ -267,6 +310,11 @@ func (s *Server) ServeConn(nc net.Conn) {
 func (s *Server) removeConn(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
+	if sc.authed {
+		s.authed--
+	} else {
+		s.pending--
+	}
 	s.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,9 @@ import (
 // goroutine and one goroutine per running handler.
 type serverConn struct {
 	s      *Server
-	nc     net.Conn
+	nc     net.Conn  // the connection: raw itself, or a TLS server over it
+	raw    net.Conn  // the accepted socket
+	tls    *tls.Conn // nc with ServerConfig.TLS, else nil
 	remote string
 	br     *bufio.Reader
 	dec    *decoder
@@ -32,17 +35,29 @@ type serverConn struct {
 	handlers   sync.WaitGroup
 	writerDone chan struct{}
 
+	// authed and unlimited are guarded by s.mu: authed once promote counted the connection
+	// toward MaxConns; unlimited for ServeConn's, never refused.
+	authed, unlimited bool
+
 	mu       sync.Mutex
 	active   int  // running handlers
 	waiting  bool // the reader is waiting for the start of a frame
 	draining bool // Shutdown: read no more requests
 }
 
-func newServerConn(s *Server, nc net.Conn) *serverConn {
+func newServerConn(s *Server, raw net.Conn) *serverConn {
+	nc := raw
+	var tc *tls.Conn
+	if s.cfg.TLS != nil {
+		tc = tls.Server(raw, s.cfg.TLS)
+		nc = tc
+	}
 	sc := &serverConn{
 		s:          s,
 		nc:         nc,
-		remote:     nc.RemoteAddr().String(),
+		raw:        raw,
+		tls:        tc,
+		remote:     raw.RemoteAddr().String(),
 		br:         bufio.NewReaderSize(nc, connBufSize),
 		dec:        new(decoder),
 		out:        make(chan outMsg, s.cfg.MaxInFlight+4),
@@ -70,6 +85,7 @@ type closeInfo struct {
 	warn    bool    // bad input: log at Warn
 	drained bool    // stopped by Shutdown: finish handlers, say goodbye
 	frame   *Error  // sent before closing, if non-nil
+	raw     bool    // the TLS handshake failed: drain and close the socket, sending nothing more
 	id      uint64  // request id for frame
 	typ     MsgType // the offending frame's type, for the observer
 	start   time.Time
@@ -104,9 +120,12 @@ func (sc *serverConn) serve() {
 	}
 	close(sc.out)
 	<-sc.writerDone
-	if ci.frame != nil || drained {
+	switch {
+	case ci.raw:
+		lingerClose(sc.raw)
+	case ci.frame != nil || drained:
 		lingerClose(sc.nc)
-	} else {
+	default:
 		_ = sc.nc.Close()
 	}
 	sc.cancel()
@@ -298,8 +317,14 @@ func bad(code Code, t MsgType, id uint64, start time.Time, format string, args .
 // connection must close, saying why.
 func (sc *serverConn) readLoop() closeInfo {
 	cfg := &sc.s.cfg
+	deadline := time.Now().Add(cfg.HelloTimeout)
+	if sc.tls != nil {
+		if ci := sc.handshake(deadline); ci != nil {
+			return *ci
+		}
+	}
 	// The hello.
-	if err := sc.waitFrame(cfg.HelloTimeout, false); err != nil {
+	if err := sc.waitFrame(time.Until(deadline), false); err != nil {
 		return sc.waitFailure(err, true)
 	}
 	t, id, body, ci := sc.readFrame()
@@ -322,6 +347,14 @@ func (sc *serverConn) readLoop() closeInfo {
 	}
 	if !sc.peer.Lane.Valid() {
 		return bad(CodeBadRequest, t, id, start, "unknown lane %d", uint8(sc.peer.Lane))
+	}
+	if sc.tls != nil && cfg.Identify != nil {
+		if ci := sc.identify(t, id, start); ci != nil {
+			return *ci
+		}
+	}
+	if we := sc.s.promote(sc); we != nil {
+		return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
 	}
 	sc.send(outMsg{m: &HelloReply{Version: ProtocolVersion, Name: cfg.Name, ClusterID: cfg.ClusterID}, id: id, typ: MsgHello, start: start})
 
@@ -362,6 +395,71 @@ func (sc *serverConn) readLoop() closeInfo {
 		req := &Request{Type: t, ID: id, Peer: sc.peer, msg: msg}
 		sc.s.workers.Go(func() { sc.handle(req, start) })
 	}
+}
+
+// handshake runs the TLS handshake, which must end by deadline. On failure it returns the
+// closeInfo: the socket is drained and closed (crypto/tls sent the alert), and a peer that
+// sent something other than TLS (a kvtx client without TLS) gets an error frame in plaintext
+// first.
+func (sc *serverConn) handshake(deadline time.Time) *closeInfo {
+	sc.mu.Lock()
+	if sc.draining {
+		sc.mu.Unlock()
+		return &closeInfo{reason: "server shutting down", raw: true}
+	}
+	sc.waiting = true // Shutdown's drain interrupts the handshake
+	_ = sc.raw.SetDeadline(deadline)
+	sc.mu.Unlock()
+
+	err := sc.tls.HandshakeContext(sc.ctx)
+
+	sc.mu.Lock()
+	sc.waiting = false
+	draining := sc.draining
+	sc.mu.Unlock()
+	switch {
+	case draining:
+		return &closeInfo{reason: "server shutting down", raw: true}
+	case err == nil:
+		if err := sc.raw.SetDeadline(time.Time{}); err != nil {
+			return &closeInfo{reason: "set deadline: " + err.Error(), raw: true}
+		}
+		return nil
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && rh.Conn != nil {
+		we := Errorf(CodeBadRequest, "this server speaks only TLS, with a client certificate: connect with TLS (or start the server without TLS)")
+		_ = sc.raw.SetWriteDeadline(time.Now().Add(sc.s.cfg.WriteTimeout))
+		if body, err := Marshal(we); err == nil {
+			_ = WriteFrame(sc.raw, MsgError, 0, body)
+		}
+		return &closeInfo{reason: "not TLS: " + err.Error(), warn: true, raw: true}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &closeInfo{reason: fmt.Sprintf("TLS handshake not done within %v", sc.s.cfg.HelloTimeout), warn: true, raw: true}
+	}
+	return &closeInfo{reason: "TLS handshake failed: " + err.Error(), warn: true, raw: true}
+}
+
+// identify replaces the hello's role and name by the certificate's identity, refusing a
+// hello that claims another one.
+func (sc *serverConn) identify(t MsgType, id uint64, start time.Time) *closeInfo {
+	name, role, err := sc.s.cfg.Identify(sc.tls.ConnectionState())
+	if err != nil {
+		ci := bad(CodePermissionDenied, t, id, start, "%v", err)
+		return &ci
+	}
+	if sc.peer.Name != "" && sc.peer.Name != name {
+		ci := bad(CodePermissionDenied, t, id, start, "hello claims %s but the certificate is %s's", sc.peer.Name, name)
+		return &ci
+	}
+	if sc.peer.Role != "" && sc.peer.Role != role {
+		ci := bad(CodePermissionDenied, t, id, start, "hello claims role %s but the certificate of %s has role %s", sc.peer.Role, name, role)
+		return &ci
+	}
+	sc.peer.Name, sc.peer.Role = name, role
+	return nil
 }
 
 // waitFailure turns a failure to see the start of a frame into a closeInfo.
