@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/wire"
 )
@@ -61,12 +62,22 @@ func (t *kvtxTarget) conn(ctx context.Context, i int) (*client.Client, error) {
 	if cl, ok := t.conns[i]; ok {
 		return cl, nil
 	}
-	cl, err := client.Dial(ctx, t.tc.Endpoint, client.Options{DialTimeout: t.tc.DialTimeout, Name: "kvctl-bench"})
+	cl, err := client.Dial(ctx, t.tc.Endpoint, t.clientOptions())
 	if err != nil {
 		return nil, fmt.Errorf("bench: dial kvtx at %s: %w", t.tc.Endpoint, err)
 	}
 	t.conns[i] = cl
 	return cl, nil
+}
+
+// clientOptions are the options of every client of the target: over TLS the certificate
+// names the client, without it "kvctl-bench".
+func (t *kvtxTarget) clientOptions() client.Options {
+	o := client.Options{DialTimeout: t.tc.DialTimeout, TLS: t.tc.TLS, ExplainTLS: certs.Explain}
+	if t.tc.TLS == nil {
+		o.Name = "kvctl-bench"
+	}
+	return o
 }
 
 func (t *kvtxTarget) Name() string          { return TargetKvtx }

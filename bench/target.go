@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -122,6 +123,9 @@ type TargetConfig struct {
 	Conns int
 	// DialTimeout bounds connecting (default 5s).
 	DialTimeout time.Duration
+	// TLS is the kvtx client's mutual TLS (a certs.Loader's ClientConfig("master")); nil
+	// is plaintext, for a cluster started with --insecure.
+	TLS *tls.Config
 }
 
 // Target kinds.

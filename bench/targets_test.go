@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/txn/server"
 )
 
@@ -34,9 +35,9 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// startCluster runs a master and two nodes in this process on free ports and returns the
-// master's address.
-func startCluster(t *testing.T) string {
+// startCluster runs a master and two nodes in this process on free ports, over mutual TLS with
+// certificates made for them, and returns how a client reaches the master.
+func startCluster(t *testing.T) TargetConfig {
 	t.Helper()
 	dir := t.TempDir()
 	ports := freePorts(t, 3)
@@ -44,7 +45,15 @@ func startCluster(t *testing.T) string {
 	for i := 1; i <= 2; i++ {
 		cfg.Nodes = append(cfg.Nodes, txn.Process{Name: fmt.Sprintf("node%d", i), Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]), DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i))})
 	}
+	cfg.TLS.Dir = filepath.Join(dir, "certs")
 	cfg = cfg.WithDefaults()
+	if err := certs.Init(cfg.TLS.Dir, cfg, certs.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := certs.NewLoader(certs.FilesFor(cfg.TLS.Dir, certs.DefaultClient), certs.LoaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx := context.Background()
 	for _, n := range cfg.Nodes {
@@ -59,7 +68,7 @@ func startCluster(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Shutdown(context.Background()) })
-	return cfg.Master.Listen
+	return TargetConfig{Kind: TargetKvtx, Endpoint: cfg.Master.Listen, TLS: cl.ClientConfig(txn.MasterName)}
 }
 
 // checkEveryWorkload runs every workload briefly against t (scans of 20 of the 40 keys),
@@ -128,8 +137,9 @@ func TestBadgerTargetRunsEveryWorkload(t *testing.T) {
 }
 
 func TestKvtxTargetRunsEveryWorkloadAgainstACluster(t *testing.T) {
-	addr := startCluster(t)
-	tg, err := OpenTarget(context.Background(), TargetConfig{Kind: TargetKvtx, Endpoint: addr, Conns: 2})
+	tc := startCluster(t)
+	tc.Conns = 2
+	tg, err := OpenTarget(context.Background(), tc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +151,14 @@ func TestKvtxTargetRunsEveryWorkloadAgainstACluster(t *testing.T) {
 }
 
 func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
-	addr := startCluster(t)
+	tc := startCluster(t)
 	base := DefaultConfig()
 	base.Duration, base.Warmup, base.Keys = 100*time.Millisecond, 20*time.Millisecond, 100
 	var log bytes.Buffer
 	rep, err := RunSuite(context.Background(), SuiteConfig{
 		Base:      base,
 		Runs:      []SuiteRun{{WorkloadPut, 1}, {WorkloadGet, 2}},
-		Targets:   []TargetConfig{{Kind: TargetKvtx, Endpoint: addr}, {Kind: TargetBadger, DataDir: t.TempDir()}},
+		Targets:   []TargetConfig{tc, {Kind: TargetBadger, DataDir: t.TempDir()}},
 		Processes: map[string]int{"self": os.Getpid()},
 		Commit:    "test",
 		Log:       &log,

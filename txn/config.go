@@ -77,6 +77,28 @@ type Config struct {
 	GC GC `yaml:"gc"`
 	// Storage bounds what each node keeps on disk.
 	Storage StorageConfig `yaml:"storage"`
+	// TLS says where the processes find the certificates of the cluster's mutual TLS.
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// DefaultCertsDir is the certificate directory of the built-in cluster, where `make run` and
+// `kvctl cert init` put the certificates.
+const DefaultCertsDir = "data/certs"
+
+// TLSConfig names the files of the mutual TLS every link uses (package txn/certs): each process
+// presents its own certificate and trusts the CA certificates. A process started with
+// --insecure reads none of them.
+type TLSConfig struct {
+	// Dir holds ca.crt, NAME.crt and NAME.key for each process (master.crt, node1.crt, ...)
+	// and client.crt and client.key for kvctl (default DefaultCertsDir).
+	Dir string `yaml:"dir"`
+	// CA, if set, replaces Dir/ca.crt: the CA certificates trusted.
+	CA string `yaml:"ca,omitempty"`
+	// Cert, if set, replaces Dir/NAME.crt for the process that reads this config (a config
+	// file per machine); kvctl takes its own (--cert).
+	Cert string `yaml:"cert,omitempty"`
+	// Key, if set, replaces Dir/NAME.key, as Cert does.
+	Key string `yaml:"key,omitempty"`
 }
 
 // StorageConfig bounds what each node keeps on disk. (Its name keeps clear of Storage, what a
@@ -136,6 +158,9 @@ func (c Config) WithDefaults() Config {
 		c.CommitProtocol = ProtocolParallel
 	}
 	setDur(&c.GC.Retention, 10*time.Minute)
+	if c.TLS.Dir == "" {
+		c.TLS.Dir = DefaultCertsDir
+	}
 	if c.Storage.QuotaBytes == 0 {
 		c.Storage.QuotaBytes = 8 << 30
 	}

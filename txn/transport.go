@@ -2,6 +2,7 @@ package txn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -35,6 +36,7 @@ type Handler interface {
 type WireTransport struct {
 	addrs map[string]string
 	opts  wire.DialOptions
+	tls   TransportTLS
 	mu    sync.Mutex
 	conns map[connKey]*wireConn
 }
@@ -52,10 +54,21 @@ type wireConn struct {
 
 var _ Transport = (*WireTransport)(nil)
 
+// TransportTLS gives a WireTransport's connections their TLS (a certs.Loader is one).
+type TransportTLS interface {
+	// ClientConfig is the TLS of a connection to the process named to: it presents this
+	// process's certificate and accepts only to's.
+	ClientConfig(to string) *tls.Config
+	// Explain turns a failed handshake's error into one that says which certificate problem
+	// it is; other errors come back as they are.
+	Explain(err error) error
+}
+
 // NewWireTransport returns a transport to the processes named in addrs (name → host:port),
-// introducing itself with opts on every connection.
-func NewWireTransport(addrs map[string]string, opts wire.DialOptions) *WireTransport {
-	return &WireTransport{addrs: addrs, opts: opts, conns: map[connKey]*wireConn{}}
+// introducing itself with opts on every connection, over mutual TLS with tls (nil:
+// plaintext).
+func NewWireTransport(addrs map[string]string, opts wire.DialOptions, tls TransportTLS) *WireTransport {
+	return &WireTransport{addrs: addrs, opts: opts, tls: tls, conns: map[connKey]*wireConn{}}
 }
 
 // Call implements Transport.
@@ -99,8 +112,14 @@ func (t *WireTransport) conn(ctx context.Context, key connKey) (*wire.Conn, erro
 	}
 	opts := t.opts
 	opts.Lane = key.lane
+	if t.tls != nil {
+		opts.TLS = t.tls.ClientConfig(to)
+	}
 	conn, err := wire.Dial(ctx, addr, opts)
 	if err != nil {
+		if t.tls != nil {
+			err = t.tls.Explain(err)
+		}
 		var werr *wire.Error
 		if errors.As(err, &werr) && werr.Code == wire.CodeVersionMismatch {
 			return nil, fmt.Errorf("%w: %s at %s refused us: %w", ErrNotDelivered, to, addr, err)

@@ -53,7 +53,7 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	tr := NewWireTransport(map[string]string{"node1": l.Addr().String()}, wire.DialOptions{Role: "master", Name: MasterName})
+	tr := NewWireTransport(map[string]string{"node1": l.Addr().String()}, wire.DialOptions{Role: "master", Name: MasterName}, nil)
 	t.Cleanup(func() { tr.Close() })
 
 	const reads = 5 // more than MaxInFlight: the node stops reading the client lane

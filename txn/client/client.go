@@ -15,6 +15,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"iter"
@@ -61,10 +62,15 @@ type Error struct {
 	TxnID uint64
 	// Index is the failed compare's position in the request, with ErrCompareFailed.
 	Index int
+
+	cause error // a certificate problem (Options.ExplainTLS), for errors.As
 }
 
 // Error implements error.
 func (e *Error) Error() string { return "client: " + e.Message }
+
+// Unwrap returns the certificate problem that refused the connection, if that was the error.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Reason is the error code's name: conflict, unavailable, compare_failed, unknown_outcome, ...
 func (e *Error) Reason() string { return e.Code.String() }
@@ -169,8 +175,17 @@ type Options struct {
 	DialTimeout time.Duration
 	// Timeout bounds each call whose context has no deadline (default 30s).
 	Timeout time.Duration
-	// Name introduces the client in the hello (default "kvctl").
+	// Name introduces the client in the hello (default "kvctl"; with TLS, the certificate's
+	// name, which the master requires: leave it empty).
 	Name string
+	// TLS, if set, makes the connection mutual TLS: it must present a client certificate of
+	// the cluster's CA and accept only the master's. A certs.Loader of the client's files
+	// makes one: certs.NewLoader(certs.FilesFor(dir, "client"), ...).ClientConfig("master").
+	// Nil is plaintext, which a master started without --insecure refuses.
+	TLS *tls.Config
+	// ExplainTLS, if set, turns a failed handshake's error into one readable line (a
+	// certs.Loader's Explain); the client's error then carries that line.
+	ExplainTLS func(error) error
 }
 
 // Client talks to one master.
@@ -189,7 +204,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	if opts.Name == "" {
+	if opts.Name == "" && opts.TLS == nil {
 		opts.Name = "kvctl"
 	}
 	c := &Client{addr: addr, opts: opts}
@@ -217,11 +232,16 @@ func (c *Client) connect(ctx context.Context) (*wire.Conn, error) {
 	if c.conn != nil && c.conn.Err() == nil {
 		return c.conn, nil
 	}
-	conn, err := wire.Dial(ctx, c.addr, wire.DialOptions{Role: "client", Name: c.opts.Name, DialTimeout: c.opts.DialTimeout})
+	conn, err := wire.Dial(ctx, c.addr, wire.DialOptions{Role: "client", Name: c.opts.Name, DialTimeout: c.opts.DialTimeout, TLS: c.opts.TLS})
 	if err != nil {
 		var werr *wire.Error
 		if errors.As(err, &werr) {
 			return nil, &Error{Code: werr.Code, Message: fmt.Sprintf("master at %s refused the connection: %s", c.addr, werr.Message)}
+		}
+		if c.opts.ExplainTLS != nil {
+			if e := c.opts.ExplainTLS(err); e != err {
+				return nil, &Error{Code: wire.CodePermissionDenied, Message: fmt.Sprintf("master at %s: %s", c.addr, e), cause: e}
+			}
 		}
 		return nil, &Error{Code: wire.CodeUnavailable, Message: fmt.Sprintf("cannot reach the master at %s: %v", c.addr, err)}
 	}

@@ -14,8 +14,8 @@ const (
 )
 
 // An acl says, for each request type a process serves, which roles may send it; a type not
-// listed is refused to everyone. A peer's role is the one its connection authenticated (the
-// hello's claim, checked against its certificate where the link is TLS).
+// listed is refused to everyone. A peer's role is its certificate's (wire.ServerConfig.Identify),
+// or with --insecure the role its hello claims.
 type acl map[wire.MsgType][]string
 
 // masterACL: clients read, write, scan, restore and ask for status; nodes ask the master,

@@ -26,6 +26,7 @@ import (
 
 	"github.com/kvtx/kvtx/kv"
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/wire"
 )
 
@@ -38,6 +39,10 @@ type Options struct {
 	PprofListen string
 	// Hooks are called at the protocol's named points (none by default).
 	Hooks txn.Hooks
+	// Insecure serves and dials without TLS, trusting every peer's claimed role (logged at
+	// WARN). By default every link is mutual TLS with the certificates of Config.TLS, and a
+	// process whose own certificate is missing or invalid does not start.
+	Insecure bool
 }
 
 // IdentityFile names the file in a data directory that records which process owns it.
@@ -142,6 +147,7 @@ func handler(self string, rules acl, h txn.Handler) wire.Handler {
 // the order in which they stop.
 type process struct {
 	log      *slog.Logger
+	certs    *certs.Loader // nil with Options.Insecure
 	srv      *wire.Server
 	addr     net.Addr
 	metrics  *http.Server
@@ -157,6 +163,7 @@ func (p *process) start(l, ml, pl net.Listener, h txn.Handler, rules acl, reg *p
 	sm := newServerMetrics(reg)
 	cfg.Observer = sm
 	cfg.Logger = p.log
+	serverTLS(&cfg, p.certs)
 	p.srv = wire.NewServer(handler(cfg.Name, rules, h), cfg)
 	p.addr = l.Addr()
 	p.serveErr = make(chan error, 3)
@@ -248,7 +255,11 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		log = slog.Default()
 	}
 	log = log.With("process", txn.MasterName)
-	m := &Master{process: process{log: log}}
+	cl, err := processCerts(cfg, txn.MasterName, opts.Insecure, log)
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{process: process{log: log, certs: cl}}
 	defer func() {
 		if err != nil {
 			m.closeAll()
@@ -284,7 +295,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	for _, n := range cfg.Nodes {
 		addrs[n.Name] = n.Listen
 	}
-	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
+	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
 	m.closers = append(m.closers, tr.Close)
 	dir := map[string]txn.Process{txn.MasterName: cfg.Master}
 	for _, n := range cfg.Nodes {
@@ -322,7 +333,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	go coord.RunGC(gcCtx)
 	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
-		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol)
+		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil)
 	return m, nil
 }
 
@@ -349,7 +360,11 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		log = slog.Default()
 	}
 	log = log.With("process", name)
-	n := &Node{process: process{log: log}}
+	cl, err := processCerts(cfg, name, opts.Insecure, log)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{process: process{log: log, certs: cl}}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -405,7 +420,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 			addrs[p.Name] = p.Listen
 		}
 	}
-	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes})
+	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
 	n.closers = append(n.closers, tr.Close)
 	part, err := txn.NewParticipant(txn.ParticipantConfig{
 		Name: name, Shards: shards, Store: store, Master: tr, Limits: cfg.Limits, Timeouts: cfg.Timeouts,
@@ -428,7 +443,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		part.Run(bgCtx)
 	}()
 	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
-		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()))
+		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil)
 	return n, nil
 }
 

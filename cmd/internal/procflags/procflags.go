@@ -1,5 +1,6 @@
 // Package procflags binds the flags that kvmaster and kvnode share (config file, listen
-// addresses, data directory, logging) and runs a process until SIGINT or SIGTERM.
+// addresses, data directory, logging, --insecure) and runs a process until SIGINT or SIGTERM,
+// reloading its certificates on SIGHUP.
 package procflags
 
 import (
@@ -26,15 +27,17 @@ var Flags = []cli.Flag{
 	&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (overrides the config)"},
 	&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 	&cli.StringFlag{Name: "pprof-listen", Usage: "serve /debug/pprof on `ADDR`, a loopback address, on a listener of its own (off by default)"},
+	&cli.BoolFlag{Name: "insecure", Usage: "serve and dial without TLS, trusting every peer with the role it claims (tests, benchmarks; logged at WARN). By default every link is mutual TLS with the certificates of the config's tls.dir (data/certs)"},
 }
 
-// signals receives SIGINT and SIGTERM from the moment Load runs, so that a signal that arrives
-// while the process is still starting is not fatal: it stops the process once it is up.
-var signals = make(chan os.Signal, 1)
+// signals receives SIGINT, SIGTERM and SIGHUP from the moment Load runs, so that a signal that
+// arrives while the process is still starting is not fatal: it stops the process (or reloads
+// its certificates) once it is up.
+var signals = make(chan os.Signal, 4)
 
 // Load reads the config named by --config (or the defaults) and returns it with the logger.
 func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return txn.Config{}, nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", c.String("log-level"))
@@ -51,13 +54,14 @@ func Load(c *cli.Context) (txn.Config, *slog.Logger, error) {
 }
 
 // ServerOptions returns the process options the flags and the environment ask for: the
-// logger, --pprof-listen and, in a crashpoints build, the crash hooks of KVTX_CRASH_AT.
+// logger, --pprof-listen, --insecure and, in a crashpoints build, the crash hooks of
+// KVTX_CRASH_AT.
 func ServerOptions(c *cli.Context, log *slog.Logger) (server.Options, error) {
 	hooks, err := CrashHooks()
 	if err != nil {
 		return server.Options{}, err
 	}
-	return server.Options{Logger: log, PprofListen: c.String("pprof-listen"), Hooks: hooks}, nil
+	return server.Options{Logger: log, PprofListen: c.String("pprof-listen"), Hooks: hooks, Insecure: c.Bool("insecure")}, nil
 }
 
 // Override applies --listen, --metrics-listen and --data-dir to p.
@@ -77,17 +81,29 @@ func Override(c *cli.Context, p *txn.Process) {
 type Process interface {
 	Shutdown(ctx context.Context) error
 	Done() <-chan error
+	ReloadCerts() error
 }
 
-// Run waits for SIGINT or SIGTERM (or a server failure) and shuts p down.
+// Run waits for SIGINT or SIGTERM (or a server failure) and shuts p down. On SIGHUP it
+// reloads p's certificates (a failed reload is logged, and the current ones stay).
 func Run(p Process, log *slog.Logger) error {
 	var failure error
-	select {
-	case s := <-signals:
-		log.Info("shutting down", "signal", s.String())
-	case err := <-p.Done():
-		failure = err
-		log.Error("server failed", "err", err)
+wait:
+	for {
+		select {
+		case s := <-signals:
+			if s == syscall.SIGHUP {
+				log.Info("reloading certificates", "signal", s.String())
+				_ = p.ReloadCerts() // the loader logs the outcome
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			break wait
+		case err := <-p.Done():
+			failure = err
+			log.Error("server failed", "err", err)
+			break wait
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
