@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvtx/kvtx/bench"
+	"github.com/kvtx/kvtx/txn/client"
 )
 
 func init() {
@@ -109,7 +110,22 @@ func benchConfig(c *cli.Context) (bench.Config, bench.TargetConfig, error) {
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return cfg, tc, usage("%v", err)
 	}
+	if tc.Kind == "" || tc.Kind == bench.TargetKvtx {
+		if err := kvtxTLS(c, &tc); err != nil {
+			return cfg, tc, err
+		}
+	}
 	return cfg, tc, nil
+}
+
+// kvtxTLS gives a kvtx target the TLS of the flags (none with --insecure).
+func kvtxTLS(c *cli.Context, tc *bench.TargetConfig) error {
+	sec, err := loadSecurity(c)
+	if err != nil {
+		return err
+	}
+	tc.TLS = sec.clientOptions(client.Options{}).TLS
+	return nil
 }
 
 // isTerminal reports whether the command writes to a terminal.
@@ -235,6 +251,9 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 		tc := bench.TargetConfig{Kind: strings.TrimSpace(name), Endpoint: opt(c, "endpoint"), EtcdEndpoint: c.String("etcd-endpoint"), Conns: c.Int("conns")}
 		switch tc.Kind {
 		case bench.TargetKvtx:
+			if err := kvtxTLS(c, &tc); err != nil {
+				return err
+			}
 		case bench.TargetBadger:
 			tc.DataDir = c.String("data-dir")
 			if tc.DataDir == "" {

@@ -170,7 +170,7 @@ func runCreateCA(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("certs-dir")
+	dir := opt(c, "certs-dir")
 	if err := certs.CreateCA(dir, opts); err != nil {
 		return certFailed(err)
 	}
@@ -193,7 +193,7 @@ func runCreateNode(c *cli.Context) error {
 	if name == txn.MasterName {
 		role = certs.RoleMaster
 	}
-	dir := c.String("certs-dir")
+	dir := opt(c, "certs-dir")
 	if err := certs.CreateProcess(dir, name, role, args[1:], opts); err != nil {
 		return certFailed(err)
 	}
@@ -212,7 +212,7 @@ func runCreateClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("certs-dir")
+	dir := opt(c, "certs-dir")
 	if err := certs.CreateClient(dir, args[0], opts); err != nil {
 		return certFailed(err)
 	}
@@ -235,12 +235,15 @@ func runCertInit(c *cli.Context) error {
 		return err
 	}
 	cfg := txn.DefaultConfig()
-	if path := c.String("config"); path != "" {
+	if path := opt(c, "config"); path != "" {
 		if cfg, err = server.LoadConfig(path); err != nil {
 			return err
 		}
 	}
-	dir := c.String("certs-dir")
+	dir := cfg.TLS.Dir // the config's tls.dir, unless --certs-dir says otherwise
+	if d, ok := setOpt(c, "certs-dir"); ok {
+		dir = d
+	}
 	if err := certs.Init(dir, cfg, opts); err != nil {
 		return certFailed(err)
 	}
@@ -287,7 +290,7 @@ func runCertList(c *cli.Context) error {
 	if format != "text" && format != "json" {
 		return usage("--output must be text or json, not %q", format)
 	}
-	dir := c.String("certs-dir")
+	dir := opt(c, "certs-dir")
 	entries, err := certs.List(dir, time.Now())
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/txn/client"
 	"github.com/kvtx/kvtx/txn/server"
 	"github.com/kvtx/kvtx/wire"
@@ -126,13 +127,13 @@ func main() {
 				Subcommands: []*cli.Command{{
 					Name:   "list",
 					Usage:  "list prepared and in-doubt transactions on every process: id, age, keys, participants, what each waits for (nodes are asked directly when the master is down)",
-					Flags:  append(commonFlags(), configFlag()),
+					Flags:  commonFlags(),
 					Action: runTxnList,
 				}},
 			},
 			{
 				Name: "status", Usage: "show the master and nodes: address, health, prepared and in-doubt transactions (nodes are asked directly when the master is down)",
-				Flags:  append(commonFlags(), configFlag()),
+				Flags:  commonFlags(),
 				Action: runStatus,
 			},
 		}, extraCommands...),
@@ -145,17 +146,17 @@ func main() {
 // commonFlags are accepted before and after the command name (kvctl -o json get k, kvctl get
 // -o json k); the one given closest to the command wins.
 func commonFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "endpoint", Value: txn.DefaultConfig().Master.Listen, Usage: "master `ADDR`", EnvVars: []string{"KVTX_ENDPOINT"}},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
 		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up on a command after this long"},
-	}
+		&cli.StringFlag{Name: "config", Usage: "cluster config `FILE`: its tls section, and its nodes, which status and txn list ask when the master is down (default: the built-in cluster)", EnvVars: []string{"KVTX_CONFIG"}},
+	}, tlsFlags()...)
 }
 
-// configFlag names the cluster config that status and txn list fall back on to find the nodes
-// when the master is down.
+// configFlag names the cluster config of cert init.
 func configFlag() cli.Flag {
-	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "cluster config `FILE`, to reach the nodes when the master is down (default: the built-in cluster)", EnvVars: []string{"KVTX_CONFIG"}}
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "cluster config `FILE` (default: the built-in cluster)", EnvVars: []string{"KVTX_CONFIG"}}
 }
 
 // isSetHere reports whether ctx's own command line set the flag name.
@@ -231,7 +232,10 @@ func describe(e *client.Error) string {
 	if e.TxnID != 0 {
 		txn = fmt.Sprintf(" (txn %d)", e.TxnID)
 	}
+	var ce *certs.Error
 	switch {
+	case errors.As(e, &ce):
+		return msg // a certificate problem, in the one line certs wrote
 	case errors.Is(e, client.ErrCompareFailed):
 		return fmt.Sprintf("compare failed, nothing written%s: %s", txn, msg)
 	case e.Code == wire.CodeUnavailable && e.TxnID == 0:
@@ -262,8 +266,12 @@ func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, 
 	if err != nil {
 		return nil, nil, nil, usage("bad --timeout: %v", err)
 	}
+	sec, err := loadSecurity(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	cl, err := client.Dial(ctx, opt(c, "endpoint"), client.Options{Timeout: timeout})
+	cl, err := client.Dial(ctx, opt(c, "endpoint"), sec.clientOptions(client.Options{Timeout: timeout}))
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
@@ -446,21 +454,30 @@ func status(c *cli.Context) ([]wire.ProcessStatus, error) {
 		return nil, err
 	}
 	cfg := txn.DefaultConfig()
-	if path := c.String("config"); path != "" {
+	if path := opt(c, "config"); path != "" {
 		if cfg, err = server.LoadConfig(path); err != nil {
 			return nil, err
 		}
 	}
-	return nodeStatus(cfg, ce.Message), nil
+	sec, err := loadSecurity(c)
+	if err != nil {
+		return nil, err
+	}
+	return nodeStatus(cfg, sec, ce.Message), nil
 }
 
 // nodeStatus asks every node of cfg for its status directly.
-func nodeStatus(cfg txn.Config, masterErr string) []wire.ProcessStatus {
+func nodeStatus(cfg txn.Config, sec *security, masterErr string) []wire.ProcessStatus {
 	procs := []wire.ProcessStatus{{Name: txn.MasterName, Role: "master", Addr: cfg.Master.Listen, MetricsAddr: cfg.Master.Metrics, Error: masterErr}}
 	for _, n := range cfg.Nodes {
 		ps := wire.ProcessStatus{Name: n.Name, Role: "node"}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := wire.Dial(ctx, n.Listen, wire.DialOptions{Role: "client", Name: "kvctl"})
+		opts := wire.DialOptions{Role: "client", Name: "kvctl"}
+		if opts.TLS = sec.dialTLS(n.Name); opts.TLS != nil {
+			opts.Name = "" // the certificate's
+		}
+		conn, err := wire.Dial(ctx, n.Listen, opts)
+		err = sec.explain(err)
 		if err == nil {
 			var rep wire.StatusReply
 			if err = conn.Call(ctx, &wire.StatusRequest{}, &rep); err == nil && len(rep.Processes) > 0 {

@@ -34,12 +34,15 @@ func CertFiles(tc txn.TLSConfig, name string, ownFiles bool) certs.Files {
 	return f
 }
 
-// LoadCerts loads the certificate of the process or client named name from files and checks
-// that it is want's (want.Role empty: any role). A missing file gets one line that names it,
-// the directory and hint (what to do instead: "start with --insecure"); a bad one, the line
-// certs explains it with. The Loader logs to log.
+// LoadCerts loads a certificate, its key and the CA certificates from files and checks that
+// the certificate is want's (an empty want.Name or want.Role: any). A missing file gets one
+// line that names it, the directory and hint (what to do instead: "start with --insecure");
+// a bad one, the line certs explains it with. The Loader logs to log.
 func LoadCerts(files certs.Files, want certs.Identity, hint string, log *slog.Logger) (*certs.Loader, error) {
 	missing := func(what, path string) error {
+		if want.Name == "" {
+			return fmt.Errorf("server: no %s at %s: run `kvctl cert init` or %s", what, path, hint)
+		}
 		return fmt.Errorf("server: no %s for %s in %s (%s is missing): run `kvctl cert init` or %s", what, want.Name, filepath.Dir(path), filepath.Base(path), hint)
 	}
 	for _, f := range []struct{ what, path string }{{"certificate", files.Cert}, {"key", files.Key}, {"CA certificate", files.CA}} {
@@ -51,8 +54,12 @@ func LoadCerts(files certs.Files, want certs.Identity, hint string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	if id := l.Identity(); id.Name != want.Name || want.Role != "" && id.Role != want.Role {
-		return nil, fmt.Errorf("server: %s holds the certificate of %s, but this is %s", files.Cert, id, want)
+	if id := l.Identity(); want.Name != "" && id.Name != want.Name || want.Role != "" && id.Role != want.Role {
+		this := want.String()
+		if want.Role == "" {
+			this = want.Name
+		}
+		return nil, fmt.Errorf("server: %s holds the certificate of %s, but this is %s", files.Cert, id, this)
 	}
 	return l, nil
 }
