@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -25,47 +26,73 @@ func blastTargets(names []string) []string {
 	return out
 }
 
-// attack sends one kind of bad input on a fresh connection to addr. It never sends a request
+// attack sends one kind of bad input on a fresh connection to d. It never sends a request
 // that a server would accept and act on: only the hello may be valid.
-type attack func(addr string, rng *rand.Rand) error
+type attack func(d dest, rng *rand.Rand) error
+
+// dest is where an attack goes: a port, and the TLS of a valid client certificate for the
+// protocol ports of a cluster that runs TLS (nil: plain TCP), so that the bad frames get past
+// the handshake to the frame decoder.
+type dest struct {
+	addr string
+	tls  *tls.Config
+}
+
+// dial opens a connection to d, TLS if d has it.
+func (d dest) dial() (net.Conn, error) {
+	nd := &net.Dialer{Timeout: time.Second}
+	if d.tls == nil {
+		return nd.Dial("tcp", d.addr)
+	}
+	return tls.DialWithDialer(nd, "tcp", d.addr, d.tls)
+}
+
+// hello is a valid hello frame for d: over TLS it leaves the name to the certificate.
+func (d dest) hello(name string) []byte {
+	if d.tls != nil {
+		name = ""
+	}
+	var b bytes.Buffer
+	body, _ := wire.Marshal(&wire.Hello{Version: wire.ProtocolVersion, Role: "client", Name: name})
+	wire.WriteFrame(&b, wire.MsgHello, 1, body)
+	return b.Bytes()
+}
 
 var attacks = map[string]attack{
-	"garbage": func(addr string, rng *rand.Rand) error {
+	"garbage": func(d dest, rng *rand.Rand) error {
 		buf := make([]byte, 1+rng.IntN(4096))
 		for i := range buf {
 			buf[i] = byte(rng.UintN(256))
 		}
-		return sendRaw(addr, buf, false)
+		return sendRaw(d, buf, false)
 	},
-	"truncated": func(addr string, rng *rand.Rand) error {
-		var b bytes.Buffer
-		body, _ := wire.Marshal(&wire.Hello{Version: wire.ProtocolVersion, Role: "client", Name: "blaster"})
-		wire.WriteFrame(&b, wire.MsgHello, 1, body)
-		return sendRaw(addr, b.Bytes()[:1+rng.IntN(b.Len()-1)], false)
+	"truncated": func(d dest, rng *rand.Rand) error {
+		h := d.hello("blaster")
+		return sendRaw(d, h[:1+rng.IntN(len(h)-1)], false)
 	},
-	"huge-length": func(addr string, rng *rand.Rand) error {
+	"huge-length": func(d dest, rng *rand.Rand) error {
 		h := header(0xFFFFFFFF, wire.MsgHello, 1)
-		return sendRaw(addr, h, false)
+		return sendRaw(d, h, false)
 	},
-	"oversized": func(addr string, rng *rand.Rand) error {
+	"oversized": func(d dest, rng *rand.Rand) error {
 		h := header(wire.DefaultMaxFrame+1+uint32(rng.IntN(1000)), wire.MsgHello, 1)
-		return sendRaw(addr, append(h, make([]byte, 256<<10)...), false)
+		return sendRaw(d, append(h, make([]byte, 256<<10)...), false)
 	},
-	"wrong-type": func(addr string, rng *rand.Rand) error {
+	"wrong-type": func(d dest, rng *rand.Rand) error {
 		body, _ := wire.Marshal(&wire.GetRequest{Keys: [][]byte{[]byte("x")}})
 		types := []wire.MsgType{0, wire.MsgTxnReply, wire.MsgAck, wire.MsgHelloReply, wire.MsgError, 200, 255}
 		var b bytes.Buffer
 		wire.WriteFrame(&b, types[rng.IntN(len(types))], 2, body)
-		return sendRaw(addr, b.Bytes(), true)
+		return sendRaw(d, b.Bytes(), true)
 	},
-	"wrong-body": func(addr string, rng *rand.Rand) error {
+	"wrong-body": func(d dest, rng *rand.Rand) error {
 		// A read's body under a write's type: decodes to an empty transaction, refused.
 		body, _ := wire.Marshal(&wire.GetRequest{Keys: [][]byte{[]byte("x")}})
 		var b bytes.Buffer
 		wire.WriteFrame(&b, wire.MsgTxn, 2, body)
-		return sendRaw(addr, b.Bytes(), true)
+		return sendRaw(d, b.Bytes(), true)
 	},
-	"bad-msgpack": func(addr string, rng *rand.Rand) error {
+	"bad-msgpack": func(d dest, rng *rand.Rand) error {
 		body := make([]byte, 1+rng.IntN(200))
 		for i := range body {
 			body[i] = byte(rng.UintN(256))
@@ -74,31 +101,28 @@ var attacks = map[string]attack{
 		var b bytes.Buffer
 		types := []wire.MsgType{wire.MsgGet, wire.MsgTxn, wire.MsgStatus, wire.MsgHello}
 		wire.WriteFrame(&b, types[rng.IntN(len(types))], 2, body)
-		return sendRaw(addr, b.Bytes(), rng.IntN(2) == 0)
+		return sendRaw(d, b.Bytes(), rng.IntN(2) == 0)
 	},
-	"no-hello": func(addr string, rng *rand.Rand) error {
+	"no-hello": func(d dest, rng *rand.Rand) error {
 		body, _ := wire.Marshal(&wire.GetRequest{Keys: [][]byte{[]byte("x")}})
 		var b bytes.Buffer
 		wire.WriteFrame(&b, wire.MsgGet, 1, body)
-		return sendRaw(addr, b.Bytes(), false)
+		return sendRaw(d, b.Bytes(), false)
 	},
-	"bad-hello": func(addr string, rng *rand.Rand) error {
+	"bad-hello": func(d dest, rng *rand.Rand) error {
 		body, _ := wire.Marshal(&wire.Hello{Version: 99 + uint32(rng.IntN(100)), Role: "node", Name: strings.Repeat("n", rng.IntN(5000)), ClusterID: rng.Uint64()})
 		var b bytes.Buffer
 		wire.WriteFrame(&b, wire.MsgHello, 1, body)
-		return sendRaw(addr, b.Bytes(), false)
+		return sendRaw(d, b.Bytes(), false)
 	},
-	"slow-writer": func(addr string, rng *rand.Rand) error {
-		nc, err := net.DialTimeout("tcp", addr, time.Second)
+	"slow-writer": func(d dest, rng *rand.Rand) error {
+		nc, err := d.dial()
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		var b bytes.Buffer
-		body, _ := wire.Marshal(&wire.Hello{Version: wire.ProtocolVersion, Role: "client", Name: "slow"})
-		wire.WriteFrame(&b, wire.MsgHello, 1, body)
 		nc.SetDeadline(time.Now().Add(3 * time.Second))
-		for _, c := range b.Bytes() {
+		for _, c := range d.hello("slow") {
 			if _, err := nc.Write([]byte{c}); err != nil {
 				return nil // the server gave up on us: fine
 			}
@@ -107,10 +131,12 @@ var attacks = map[string]attack{
 		io.Copy(io.Discard, nc)
 		return nil
 	},
-	"many-conns": func(addr string, rng *rand.Rand) error {
+	"many-conns": func(d dest, rng *rand.Rand) error {
+		// Plain TCP connections that never start a handshake: they may hold only the slots of
+		// unauthenticated connections (wire.ServerConfig.MaxPending), never a client's.
 		var cs []net.Conn
 		for i := 0; i < 64; i++ {
-			nc, err := net.DialTimeout("tcp", addr, time.Second)
+			nc, err := net.DialTimeout("tcp", d.addr, time.Second)
 			if err != nil {
 				break
 			}
@@ -122,26 +148,31 @@ var attacks = map[string]attack{
 		}
 		return nil
 	},
-	"oversized-key": func(addr string, rng *rand.Rand) error {
+	"oversized-key": func(d dest, rng *rand.Rand) error {
 		// A well-formed request over a limit, to the master only (refused, nothing written).
 		body, _ := wire.Marshal(&wire.GetRequest{Keys: [][]byte{bytes.Repeat([]byte("k"), 5000+rng.IntN(100000))}})
 		var b bytes.Buffer
 		wire.WriteFrame(&b, wire.MsgGet, 2, body)
-		return sendRaw(addr, b.Bytes(), true)
+		return sendRaw(d, b.Bytes(), true)
 	},
-	"http-garbage": func(addr string, rng *rand.Rand) error {
+	"no-tls": func(d dest, rng *rand.Rand) error {
+		// A valid hello in plaintext to a port that speaks TLS: refused with an error frame.
+		plain := dest{addr: d.addr}
+		return sendRaw(plain, plain.hello("plaintext"), false)
+	},
+	"http-garbage": func(d dest, rng *rand.Rand) error {
 		reqs := []string{
 			"GET /metrics HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: "+strings.Repeat("a", 1000)+"\r\n", 2000) + "\r\n",
 			"POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\nabc",
 			"\x00\x01\x02 not http at all\r\n\r\n",
 			"GET /" + strings.Repeat("%zz", 10000) + " HTTP/1.1\r\n\r\n",
 		}
-		return sendRaw(addr, []byte(reqs[rng.IntN(len(reqs))]), false)
+		return sendRaw(d, []byte(reqs[rng.IntN(len(reqs))]), false)
 	},
 }
 
 func attackNames() []string {
-	return []string{"garbage", "truncated", "huge-length", "oversized", "wrong-type", "wrong-body", "bad-msgpack", "no-hello", "bad-hello", "slow-writer", "many-conns", "oversized-key", "http-garbage"}
+	return []string{"garbage", "truncated", "huge-length", "oversized", "wrong-type", "wrong-body", "bad-msgpack", "no-hello", "bad-hello", "slow-writer", "many-conns", "oversized-key", "no-tls", "http-garbage"}
 }
 
 func header(n uint32, t wire.MsgType, id uint64) []byte {
@@ -154,18 +185,15 @@ func header(n uint32, t wire.MsgType, id uint64) []byte {
 
 // sendRaw connects, optionally says a valid hello, writes data, and reads whatever comes back
 // for a short while.
-func sendRaw(addr string, data []byte, hello bool) error {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
+func sendRaw(d dest, data []byte, hello bool) error {
+	nc, err := d.dial()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(2 * time.Second))
 	if hello {
-		var b bytes.Buffer
-		body, _ := wire.Marshal(&wire.Hello{Version: wire.ProtocolVersion, Role: "client", Name: "blaster"})
-		wire.WriteFrame(&b, wire.MsgHello, 1, body)
-		if _, err := nc.Write(b.Bytes()); err != nil {
+		if _, err := nc.Write(d.hello("blaster")); err != nil {
 			return nil
 		}
 		if _, err := wire.ReadFrame(nc, 0); err != nil {
@@ -191,12 +219,13 @@ type Blaster struct {
 // NewBlaster returns a blaster for c.
 func NewBlaster(c *cluster.Cluster) *Blaster { return &Blaster{c: c, Sent: map[string]int{}} }
 
-// addr resolves a blast target ("master", "node1/metrics").
-func (b *Blaster) addr(target string) string {
+// dest resolves a blast target ("master", "node1/metrics"): a protocol port gets the
+// cluster's client certificate, a metrics port (HTTP) none.
+func (b *Blaster) dest(target string) dest {
 	if name, ok := strings.CutSuffix(target, "/metrics"); ok {
-		return b.c.MetricsAddr(name)
+		return dest{addr: b.c.MetricsAddr(name)}
 	}
-	return b.c.Addr(target)
+	return dest{addr: b.c.Addr(target), tls: b.c.ClientTLS(target)}
 }
 
 // Blast runs attack (or every attack, for "all") against target until ctx ends, with two
@@ -207,7 +236,7 @@ func (b *Blaster) Blast(ctx context.Context, target, name string, seed uint64) {
 	if name == "all" {
 		names = attackNames()
 	}
-	addr := b.addr(target)
+	d := b.dest(target)
 	var wg sync.WaitGroup
 	for w := 0; w < 2; w++ {
 		wg.Add(1)
@@ -222,10 +251,13 @@ func (b *Blaster) Blast(ctx context.Context, target, name string, seed uint64) {
 				if !metrics && n == "http-garbage" {
 					n = "garbage"
 				}
+				if metrics && n == "no-tls" || n == "no-tls" && d.tls == nil {
+					n = "garbage"
+				}
 				if n == "oversized-key" && !strings.HasPrefix(target, "master") {
 					n = "oversized"
 				}
-				if err := attacks[n](addr, rng); err != nil {
+				if err := attacks[n](d, rng); err != nil {
 					time.Sleep(50 * time.Millisecond) // the port is down: do not spin
 				}
 				b.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/cmd/internal/cluster"
+	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 )
 
@@ -135,7 +136,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := c.StartAll(ctx); err != nil {
 		return nil, err
 	}
-	if r.admin, err = dial(ctx, c.Config().Master.Listen, "chaos-admin"); err != nil {
+	if r.admin, err = dial(ctx, c, c.Config().Master.Listen, "chaos-admin"); err != nil {
 		return nil, fmt.Errorf("chaos: dial master: %w", err)
 	}
 	defer r.admin.Close()
@@ -177,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					}
 					if cl == nil {
 						dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-						cl, _ = dial(dctx, c.ClientAddr(), fmt.Sprintf("chaos-%s-%d", w.Name(), id))
+						cl, _ = dial(dctx, c, c.ClientAddr(), fmt.Sprintf("chaos-%s-%d", w.Name(), id))
 						cancel()
 						if cl == nil {
 							time.Sleep(100 * time.Millisecond)
@@ -422,10 +423,15 @@ func (r *runner) links(target string) []*cluster.Proxy {
 	return []*cluster.Proxy{r.c.Proxy(cluster.MasterToNode(node)), r.c.Proxy(cluster.NodeToMaster(node))}
 }
 
-// dial returns a client of the master at addr: the client->master proxy for the workloads,
-// the master itself for the runner's own checks.
-func dial(ctx context.Context, addr, name string) (*client.Client, error) {
-	return client.Dial(ctx, addr, client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name})
+// dial returns a client of c's master at addr: the client->master proxy for the workloads,
+// the master itself for the runner's own checks. Over TLS (the proxies forward its bytes) the
+// client certificate names it; without, name does.
+func dial(ctx context.Context, c *cluster.Cluster, addr, name string) (*client.Client, error) {
+	o := client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name, TLS: c.ClientTLS(txn.MasterName), ExplainTLS: c.ExplainTLS}
+	if o.TLS != nil {
+		o.Name = ""
+	}
+	return client.Dial(ctx, addr, o)
 }
 
 // joined returns the errors an errors.Join holds, or err alone.

@@ -7,9 +7,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,7 +20,10 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/cmd/internal/cluster"
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/txn/client"
+	"github.com/kvtx/kvtx/wire"
 )
 
 // bins are the binaries built once by TestMain: kvmaster, kvnode, kvctl and lossyfs.
@@ -153,7 +159,7 @@ func (c *testCluster) client() *client.Client {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.ClientAddr(), client.Options{Timeout: 10 * time.Second})
+	cl, err := client.Dial(ctx, c.ClientAddr(), c.clientOptions(client.Options{Timeout: 10 * time.Second}))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -161,10 +167,54 @@ func (c *testCluster) client() *client.Client {
 	return cl
 }
 
+// clientOptions are o with the cluster's client certificate (nothing with an insecure
+// cluster).
+func (c *testCluster) clientOptions(o client.Options) client.Options {
+	o.TLS, o.ExplainTLS = c.ClientTLS(txn.MasterName), c.ExplainTLS
+	return o
+}
+
+// kvctlArgs are the flags that point kvctl at the cluster: its endpoint and certificates.
+func (c *testCluster) kvctlArgs() []string {
+	return append([]string{"--endpoint", c.ClientAddr()}, c.KvctlArgs()...)
+}
+
 // kvctl runs the CLI against the cluster and returns stdout, stderr and the exit status.
 func (c *testCluster) kvctl(args ...string) (string, string, int) {
 	c.t.Helper()
-	return runKvctl(c.t, append([]string{"--endpoint", c.ClientAddr()}, args...)...)
+	return runKvctl(c.t, append(c.kvctlArgs(), args...)...)
+}
+
+// rawConn opens a connection to the process named to, over TLS with the client certificate
+// (plain TCP with an insecure cluster), on which a test writes frames of its own.
+func (c *testCluster) rawConn(to string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	if cfg := c.ClientTLS(to); cfg != nil {
+		return tls.DialWithDialer(d, "tcp", c.Addr(to), cfg)
+	}
+	return d.Dial("tcp", c.Addr(to))
+}
+
+// dialAs opens a wire connection to the process named to with the certificate of the process
+// or client named as, introducing itself as as (role role) in the hello.
+func (c *testCluster) dialAs(ctx context.Context, as, role, to string, opts wire.DialOptions) (*wire.Conn, error) {
+	c.t.Helper()
+	opts.Role, opts.Name = role, as
+	if dir := c.CertsDir(); dir != "" {
+		opts.TLS = c.loader(as).ClientConfig(to)
+	}
+	return wire.Dial(ctx, c.Addr(to), opts)
+}
+
+// loader loads the certificate of the process or client named name from the cluster's
+// certificate directory.
+func (c *testCluster) loader(name string) *certs.Loader {
+	c.t.Helper()
+	l, err := certs.NewLoader(certs.FilesFor(c.CertsDir(), name), certs.LoaderOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckEvery: -1})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return l
 }
 
 func runKvctl(t *testing.T, args ...string) (string, string, int) {

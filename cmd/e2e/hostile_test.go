@@ -37,7 +37,7 @@ func TestAGetOfOneBigKeyListedManyTimesIsRefusedCheaply(t *testing.T) {
 			t.Fatalf("a get of 1,024 copies of a 1 MiB key through the master: %v, want reply too large", err)
 		}
 	}
-	conn, err := wire.Dial(ctx, c.Addr(node), wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: c.Config().ShardMap().ID()})
+	conn, err := c.dialAs(ctx, txn.MasterName, "master", node, wire.DialOptions{ClusterID: c.Config().ShardMap().ID()})
 	if err != nil {
 		t.Fatal(err)
 	}

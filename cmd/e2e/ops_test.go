@@ -22,10 +22,11 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
-// TestBadInputGetsClearErrors proves that malformed frames get an error frame and a closed
-// connection on the master's and a node's port, that an oversized key or value is refused
-// with a message naming the limit and writes nothing, and that other clients keep working
-// throughout.
+// TestBadInputGetsClearErrors proves that malformed frames, sent over TLS with a valid client
+// certificate so that they reach the frame decoder, get an error frame and a closed
+// connection on the master's and a node's port; that a peer without TLS gets an error frame
+// saying TLS is required; that an oversized key or value is refused with a message naming
+// the limit and writes nothing; and that other clients keep working throughout.
 func TestBadInputGetsClearErrors(t *testing.T) {
 	c := newCluster(t, 2)
 	cl := c.client()
@@ -51,7 +52,7 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 	}()
 
 	hello := func(version uint32) []byte {
-		body, err := wire.Marshal(&wire.Hello{Version: version, Role: "client", Name: "blaster"})
+		body, err := wire.Marshal(&wire.Hello{Version: version, Role: "client"}) // the certificate's name
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,10 +78,17 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"unknown message type", append(hello(wire.ProtocolVersion), append(header(1, 200, 2), 0xc0)...), wire.CodeUnknownMessage},
 		{"invalid msgpack body", append(hello(wire.ProtocolVersion), append(header(3, wire.MsgGet, 2), 0xc1, 0xc1, 0xc1)...), wire.CodeBadRequest},
 		{"a reply type sent as a request", append(hello(wire.ProtocolVersion), append(header(1, wire.MsgGetReply, 2), 0x80)...), 0},
+		{"a valid hello without TLS", hello(wire.ProtocolVersion), wire.CodeBadRequest},
 	}
 	for _, target := range []string{"master", "node1"} {
 		for _, tc := range cases {
-			conn, err := net.DialTimeout("tcp", c.Addr(target), 2*time.Second)
+			var conn net.Conn
+			var err error
+			if strings.Contains(tc.name, "without TLS") {
+				conn, err = net.DialTimeout("tcp", c.Addr(target), 2*time.Second)
+			} else {
+				conn, err = c.rawConn(target)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,6 +121,9 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 			}
 			if tc.code != 0 && gotErr.Code != tc.code {
 				t.Fatalf("%s on %s: code %s (%s), want %s", tc.name, target, gotErr.Code, gotErr.Message, tc.code)
+			}
+			if strings.Contains(tc.name, "without TLS") && !strings.Contains(gotErr.Message, "speaks only TLS") {
+				t.Fatalf("%s on %s: %q does not say that TLS is required", tc.name, target, gotErr.Message)
 			}
 			conn.Close()
 		}

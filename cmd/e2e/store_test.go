@@ -96,14 +96,14 @@ func TestKvctlPutReadsTheValueFromStandardInput(t *testing.T) {
 	c := newCluster(t, 2)
 	value := bytes.Repeat([]byte("0123456789abcdef"), 40<<10) // 640 KiB
 	value = append(value, '\n')
-	if out, errOut, code := runKvctlWithInput(t, bytes.NewReader(value), "--endpoint", c.ClientAddr(), "put", "big"); code != 0 || out != "OK\n" {
+	if out, errOut, code := runKvctlWithInput(t, bytes.NewReader(value), append(c.kvctlArgs(), "put", "big")...); code != 0 || out != "OK\n" {
 		t.Fatalf("put from standard input: code %d out %q err %q", code, out, errOut)
 	}
 	kv, err := c.client().Get(context.Background(), []byte("big"))
 	if err != nil || !bytes.Equal(kv.Value, value) {
 		t.Fatalf("get after a put from standard input: %d bytes, %v; want the %d bytes sent", len(kv.Value), err, len(value))
 	}
-	_, errOut, code := runKvctlWithInput(t, bytes.NewReader(make([]byte, 2<<20)), "--endpoint", c.ClientAddr(), "put", "huge")
+	_, errOut, code := runKvctlWithInput(t, bytes.NewReader(make([]byte, 2<<20)), append(c.kvctlArgs(), "put", "huge")...)
 	if code == 0 || !strings.Contains(errOut, "limit") {
 		t.Fatalf("put of 2 MiB from standard input: code %d err %q, want the value limit named", code, errOut)
 	}

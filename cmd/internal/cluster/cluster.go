@@ -15,6 +15,7 @@ import (
 
 	"github.com/kvtx/kvtx/cmd/lossyfs/lossy"
 	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/certs"
 	"github.com/kvtx/kvtx/wire"
 )
 
@@ -47,6 +48,10 @@ type Config struct {
 	// file of its own that names its peers at their proxies. Without it every process reads
 	// ConfigPath and the links are direct.
 	FaultProxies bool
+	// Insecure runs every process with --insecure: plaintext links, roles as the hellos claim
+	// them. By default the cluster makes a CA and a certificate per process and client in
+	// Dir/certs (the config's tls.dir) and every link is mutual TLS.
+	Insecure bool
 	// LossyDisks gives every process a lossy file system of its own (one machine each) that
 	// holds its data directory, so that PowerCut can cut its power. It needs root and
 	// /dev/fuse, and costs a FUSE mount per process; without it the data directories are plain
@@ -138,6 +143,8 @@ type Cluster struct {
 	proxies       map[string]*Proxy
 	// disks holds each process's lossy file system when Config.LossyDisks is set.
 	disks map[string]*lossy.Process
+	// client holds the client certificate (nil with Config.Insecure).
+	client *certs.Loader
 
 	mu struct {
 		sync.Mutex
@@ -192,7 +199,15 @@ func New(cfg Config) (*Cluster, error) {
 	for i, name := range names[1:] {
 		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
 	}
+	if !cfg.Insecure {
+		real.TLS.Dir = filepath.Join(cfg.Dir, "certs")
+	}
 	c.real = real.WithDefaults()
+	if !cfg.Insecure {
+		if err := c.makeCerts(); err != nil {
+			return fail(err)
+		}
+	}
 	if err := WriteConfig(c.configPath, c.real); err != nil {
 		return fail(err)
 	}
@@ -371,6 +386,9 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	args := []string{"--config", configPath, "--log-level", c.cfg.LogLevel}
+	if c.cfg.Insecure {
+		args = append(args, "--insecure")
+	}
 	var cmd *exec.Cmd
 	if name == txn.MasterName {
 		cmd = exec.Command(c.cfg.Binaries.Path("kvmaster"), args...)
@@ -436,7 +454,7 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 		default:
 		}
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		conn, err := wire.Dial(dctx, addr, wire.DialOptions{Role: "client", Name: "cluster"})
+		conn, err := wire.Dial(dctx, addr, c.DialOptions(p.name))
 		cancel()
 		if err == nil {
 			conn.Close()
