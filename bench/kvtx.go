@@ -73,7 +73,7 @@ func (t *kvtxTarget) conn(ctx context.Context, i int) (*client.Client, error) {
 // clientOptions are the options of every client of the target: over TLS the certificate
 // names the client, without it "kvctl-bench".
 func (t *kvtxTarget) clientOptions() client.Options {
-	o := client.Options{DialTimeout: t.tc.DialTimeout, TLS: t.tc.TLS, ExplainTLS: certs.Explain}
+	o := client.Options{DialTimeout: t.tc.DialTimeout, TLS: t.tc.TLS, ExplainTLS: certs.Refusal}
 	if t.tc.TLS == nil {
 		o.Name = "kvctl-bench"
 	}

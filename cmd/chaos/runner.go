@@ -427,7 +427,7 @@ func (r *runner) links(target string) []*cluster.Proxy {
 // the master itself for the runner's own checks. Over TLS (the proxies forward its bytes) the
 // client certificate names it; without, name does.
 func dial(ctx context.Context, c *cluster.Cluster, addr, name string) (*client.Client, error) {
-	o := client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name, TLS: c.ClientTLS(txn.MasterName), ExplainTLS: c.ExplainTLS}
+	o := client.Options{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Name: name, TLS: c.ClientTLS(txn.MasterName), ExplainTLS: c.TLSRefusal}
 	if o.TLS != nil {
 		o.Name = ""
 	}

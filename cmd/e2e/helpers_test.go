@@ -170,7 +170,7 @@ func (c *testCluster) client() *client.Client {
 // clientOptions are o with the cluster's client certificate (nothing with an insecure
 // cluster).
 func (c *testCluster) clientOptions(o client.Options) client.Options {
-	o.TLS, o.ExplainTLS = c.ClientTLS(txn.MasterName), c.ExplainTLS
+	o.TLS, o.ExplainTLS = c.ClientTLS(txn.MasterName), c.TLSRefusal
 	return o
 }
 

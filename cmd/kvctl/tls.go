@@ -83,7 +83,7 @@ func loadSecurity(c *cli.Context) (*security, error) {
 func (s *security) clientOptions(o client.Options) client.Options {
 	if s.certs != nil {
 		o.TLS = s.certs.ClientConfig(txn.MasterName)
-		o.ExplainTLS = s.certs.Explain
+		o.ExplainTLS = s.certs.Refusal
 	}
 	return o
 }

@@ -23,6 +23,21 @@ func Explain(err error) error { return explain(err, nil, time.Now()) }
 // refuses it).
 func (l *Loader) Explain(err error) error { return explain(err, l.state.Load(), time.Now()) }
 
+// Refusal returns err explained (Explain) if it is a certificate or TLS problem, an *Error,
+// and nil otherwise: what client.Options.ExplainTLS takes.
+func Refusal(err error) error { return refusal(Explain(err)) }
+
+// Refusal is the package's Refusal with what the Loader knows, as its Explain.
+func (l *Loader) Refusal(err error) error { return refusal(l.Explain(err)) }
+
+func refusal(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return nil
+}
+
 // Peer alerts, as crypto/tls prints them ("remote error: tls: bad certificate").
 const (
 	alertCertificateRequired = "tls: certificate required"

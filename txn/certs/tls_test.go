@@ -207,6 +207,9 @@ func TestExplainLeavesOtherErrorsAlone(t *testing.T) {
 	if Explain(nil) != nil {
 		t.Error("Explain(nil) is not nil")
 	}
+	if Refusal(nil) != nil || Refusal(context.DeadlineExceeded) != nil {
+		t.Error("Refusal of no certificate problem is not nil")
+	}
 	if err := Explain(context.DeadlineExceeded); err != context.DeadlineExceeded {
 		t.Errorf("a timeout became %v", err)
 	}
@@ -217,6 +220,10 @@ func TestExplainLeavesOtherErrorsAlone(t *testing.T) {
 	inner := x509.UnknownAuthorityError{}
 	if !errors.Is(Explain(inner), inner) {
 		t.Error("the explained error does not wrap the original")
+	}
+	var ce *Error
+	if Refusal(e) != e || !errors.As(Refusal(inner), &ce) || ce.Problem != ProblemUnknownCA {
+		t.Errorf("Refusal of certificate problems: %v, %v", Refusal(e), Refusal(inner))
 	}
 }
 

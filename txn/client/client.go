@@ -183,8 +183,10 @@ type Options struct {
 	// makes one: certs.NewLoader(certs.FilesFor(dir, "client"), ...).ClientConfig("master").
 	// Nil is plaintext, which a master started without --insecure refuses.
 	TLS *tls.Config
-	// ExplainTLS, if set, turns a failed handshake's error into one readable line (a
-	// certs.Loader's Explain); the client's error then carries that line.
+	// ExplainTLS, if set, returns the certificate problem a failed connection's error is, in
+	// one readable line, or nil if it is none (certs.Refusal, or a certs.Loader's Refusal).
+	// A connection refused for a certificate problem fails with CodePermissionDenied and that
+	// line, and errors.As finds the problem in the client's error.
 	ExplainTLS func(error) error
 }
 
@@ -239,7 +241,7 @@ func (c *Client) connect(ctx context.Context) (*wire.Conn, error) {
 			return nil, &Error{Code: werr.Code, Message: fmt.Sprintf("master at %s refused the connection: %s", c.addr, werr.Message)}
 		}
 		if c.opts.ExplainTLS != nil {
-			if e := c.opts.ExplainTLS(err); e != err {
+			if e := c.opts.ExplainTLS(err); e != nil {
 				return nil, &Error{Code: wire.CodePermissionDenied, Message: fmt.Sprintf("master at %s: %s", c.addr, e), cause: e}
 			}
 		}

@@ -46,12 +46,13 @@ func (c *Cluster) ClientTLS(to string) *tls.Config {
 	return c.client.ClientConfig(to)
 }
 
-// ExplainTLS turns a failed handshake's error into the one line of certs.
-func (c *Cluster) ExplainTLS(err error) error {
+// TLSRefusal returns the certificate problem err is, in the one line of certs, or nil if it
+// is none (client.Options.ExplainTLS).
+func (c *Cluster) TLSRefusal(err error) error {
 	if c.client == nil {
-		return err
+		return nil
 	}
-	return c.client.Explain(err)
+	return c.client.Refusal(err)
 }
 
 // DialOptions are the options of a client's wire connection to the process named to: over
