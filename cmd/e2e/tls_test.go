@@ -155,6 +155,15 @@ func TestAClientCertificateCannotSendNodeRequests(t *testing.T) {
 			t.Errorf("%s to %s with the client certificate: %v, want permission_denied", k.req.MsgType(), k.to, err)
 		}
 	}
+	// Nor can the client certificate claim the master's role to get them through.
+	opts := wire.DialOptions{Role: "master", Name: txn.MasterName, TLS: c.ClientTLS(node)}
+	if conn, err := wire.Dial(ctx, c.Addr(node), opts); err == nil {
+		err = conn.Call(ctx, &wire.ApplyRequest{TxnID: 1 << 40, TS: ts, Ops: ops}, nil)
+		conn.Close()
+		t.Errorf("the client certificate's hello claiming the master was let in (apply: %v)", err)
+	} else if we := (*wire.Error)(nil); !errors.As(err, &we) || we.Code != wire.CodePermissionDenied || !strings.Contains(we.Message, "hello claims master but the certificate is client's") {
+		t.Errorf("the client certificate claiming the master: %v, want permission_denied", err)
+	}
 	// Status is for anyone with a certificate.
 	conn, err := c.dialAs(ctx, certs.DefaultClient, "client", node, wire.DialOptions{})
 	if err != nil {
@@ -250,6 +259,10 @@ func TestCertificatesReloadOnSIGHUP(t *testing.T) {
 		t.Fatal("the new certificate has the old serial")
 	}
 	c.Hangup("node1")
+	waitFor(t, 10*time.Second, "node1 reloading on SIGHUP", func() (bool, string) {
+		log, _ := os.ReadFile(c.LastLog("node1"))
+		return strings.Contains(string(log), `msg="reloading certificates" process=node1 signal=hangup`), "no reload logged"
+	})
 	waitFor(t, 10*time.Second, "node1 serving its new certificate", func() (bool, string) {
 		got, err := c.servedSerial("node1")
 		if err != nil {
