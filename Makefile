@@ -14,10 +14,11 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/kvmaster ./cmd/kvnode ./cmd/kvctl ./cmd/lossyfs
 
-## run: start a local master and two nodes on the built-in defaults (data under ./data); Ctrl-C stops all three
+## run: start a local master and two nodes on the built-in defaults (data under ./data), over mutual TLS with development certificates made in ./data/certs on the first run; Ctrl-C stops all three
 run: build
 	@mkdir -p data
-	@echo "kvtx: master on 127.0.0.1:9000, nodes on :9001 and :9002, metrics on :9100-9102. Ctrl-C stops all three."
+	@if [ ! -e data/certs/ca.crt ]; then $(BIN)/kvctl cert init --certs-dir data/certs; fi
+	@echo "kvtx: master on 127.0.0.1:9000, nodes on :9001 and :9002, metrics on :9100-9102, TLS with data/certs. Ctrl-C stops all three."
 	@trap 'kill -INT $$n1 $$n2 $$m 2>/dev/null; wait' INT TERM; \
 	$(BIN)/kvnode node1 & n1=$$!; \
 	$(BIN)/kvnode node2 & n2=$$!; \

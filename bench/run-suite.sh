@@ -15,6 +15,8 @@
 #   BENCH_ARGS      more flags for kvctl bench (e.g. "--keys 100000 --value-size 1000")
 #   BENCH_ETCD      the etcd binary (default: etcd on $PATH)
 #   BENCH_PROTOCOL  the cluster's commit_protocol, classic or parallel (default: the built-in one)
+#   BENCH_INSECURE=1  run the cluster and kvctl with --insecure (plaintext) instead of mutual TLS
+#                   with certificates made for the run (kvctl cert init)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,9 +50,21 @@ master: {listen: "$(addr 0)", metrics: "$(addr 10)", data_dir: "$dir/master"}
 nodes:
   - {name: node1, listen: "$(addr 1)", metrics: "$(addr 11)", data_dir: "$dir/node1"}
   - {name: node2, listen: "$(addr 2)", metrics: "$(addr 12)", data_dir: "$dir/node2"}
+tls: {dir: "$dir/certs"}
 EOF
 if [ -n "${BENCH_PROTOCOL:-}" ]; then
   echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/cluster.yaml"
+fi
+
+# sec: how kvctl connects: --insecure, or the config, whose tls section names the certificates
+# made here for the run.
+if [ "${BENCH_INSECURE:-}" = 1 ]; then
+  sec=(--insecure)
+  security="insecure (plaintext)"
+else
+  "$BIN/kvctl" cert init --config "$dir/cluster.yaml" >/dev/null
+  sec=(--config "$dir/cluster.yaml")
+  security="mutual TLS"
 fi
 
 pprof() { # pprof N: the pprof flag of the process whose ports end in N, if BENCH_PPROF=1
@@ -63,12 +77,14 @@ start() { # start NAME ARGS...: run a kvtx process with its log in $out/logs
   pids+=($!)
   eval "pid_$name=$!"
 }
-start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" $(pprof 1) node1
-start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" $(pprof 2) node2
-start master "$BIN/kvmaster" --config "$dir/cluster.yaml" $(pprof 0)
+insecure=()
+if [ "${BENCH_INSECURE:-}" = 1 ]; then insecure=(--insecure); fi
+start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 1) node1
+start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 2) node2
+start master "$BIN/kvmaster" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 0)
 
 for i in $(seq 100); do
-  if "$BIN/kvctl" --endpoint "$(addr 0)" --timeout 1s status >/dev/null 2>&1; then break; fi
+  if "$BIN/kvctl" --endpoint "$(addr 0)" "${sec[@]}" --timeout 1s status >/dev/null 2>&1; then break; fi
   for p in "${pids[@]}"; do
     if ! kill -0 "$p" 2>/dev/null; then
       echo "run-suite: a kvtx process exited at start; logs:" >&2
@@ -83,7 +99,7 @@ for i in $(seq 100); do
   sleep 0.2
 done
 
-args=(--suite standard --endpoint "$(addr 0)" --duration "$duration" --warmup "$warmup"
+args=(--suite standard --endpoint "$(addr 0)" "${sec[@]}" --duration "$duration" --warmup "$warmup"
   --watch "master=$pid_master,node1=$pid_node1,node2=$pid_node2"
   --commit "$(git describe --always --dirty 2>/dev/null || echo unknown)" --out "$out")
 etcd=${BENCH_ETCD:-$(command -v etcd || true)}
@@ -95,6 +111,6 @@ else
   args+=(--targets kvtx,badger --note "$note")
 fi
 
-echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), commit protocol ${BENCH_PROTOCOL:-default}, results in $out"
+echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), commit protocol ${BENCH_PROTOCOL:-default}, $security, results in $out"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
 "$BIN/kvctl" bench "${args[@]}" ${BENCH_ARGS:-}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -165,6 +166,8 @@ type SoakProcess struct {
 type SoakCluster struct {
 	// Endpoint is the master's address, which clients dial.
 	Endpoint string
+	// TLS is the clients' mutual TLS (nil: plaintext, for a cluster run with --insecure).
+	TLS *tls.Config
 	// Processes are the master, then the nodes in shard order.
 	Processes []SoakProcess
 }

@@ -91,7 +91,7 @@ func (r *SoakRun) drive(ctx context.Context, cfg SoakConfig, cl *SoakCluster, be
 	for _, p := range cl.Processes {
 		r.Names = append(r.Names, p.Name)
 	}
-	tg, err := openKvtx(ctx, TargetConfig{Endpoint: cl.Endpoint})
+	tg, err := openKvtx(ctx, TargetConfig{Endpoint: cl.Endpoint, TLS: cl.TLS})
 	if err != nil {
 		return err
 	}

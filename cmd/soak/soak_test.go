@@ -63,7 +63,7 @@ func startCluster(t *testing.T, logDir string) bench.StartSoakCluster {
 			return nil, nil, err
 		}
 		cfg := c.Config()
-		cl := &bench.SoakCluster{Endpoint: c.ClientAddr()}
+		cl := &bench.SoakCluster{Endpoint: c.ClientAddr(), TLS: c.ClientTLS(txn.MasterName)}
 		for _, p := range append([]txn.Process{cfg.Master}, cfg.Nodes...) {
 			cl.Processes = append(cl.Processes, bench.SoakProcess{Name: p.Name, PID: c.PID(p.Name), DataDir: p.DataDir, MetricsAddr: c.MetricsAddr(p.Name)})
 		}
