@@ -15,7 +15,7 @@ func main() {
 	procflags.Main(&cli.App{
 		Name:      "kvmaster",
 		Usage:     "run the kvtx master (router, timestamp oracle, 2PC coordinator)",
-		UsageText: "kvmaster [--config FILE] [--listen ADDR] [--metrics-listen ADDR] [--data-dir DIR]",
+		UsageText: "kvmaster [--config FILE] [--listen ADDR] [--metrics-listen ADDR] [--data-dir DIR] [--insecure]",
 		Flags:     procflags.Flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

@@ -26,7 +26,7 @@ func main() {
 	procflags.Main(&cli.App{
 		Name:      "kvnode",
 		Usage:     "run one kvtx shard node",
-		UsageText: "kvnode [--config FILE] [--listen ADDR] [--metrics-listen ADDR] [--data-dir DIR] NAME",
+		UsageText: "kvnode [--config FILE] [--listen ADDR] [--metrics-listen ADDR] [--data-dir DIR] [--insecure] NAME",
 		Flags:     procflags.Flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
