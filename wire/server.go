@@ -84,7 +84,7 @@ type ServerConfig struct {
 	WriteTimeout time.Duration // 0 means 10s: bounds each batch of reply writes
 	HelloTimeout time.Duration // 0 means 5s: the TLS handshake and the hello must be done within this after accept
 	MaxConns     int           // 0 means 1024 authenticated connections (past the handshake and hello); extra ones get an error frame CodeUnavailable and are closed
-	MaxPending   int           // 0 means 128 accepted connections not yet past the handshake and hello; extra ones are closed at once
+	MaxPending   int           // 0 means 1024 accepted connections not yet past the handshake and hello; extra ones are closed at once
 	MaxInFlight  int           // 0 means 256 per connection, so per lane (Lane): the reader stops reading while this many handlers run
 	Logger       *slog.Logger  // nil means slog.Default()
 	Observer     Observer      // optional
@@ -148,7 +148,7 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 		cfg.MaxConns = 1024
 	}
 	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 128
+		cfg.MaxPending = 1024
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
