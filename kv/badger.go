@@ -13,6 +13,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 )
 
 // valueThreshold is the largest value Badger keeps inline in the LSM tree
@@ -24,15 +25,16 @@ const valueThreshold = 1 << 20
 // options shared by every kvtx store: SyncWrites=false (durability comes from
 // a GroupSyncer, see the package documentation), conflict detection off
 // (callers serialise writers with their own locks), values below 1 MiB kept
-// in the LSM tree, and a quiet logger that drops Badger's debug and info
-// chatter and forwards its warnings and errors to slog.Default(). managed
-// selects badger.OpenManaged, where every transaction's read and commit
-// timestamps are supplied by the caller.
+// in the LSM tree, memory bounded by DefaultMemoryBytes (memory.go), and a
+// quiet logger that drops Badger's debug and info chatter and forwards its
+// warnings and errors to slog.Default(). managed selects badger.OpenManaged,
+// where every transaction's read and commit timestamps are supplied by the
+// caller.
 //
-// Cost: opening replays the memtable WALs and maps roughly 100 MiB of
-// memtable arena; it takes tens of milliseconds on an empty directory.
+// Cost: opening replays the memtable WALs and allocates a 40 MiB memtable
+// arena; it takes tens of milliseconds on an empty directory.
 func OpenBadger(dir string, managed bool) (*badger.DB, error) {
-	return openBadger(dir, managed, 0, 0, quietLogger{})
+	return openBadger(dir, managed, badgerSizes{}, quietLogger{})
 }
 
 // OpenSyncedBadger is OpenBadger with a GroupSyncer for the DB (observe as for
@@ -40,7 +42,7 @@ func OpenBadger(dir string, managed bool) (*badger.DB, error) {
 // tables while and just after it opens, and the syncer syncs the directory as each file
 // appears. Close both with CloseSyncedBadger.
 func OpenSyncedBadger(dir string, managed bool, observe func(time.Duration)) (*badger.DB, *GroupSyncer, error) {
-	return openSynced(dir, managed, 0, 0, quietLogger{}, observe)
+	return openSynced(dir, managed, badgerSizes{}, quietLogger{}, observe)
 }
 
 // CloseSyncedBadger closes db, then syncs its directory (Badger flushes its memtables to new
@@ -54,7 +56,7 @@ func CloseSyncedBadger(db *badger.DB, g *GroupSyncer) error {
 	return err
 }
 
-func openSynced(dir string, managed bool, memTableSize, valueLogFileSize int64, log quietLogger, observe func(time.Duration)) (*badger.DB, *GroupSyncer, error) {
+func openSynced(dir string, managed bool, sizes badgerSizes, log quietLogger, observe func(time.Duration)) (*badger.DB, *GroupSyncer, error) {
 	if dir == "" {
 		return nil, nil, invalidf("open badger: empty directory")
 	}
@@ -62,7 +64,7 @@ func openSynced(dir string, managed bool, memTableSize, valueLogFileSize int64, 
 		return nil, nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
 	g := NewGroupSyncer(dir, observe)
-	db, err := openBadger(dir, managed, memTableSize, valueLogFileSize, log)
+	db, err := openBadger(dir, managed, sizes, log)
 	if err != nil {
 		g.Close()
 		return nil, nil, err
@@ -70,11 +72,15 @@ func openSynced(dir string, managed bool, memTableSize, valueLogFileSize int64, 
 	return db, g, nil
 }
 
-// openBadger is OpenBadger with the memtable and value-log file sizes set (0 keeps
-// Badger's defaults, 64 MiB and 1 GiB) and Badger's logger.
-func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64, log quietLogger) (*badger.DB, error) {
+// openBadger is OpenBadger with the memory budget, memtable and value-log file sizes of sizes,
+// and Badger's logger.
+func openBadger(dir string, managed bool, sizes badgerSizes, log quietLogger) (*badger.DB, error) {
 	if dir == "" {
 		return nil, invalidf("open badger: empty directory")
+	}
+	plan, err := sizes.plan()
+	if err != nil {
+		return nil, invalidf("open badger in %s: %v", dir, err)
 	}
 	if err := MakeDurableDir(dir); err != nil {
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
@@ -82,26 +88,18 @@ func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64, 
 	if err := removeEmptyLogs(dir); err != nil {
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
-	opts := badger.DefaultOptions(dir).
-		WithSyncWrites(false).
-		WithDetectConflicts(false).
-		WithValueThreshold(valueThreshold).
-		WithLogger(log)
-	if memTableSize > 0 {
-		opts = opts.WithMemTableSize(memTableSize)
+	open := func(mt int64, queued int) (*badger.DB, error) {
+		opts := badgerOptions(dir, mt, queued, sizes.valueLogFileSize, log)
+		if managed {
+			return badger.OpenManaged(opts)
+		}
+		return badger.Open(opts)
 	}
-	if valueLogFileSize > 0 {
-		opts = opts.WithValueLogFileSize(valueLogFileSize)
+	replay := func(mt int64) (*badger.DB, error) { return open(mt, 0) }
+	if err := fitMemtableLogs(dir, plan.memTableSize, replay); err != nil {
+		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
-	var (
-		db  *badger.DB
-		err error
-	)
-	if managed {
-		db, err = badger.OpenManaged(opts)
-	} else {
-		db, err = badger.Open(opts)
-	}
+	db, err := open(plan.memTableSize, plan.queued)
 	if err != nil {
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
@@ -110,6 +108,28 @@ func openBadger(dir string, managed bool, memTableSize, valueLogFileSize int64, 
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// badgerOptions are the options of the Badger database in dir, with memtables of mt bytes,
+// queued of them waiting for their flush, and Badger's logger (memory.go says why the rest is
+// as it is).
+func badgerOptions(dir string, mt int64, queued int, valueLogFileSize int64, log quietLogger) badger.Options {
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithValueThreshold(valueThreshold).
+		WithLogger(log).
+		WithMemTableSize(mt).
+		WithNumMemtables(queued).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithBlockSize(blockSize).
+		WithNumCompactors(numCompactors)
+	if valueLogFileSize > 0 {
+		opts = opts.WithValueLogFileSize(valueLogFileSize)
+	}
+	return opts
 }
 
 // Badger creates a memtable WAL (*.mem) or value-log file (*.vlog) by creating the file,

@@ -88,9 +88,14 @@ type Options struct {
 	// persisted maxTS high-water mark is set, so that one durable write
 	// covers that many timestamps; 0 means 1,000,000.
 	MaxTSBatch uint64
-	// MemTableSize is the size of each Badger memtable; 0 means Badger's 64 MiB. It must
-	// be at least 7 MiB, since Badger caps a write batch at 15% of it and a value of 1 MiB
-	// must fit. Smaller memtables rotate and flush more often.
+	// MemoryBytes is the memory budget of the store's Badger database: its memtables are sized
+	// from it, and the rest of what Badger holds is bounded with them (memory.go says how);
+	// 0 means DefaultMemoryBytes (128 MiB). Open refuses a budget below Badger's minimum
+	// (about 42 MiB); MinMemoryBytes is the budget that transaction limits need.
+	MemoryBytes int64
+	// MemTableSize, if set, overrides the memtable size MemoryBytes gives (tests set small
+	// ones, to rotate and flush often). It must be at least 7 MiB, since Badger caps a write
+	// batch at 15% of it and a value of 1 MiB must fit.
 	MemTableSize int64
 	// ValueLogFileSize is the size at which Badger starts a new value-log file (values of
 	// 1 MiB or more live there); 0 means Badger's 1 GiB.
@@ -224,7 +229,7 @@ func Open(opts Options) (*Store, error) {
 	s.mu.finished = newRecentSet(finishedMemory)
 	s.mu.reading = map[uint64]int{}
 
-	db, syncer, err := openSynced(opts.Dir, true, opts.MemTableSize, opts.ValueLogFileSize, quietLogger{discarded: &s.discarded}, opts.OnSync)
+	db, syncer, err := openSynced(opts.Dir, true, badgerSizes{memoryBytes: opts.MemoryBytes, memTableSize: opts.MemTableSize, valueLogFileSize: opts.ValueLogFileSize}, quietLogger{discarded: &s.discarded}, opts.OnSync)
 	if err != nil {
 		return nil, err
 	}
