@@ -107,6 +107,7 @@ func openBadger(dir string, managed bool, sizes badgerSizes, log quietLogger) (*
 		_ = db.Close() // the sync error is the one worth reporting
 		return nil, fmt.Errorf("kv: open badger in %s: %w", dir, err)
 	}
+	go drainBuilderPool(db)
 	return db, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // Every budget from Badger's minimum up is spent within itself, and a bigger budget never gets
@@ -186,5 +187,26 @@ func TestSmallerMemtablesReplayTheLogsOfBiggerOnes(t *testing.T) {
 				t.Fatalf("memtable record %q, %v: want 8 MiB", data, err)
 			}
 		})
+	}
+}
+
+// The store reaches Badger's table-builder pool (a Badger upgrade that moves it fails here),
+// and draining it releases what it holds.
+func TestBuilderPoolIsReachableAndDrained(t *testing.T) {
+	s := openTest(t, testOpts(t, t.TempDir()))
+	pool := builderPool(s.db)
+	if pool == nil {
+		t.Fatal("Badger's table-builder pool is out of reach")
+	}
+	const tag = "kv-test-pooled"
+	for range 3 {
+		pool.Return(z.NewAllocator(4<<20, tag))
+	}
+	if !strings.Contains(z.Allocators(), "Tag: "+tag) {
+		t.Fatalf("the pooled allocators are not live: %s", z.Allocators())
+	}
+	drainPool(pool)
+	if strings.Contains(z.Allocators(), "Tag: "+tag) {
+		t.Fatalf("the pool still holds its allocators after a drain: %s", z.Allocators())
 	}
 }
