@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/kvtx/kvtx/kv"
 )
 
 // Process describes one process of the cluster: where it listens for the kvtx protocol, where it
@@ -75,7 +78,7 @@ type Config struct {
 	CommitProtocol string `yaml:"commit_protocol"`
 	// GC is the MVCC garbage collection of old versions.
 	GC GC `yaml:"gc"`
-	// Storage bounds what each node keeps on disk.
+	// Storage bounds what each node keeps on disk and in memory.
 	Storage StorageConfig `yaml:"storage"`
 	// TLS says where the processes find the certificates of the cluster's mutual TLS.
 	TLS TLSConfig `yaml:"tls"`
@@ -101,13 +104,20 @@ type TLSConfig struct {
 	Key string `yaml:"key,omitempty"`
 }
 
-// StorageConfig bounds what each node keeps on disk. (Its name keeps clear of Storage, what a
-// participant needs of its shard.)
+// StorageConfig bounds what each node keeps on disk and in memory. (Its name keeps clear of
+// Storage, what a participant needs of its shard.)
 type StorageConfig struct {
 	// QuotaBytes is the most bytes a node's shard may take on disk, counted as du counts its
 	// files: at it, the node refuses new writes with "space exceeded" until the GC frees space
 	// (default 8 GiB, etcd's suggested maximum; at least 1 MiB; negative: no quota).
 	QuotaBytes int64 `yaml:"quota_bytes"`
+	// MemoryBytes is the memory budget of each node's storage engine (default 128 MiB, which
+	// keeps a node's anonymous memory under 200 MiB): Badger's memtables are sized from it and
+	// what else Badger holds is bounded with them (it keeps no block or index cache: reads come
+	// from the page cache), and a node runs with a Go soft memory limit of this plus 32 MiB
+	// (txn/README.md, Memory). It must hold the largest transaction the limits allow: 117 MiB
+	// at the default limits, more for larger max_txn_bytes (kv.MinMemoryBytes).
+	MemoryBytes int64 `yaml:"memory_bytes"`
 }
 
 // Quota returns the quota in bytes, 0 for none.
@@ -163,6 +173,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Storage.QuotaBytes == 0 {
 		c.Storage.QuotaBytes = 8 << 30
+	}
+	if c.Storage.MemoryBytes == 0 {
+		c.Storage.MemoryBytes = kv.DefaultMemoryBytes
 	}
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)
@@ -248,6 +261,12 @@ func (c Config) Validate() error {
 	}
 	if l.MaxFrameBytes < l.MaxTxnBytes+64<<10 {
 		add("limits.max_frame_bytes (%d) must exceed max_txn_bytes (%d) by at least 64 KiB", l.MaxFrameBytes, l.MaxTxnBytes)
+	}
+	switch min := kv.MinMemoryBytes(l.MaxTxnBytes, l.MaxTxnOps, l.MaxKeyBytes); {
+	case min == math.MaxInt64:
+		add("limits.max_txn_bytes (%d): a transaction this large cannot fit in one memtable", l.MaxTxnBytes)
+	case c.Storage.MemoryBytes < min:
+		add("storage.memory_bytes (%d) must be at least %d (%d MiB) for the limits: their largest transaction must fit in one memtable", c.Storage.MemoryBytes, min, (min+1<<20-1)>>20)
 	}
 	if !c.GC.Off && c.GC.Retention < time.Second {
 		add("gc.retention (%v) must be at least 1s", c.GC.Retention)

@@ -14,9 +14,11 @@ import (
 )
 
 // nodeGCPercent is the node's GOGC unless the environment sets one. Badger's memtable arenas
-// (one or two per node) count as live heap, so at the default of 100 the garbage collector lets
-// as much garbage again pile up before it runs; at 50 a node holds much less memory, for a few
-// more collections under load.
+// count as live heap, so at the default of 100 the garbage collector lets as much garbage again
+// pile up before it runs; at 50 a node holds much less memory, for a few more collections under
+// load. The node also runs with a soft memory limit derived from its storage budget
+// (server.NodeMemoryLimit) unless GOMEMLIMIT sets one: GOGC paces the collector while the heap
+// is small, the limit caps it when Badger's large allocations come and go.
 const nodeGCPercent = 50
 
 func main() {
@@ -36,6 +38,9 @@ func main() {
 			cfg, log, err := procflags.Load(c)
 			if err != nil {
 				return err
+			}
+			if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+				debug.SetMemoryLimit(server.NodeMemoryLimit(cfg))
 			}
 			for i := range cfg.Nodes {
 				if cfg.Nodes[i].Name == name {

@@ -400,6 +400,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		MaxReadBytes: cfg.Limits.MaxFrameBytes - 64<<10, // a reply must fit in a frame
 		OnSync:       metrics.observeFsync,
 		QuotaBytes:   cfg.Storage.Quota(), ReclaimEvery: cfg.GC.Retention,
+		MemoryBytes: cfg.Storage.MemoryBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: open shard: %w", err)
@@ -443,7 +444,8 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		part.Run(bgCtx)
 	}()
 	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
-		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil)
+		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil,
+		"memory_bytes", cfg.Storage.MemoryBytes)
 	return n, nil
 }
 
@@ -454,6 +456,20 @@ func indexOf(names []string, name string) int {
 		}
 	}
 	return -1
+}
+
+// nodeHeadroomBytes is what a node's Go soft memory limit allows beyond its storage budget: the
+// requests in flight, the lock table and the transaction bookkeeping, the metrics, the runtime.
+const nodeHeadroomBytes = 32 << 20
+
+// NodeMemoryLimit is the Go soft memory limit (debug.SetMemoryLimit) for a node process of cfg:
+// its storage budget plus 32 MiB. Badger frees its memory in large pieces (a flushed memtable, a
+// built table) that the garbage collector, paced by GOGC alone, collects only once the heap has
+// grown by a fraction of what is live, and that are returned to the system later still; near
+// the limit the runtime collects and returns them at once. It is soft: a node that needs more
+// gets more, at the cost of collecting more often.
+func NodeMemoryLimit(cfg txn.Config) int64 {
+	return cfg.WithDefaults().Storage.MemoryBytes + nodeHeadroomBytes
 }
 
 // gcRetention is the coordinator's GC retention for cfg: zero when GC is off.
