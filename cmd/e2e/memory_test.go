@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvtx/kvtx/txn"
+	"github.com/kvtx/kvtx/txn/client"
+)
+
+// memoryTestEnv enables TestNodeMemoryStaysUnderItsBudgetPlus72MiB, which is not part of make
+// test: it writes about 1.5 GiB through a cluster, for a minute or two.
+const memoryTestEnv = "KVTX_MEMORY_TEST"
+
+// memoryHeadroom is what a node may hold beyond its storage budget in that test: 72 MiB, so
+// that at the default budget the bound is the 200 MiB that issue #11 asks for.
+const memoryHeadroom = 72 << 20
+
+// Under puts and cross-shard transactions of values up to 64 KiB, from 16 and 64 clients, a
+// node's anonymous memory (RssAnon) stays under its storage budget plus memoryHeadroom, at the
+// default budget: Badger's memtables, table builders and caches do not grow with the value
+// size or the data written. (Values near 1 MiB can take a node past it at times:
+// txn/README.md, Memory.)
+func TestNodeMemoryStaysUnderItsBudgetPlus72MiB(t *testing.T) {
+	if os.Getenv(memoryTestEnv) == "" {
+		t.Skipf("set %s=1 to run (minutes)", memoryTestEnv)
+	}
+	bound := txn.DefaultConfig().Storage.MemoryBytes + memoryHeadroom
+	c := newCluster(t, 2)
+	cl := c.client()
+	nodes := []string{"node1", "node2"}
+	var peak [2]atomic.Int64
+	stop := make(chan struct{})
+	var sampling sync.WaitGroup
+	sampling.Add(1)
+	go func() { // every 100ms, each node's RssAnon
+		defer sampling.Done()
+		for {
+			for i, n := range nodes {
+				if kib, err := rssAnonKiB(c.Pid(n)); err == nil && kib<<10 > peak[i].Load() {
+					peak[i].Store(kib << 10)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	for _, phase := range []struct {
+		txn              bool
+		valueSize, ops   int
+		clients, keySets int
+	}{
+		{false, 2000, 40000, 16, 100},
+		{false, 64 << 10, 8000, 16, 100},
+		{false, 64 << 10, 8000, 64, 100},
+		{true, 64 << 10, 4000, 64, 100},
+	} {
+		name := fmt.Sprintf("put %d B, %d clients", phase.valueSize, phase.clients)
+		if phase.txn {
+			name = fmt.Sprintf("2-key txn %d B, %d clients", phase.valueSize, phase.clients)
+		}
+		for i := range peak {
+			peak[i].Store(0)
+		}
+		writeLoad(t, cl, name, phase.txn, phase.valueSize, phase.ops, phase.clients, phase.keySets)
+		for i, n := range nodes {
+			got := peak[i].Load()
+			t.Logf("%s: %s peak RssAnon %d MiB", name, n, got>>20)
+			if got >= bound {
+				t.Errorf("%s: %s reached %d MiB of anonymous memory, over %d MiB", name, n, got>>20, bound>>20)
+			}
+		}
+	}
+	close(stop)
+	sampling.Wait()
+}
+
+// writeLoad makes ops successful writes of valueSize-byte values over keys keys from clients
+// goroutines: puts, or transactions of two keys on both shards. Conflicts are retried.
+func writeLoad(t *testing.T, cl *client.Client, name string, isTxn bool, valueSize, ops, clients, keys int) {
+	t.Helper()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	value := bytes.Repeat([]byte{'v'}, valueSize)
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; done.Load() < int64(ops); i += clients {
+				k := []byte(fmt.Sprintf("mem/%d", i%keys))
+				var err error
+				if isTxn {
+					_, err = cl.Txn(context.Background(), nil, client.Put(k, value), client.Put([]byte(fmt.Sprintf("mem/%d/b", i%keys)), value))
+				} else {
+					_, err = cl.Put(context.Background(), k, value)
+				}
+				var ce *client.Error
+				switch {
+				case err == nil:
+					done.Add(1)
+				case errors.As(err, &ce) && ce.Retryable():
+				default:
+					errs <- fmt.Errorf("%s: %w", name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// rssAnonKiB returns the RssAnon of a process, in KiB.
+func rssAnonKiB(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no RssAnon in /proc/%d/status", pid)
+}
