@@ -112,11 +112,12 @@ type StorageConfig struct {
 	// (default 8 GiB, etcd's suggested maximum; at least 1 MiB; negative: no quota).
 	QuotaBytes int64 `yaml:"quota_bytes"`
 	// MemoryBytes is the memory budget of each node's storage engine (default 128 MiB, which
-	// keeps a node's anonymous memory under 200 MiB): Badger's memtables are sized from it and
-	// what else Badger holds is bounded with them (it keeps no block or index cache: reads come
-	// from the page cache), and a node runs with a Go soft memory limit of this plus 32 MiB
-	// (txn/README.md, Memory). It must hold the largest transaction the limits allow: 117 MiB
-	// at the default limits, more for larger max_txn_bytes (kv.MinMemoryBytes).
+	// keeps a node's anonymous memory under 200 MiB under writes of values up to 64 KiB):
+	// Badger's memtables are sized from it and what else Badger holds is bounded with them (it
+	// keeps no block or index cache: reads come from the page cache), and a node runs with a Go
+	// soft memory limit of this plus 32 MiB (txn/README.md, Memory). It must hold the largest
+	// transaction the limits allow: 117 MiB at the default limits, more for larger
+	// max_txn_bytes (kv.MinMemoryBytes).
 	MemoryBytes int64 `yaml:"memory_bytes"`
 }
 
