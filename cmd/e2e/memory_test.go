@@ -19,7 +19,7 @@ import (
 )
 
 // memoryTestEnv enables TestNodeMemoryStaysUnderItsBudgetPlus72MiB, which is not part of make
-// test: it writes about 1.5 GiB through a cluster, for a minute or two.
+// test: it writes about 1.5 GiB through a cluster, for about a minute.
 const memoryTestEnv = "KVTX_MEMORY_TEST"
 
 // memoryHeadroom is what a node may hold beyond its storage budget in that test: 72 MiB, so
