@@ -265,8 +265,10 @@ func TestUnauthenticatedConnectionsTakeNoSlot(t *testing.T) {
 		t.Errorf("third connection: %v, want unavailable: too many connections", err)
 	}
 
-	// Two more silent sockets fill MaxPending (6 + 2 = 8); the ninth is closed unread.
-	for range 2 {
+	// On a server of its own (nothing else connecting or lingering meanwhile), 8 silent sockets
+	// fill MaxPending; the ninth is closed unread.
+	addr = c.nodeServer(wire.ServerConfig{MaxConns: 2, MaxPending: 8, HelloTimeout: time.Minute})
+	for range 8 {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
