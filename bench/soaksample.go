@@ -48,7 +48,7 @@ func sampleProcess(p SoakProcess) ProcSample {
 	if s.Disk, s.TxnLog, s.Tables, s.Memtables, err = diskUsage(p.DataDir); err != nil {
 		errs = append(errs, err)
 	}
-	if s.RSS, s.Anon, err = residentMemory(p.PID); err != nil {
+	if s.RSS, s.Anon, err = ResidentMemory(p.PID); err != nil {
 		errs = append(errs, err)
 	}
 	if v, err := scrapeGauges(p.MetricsAddr, "go_goroutines", "go_memstats_heap_inuse_bytes"); err != nil {
@@ -105,8 +105,8 @@ func diskUsage(dir string) (bytes, txnLog int64, tables, memtables int, err erro
 	return bytes, txnLog, tables, memtables, nil
 }
 
-// residentMemory returns VmRSS and RssAnon of process pid, in bytes (Linux only).
-func residentMemory(pid int) (rss, anon int64, err error) {
+// ResidentMemory returns VmRSS and RssAnon of process pid, in bytes (Linux only).
+func ResidentMemory(pid int) (rss, anon int64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench: memory of process %d: %w", pid, err)

@@ -1,19 +1,17 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kvtx/kvtx/bench"
 	"github.com/kvtx/kvtx/txn"
 	"github.com/kvtx/kvtx/txn/client"
 )
@@ -47,8 +45,8 @@ func TestNodeMemoryStaysUnderItsBudgetPlus72MiB(t *testing.T) {
 		defer sampling.Done()
 		for {
 			for i, n := range nodes {
-				if kib, err := rssAnonKiB(c.Pid(n)); err == nil && kib<<10 > peak[i].Load() {
-					peak[i].Store(kib << 10)
+				if _, anon, err := bench.ResidentMemory(c.PID(n)); err == nil && anon > peak[i].Load() {
+					peak[i].Store(anon)
 				}
 			}
 			select {
@@ -125,20 +123,4 @@ func writeLoad(t *testing.T, cl *client.Client, name string, isTxn bool, valueSi
 	for err := range errs {
 		t.Fatal(err)
 	}
-}
-
-// rssAnonKiB returns the RssAnon of a process, in KiB.
-func rssAnonKiB(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no RssAnon in /proc/%d/status", pid)
 }

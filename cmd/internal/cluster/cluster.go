@@ -483,15 +483,6 @@ func (c *Cluster) latest(name string) *process {
 	return c.mu.procs[name]
 }
 
-// Pid returns the process id of the process's latest run, 0 if it never started.
-func (c *Cluster) Pid(name string) int {
-	p := c.latest(name)
-	if p == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
 // Running reports whether the process's latest run is alive.
 func (c *Cluster) Running(name string) bool {
 	p := c.latest(name)
