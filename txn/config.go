@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/kv"
+	"github.com/kvtx/kvtx/wire"
 )
 
 // Process describes one process of the cluster: where it listens for the kvtx protocol, where it
@@ -39,6 +40,11 @@ type Limits struct {
 	MaxTxnBytes int `yaml:"max_txn_bytes"`
 	// MaxFrameBytes is the largest protocol frame (default 8 MiB).
 	MaxFrameBytes int `yaml:"max_frame_bytes"`
+	// MaxInFlightBytes bounds, per process, the request bytes read and not yet answered
+	// (default 32 MiB, at least max_frame_bytes). Past it a client's request waits up to a
+	// second to be read, then is refused as busy (wire.CodeBusy), which the client retries;
+	// a request from a process of the cluster waits. It bounds the memory requests hold.
+	MaxInFlightBytes int64 `yaml:"max_inflight_bytes"`
 }
 
 // Timeouts are the protocol's clocks. A zero field means the default given in its comment.
@@ -165,6 +171,9 @@ func (c Config) WithDefaults() Config {
 	setInt(&l.MaxTxnOps, 1024)
 	setInt(&l.MaxTxnBytes, 4<<20)
 	setInt(&l.MaxFrameBytes, 8<<20)
+	if l.MaxInFlightBytes == 0 {
+		l.MaxInFlightBytes = wire.DefaultMaxBytesInFlight
+	}
 	if c.CommitProtocol == "" {
 		c.CommitProtocol = ProtocolParallel
 	}
@@ -262,6 +271,9 @@ func (c Config) Validate() error {
 	}
 	if l.MaxFrameBytes < l.MaxTxnBytes+64<<10 {
 		add("limits.max_frame_bytes (%d) must exceed max_txn_bytes (%d) by at least 64 KiB", l.MaxFrameBytes, l.MaxTxnBytes)
+	}
+	if l.MaxInFlightBytes < int64(l.MaxFrameBytes) {
+		add("limits.max_inflight_bytes (%d) must be at least max_frame_bytes (%d)", l.MaxInFlightBytes, l.MaxFrameBytes)
 	}
 	switch min := kv.MinMemoryBytes(l.MaxTxnBytes, l.MaxTxnOps, l.MaxKeyBytes); {
 	case min == math.MaxInt64:

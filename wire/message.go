@@ -201,6 +201,7 @@ const (
 	CodeCompacted        Code = 17 // a read below the GC safe point: the versions it needs may be gone
 	CodeSpaceExceeded    Code = 18 // a node is over its disk quota: nothing was written; retry once space is freed
 	CodePermissionDenied Code = 19 // the sender's role may not send this request here; nothing was done
+	CodeBusy             Code = 20 // the server had too much in flight to read the request: nothing was done; retry shortly
 )
 
 var codeNames = [...]string{
@@ -224,6 +225,7 @@ var codeNames = [...]string{
 	CodeCompacted:        "compacted",
 	CodeSpaceExceeded:    "space_exceeded",
 	CodePermissionDenied: "permission_denied",
+	CodeBusy:             "busy",
 }
 
 // String returns the snake_case name of c ("bad_request", ...), or "code(N)"

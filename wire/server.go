@@ -86,8 +86,11 @@ type ServerConfig struct {
 	MaxConns     int           // 0 means 1024 authenticated connections (past the handshake and hello); extra ones get an error frame CodeUnavailable and are closed
 	MaxPending   int           // 0 means 1024 accepted connections not yet past the handshake and hello; extra ones are closed at once
 	MaxInFlight  int           // 0 means 256 per connection, so per lane (Lane): the reader stops reading while this many handlers run
-	Logger       *slog.Logger  // nil means slog.Default()
-	Observer     Observer      // optional
+	// MaxConnsPerHost bounds the authenticated connections from one IP address, of peers
+	// that are not Trusted; 0 means 256. Extra ones are refused like those past MaxConns.
+	MaxConnsPerHost int
+	Logger          *slog.Logger // nil means slog.Default()
+	Observer        Observer     // optional
 
 	// TLS, if set, makes every connection TLS: the handshake comes first, then the hello. It
 	// should require and verify a client certificate (a certs.Loader's ServerConfig). A
@@ -99,6 +102,21 @@ type ServerConfig struct {
 	// is refused with CodePermissionDenied; Request.Peer then carries them. It is the only
 	// source of a TLS peer's identity: nil leaves the hello's claims unchecked.
 	Identify func(tls.ConnectionState) (name, role string, err error)
+
+	// MaxBytesInFlight bounds, server-wide, the bytes of the request bodies read and not yet
+	// answered (0 means 32 MiB), and MaxRequestsInFlight their number (0 means 4096). A
+	// request that does not fit waits, its connection unread meanwhile, for BusyWait (0 means
+	// 1s), and is then refused with CodeBusy, its body discarded without being kept. The
+	// requests of a Trusted peer wait as long as it takes, and protocol-lane requests never
+	// wait (admission).
+	MaxBytesInFlight    int64
+	MaxRequestsInFlight int
+	BusyWait            time.Duration
+	// Trusted, if set, says which authenticated peers are processes of the cluster: their
+	// connections count toward neither MaxConns nor MaxConnsPerHost (they are few, and must
+	// get in whatever clients hold), and their requests wait for room instead of being
+	// refused as busy, since they come from work the cluster already admitted.
+	Trusted func(peer Hello) bool
 }
 
 // lingerTimeout bounds how long a connection closed after an error frame
@@ -121,11 +139,20 @@ type Server struct {
 	addr      net.Addr
 	conns     map[*serverConn]struct{} // every connection served, authenticated or not
 	pending   int                      // connections of conns not yet past the handshake and hello
-	authed    int                      // connections of conns past them, which MaxConns bounds
+	authed    int                      // connections of conns past them, not Trusted: what MaxConns bounds
+	hosts     map[string]int           // those per IP address, which MaxConnsPerHost bounds
 	shutdown  bool
 	wg        sync.WaitGroup // connection and refusal goroutines
 	workers   *WorkerPool    // runs request handlers
+	admission *admission     // MaxBytesInFlight and MaxRequestsInFlight
 }
+
+// DefaultMaxBytesInFlight is a server's ServerConfig.MaxBytesInFlight when the config leaves it
+// zero: 32 MiB.
+const DefaultMaxBytesInFlight = 32 << 20
+
+// InFlight returns what the server's requests hold now, for metrics.
+func (s *Server) InFlight() InFlight { return s.admission.snapshot() }
 
 // NewServer returns a server dispatching requests to h.
 func NewServer(h Handler, cfg ServerConfig) *Server {
@@ -153,6 +180,18 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
 	}
+	if cfg.MaxConnsPerHost <= 0 {
+		cfg.MaxConnsPerHost = 256
+	}
+	if cfg.MaxBytesInFlight <= 0 {
+		cfg.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
+	if cfg.MaxRequestsInFlight <= 0 {
+		cfg.MaxRequestsInFlight = 4096
+	}
+	if cfg.BusyWait <= 0 {
+		cfg.BusyWait = time.Second
+	}
 	s := &Server{
 		h:         h,
 		workers:   NewWorkerPool(30 * time.Second),
@@ -161,6 +200,8 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 		obs:       cfg.Observer,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
+		hosts:     make(map[string]int),
+		admission: newAdmission(cfg.MaxBytesInFlight, cfg.MaxRequestsInFlight),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -272,16 +313,27 @@ func (s *Server) admit(nc net.Conn) {
 	go sc.serve()
 }
 
-// promote counts sc, now authenticated, toward MaxConns, or returns the error to refuse it
-// with if the server is full. A ServeConn connection is never refused.
+// promote counts sc, now authenticated, toward MaxConns and MaxConnsPerHost unless its peer
+// is Trusted, or returns the error to refuse it with if the server or its host is full. A
+// ServeConn connection is never refused.
 func (s *Server) promote(sc *serverConn) *Error {
+	trusted := s.cfg.Trusted != nil && s.cfg.Trusted(sc.peer)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.authed >= s.cfg.MaxConns && !sc.unlimited {
+	switch {
+	case trusted:
+		sc.trusted = true
+	case sc.unlimited:
+	case s.authed >= s.cfg.MaxConns:
 		return Errorf(CodeUnavailable, "too many connections (limit %d)", s.cfg.MaxConns)
+	case s.hosts[sc.host] >= s.cfg.MaxConnsPerHost:
+		return Errorf(CodeUnavailable, "too many connections from %s (limit %d per host)", sc.host, s.cfg.MaxConnsPerHost)
 	}
 	s.pending--
-	s.authed++
+	if !sc.trusted {
+		s.authed++
+		s.hosts[sc.host]++
+	}
 	sc.authed = true
 	return nil
 }
@@ -310,9 +362,14 @@ func (s *Server) ServeConn(nc net.Conn) {
 func (s *Server) removeConn(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
-	if sc.authed {
+	switch {
+	case sc.authed && !sc.trusted:
 		s.authed--
-	} else {
+		if s.hosts[sc.host]--; s.hosts[sc.host] <= 0 {
+			delete(s.hosts, sc.host)
+		}
+	case sc.authed:
+	default:
 		s.pending--
 	}
 	s.mu.Unlock()
@@ -369,4 +426,17 @@ func lingerClose(nc net.Conn) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 4<<20))
 	}
 	_ = nc.Close()
+}
+
+// hostOf returns the IP address of a connection's remote end, or the whole address if it has
+// no port (a pipe).
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }

@@ -35,9 +35,10 @@ type serverConn struct {
 	handlers   sync.WaitGroup
 	writerDone chan struct{}
 
-	// authed and unlimited are guarded by s.mu: authed once promote counted the connection
-	// toward MaxConns; unlimited for ServeConn's, never refused.
-	authed, unlimited bool
+	// authed, trusted and unlimited are guarded by s.mu: authed once promote let the
+	// connection in, trusted if its peer is Trusted; unlimited for ServeConn's, never refused.
+	authed, trusted, unlimited bool
+	host                       string // the peer's IP address, for MaxConnsPerHost
 
 	mu       sync.Mutex
 	active   int  // running handlers
@@ -58,6 +59,7 @@ func newServerConn(s *Server, raw net.Conn) *serverConn {
 		raw:        raw,
 		tls:        tc,
 		remote:     raw.RemoteAddr().String(),
+		host:       hostOf(raw.RemoteAddr()),
 		br:         bufio.NewReaderSize(nc, connBufSize),
 		dec:        new(decoder),
 		out:        make(chan outMsg, s.cfg.MaxInFlight+4),
@@ -363,38 +365,111 @@ func (sc *serverConn) readLoop() closeInfo {
 		if err := sc.waitFrame(cfg.IdleTimeout, true); err != nil {
 			return sc.waitFailure(err, false)
 		}
-		t, id, body, ci := sc.readFrame()
-		if ci != nil {
+		if ci := sc.nextRequest(); ci != nil {
 			return *ci
 		}
-		start := time.Now()
-		switch {
-		case !t.Valid():
-			return bad(CodeUnknownMessage, t, id, start, "unknown message type %d", uint8(t))
-		case t == MsgHello:
-			return bad(CodeBadRequest, t, id, start, "unexpected hello after handshake")
-		case !t.IsRequest():
-			return bad(CodeBadRequest, t, id, start, "%s is not a request", t)
-		case sc.peer.Lane == LaneProtocol && t.Lane() != LaneProtocol:
-			return bad(CodeBadRequest, t, id, start, "%s is not served on a protocol-lane connection", t)
-		}
-		msg := NewMessage(t)
-		if err := decodeWith(sc.dec, body, msg); err != nil {
-			we := err.(*Error)
-			return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
-		}
-		select {
-		case sc.sem <- struct{}{}:
-		case <-sc.ctx.Done():
-			return closeInfo{reason: "server closed"}
-		}
-		sc.mu.Lock()
-		sc.active++
-		sc.mu.Unlock()
-		sc.handlers.Add(1)
-		req := &Request{Type: t, ID: id, Peer: sc.peer, msg: msg}
-		sc.s.workers.Go(func() { sc.handle(req, start) })
 	}
+}
+
+// nextRequest reads the request whose first byte waitFrame saw, once admission lets it in,
+// and starts its handler; a request refused as busy is answered at once. It returns the
+// closeInfo if the connection must close.
+func (sc *serverConn) nextRequest() *closeInfo {
+	t, id, body, size, ci := sc.readRequest()
+	if ci != nil || body == nil {
+		return ci // closing, or refused as busy
+	}
+	start := time.Now()
+	started := false
+	defer func() {
+		if !started {
+			sc.s.admission.release(size)
+		}
+	}()
+	switch {
+	case !t.Valid():
+		ci := bad(CodeUnknownMessage, t, id, start, "unknown message type %d", uint8(t))
+		return &ci
+	case t == MsgHello:
+		ci := bad(CodeBadRequest, t, id, start, "unexpected hello after handshake")
+		return &ci
+	case !t.IsRequest():
+		ci := bad(CodeBadRequest, t, id, start, "%s is not a request", t)
+		return &ci
+	case sc.peer.Lane == LaneProtocol && t.Lane() != LaneProtocol:
+		ci := bad(CodeBadRequest, t, id, start, "%s is not served on a protocol-lane connection", t)
+		return &ci
+	}
+	msg := NewMessage(t)
+	if err := decodeWith(sc.dec, body, msg); err != nil {
+		we := err.(*Error)
+		return &closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+	}
+	select {
+	case sc.sem <- struct{}{}:
+	case <-sc.ctx.Done():
+		return &closeInfo{reason: "server closed"}
+	}
+	sc.mu.Lock()
+	sc.active++
+	sc.mu.Unlock()
+	sc.handlers.Add(1)
+	started = true
+	req := &Request{Type: t, ID: id, Peer: sc.peer, msg: msg}
+	sc.s.workers.Go(func() { sc.handle(req, start, size) })
+	return nil
+}
+
+// readRequest reads a request frame's header, waits for admission to let a body of its size
+// in, then reads the body. A request that waited past BusyWait has its body discarded and is
+// answered with CodeBusy: body is then nil, and ci too. An admitted request's size must be
+// released (admission.release) once done with.
+func (sc *serverConn) readRequest() (t MsgType, id uint64, body []byte, size int64, ci *closeInfo) {
+	var h header
+	if _, err := io.ReadFull(sc.br, h[:]); err != nil {
+		return 0, 0, nil, 0, sc.readFailure(err, "frame header", 0, 0)
+	}
+	start := time.Now()
+	n, t, id := h.parse()
+	if err := checkLen(n, t, sc.s.cfg.MaxFrame); err != nil {
+		we := err.(*Error)
+		return t, id, nil, 0, &closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
+	}
+	size = int64(n)
+	a := sc.s.admission
+	switch {
+	case sc.peer.Lane == LaneProtocol:
+		a.force(size)
+	case sc.trusted:
+		if !a.acquire(sc.ctx, size, 0) {
+			return t, id, nil, 0, &closeInfo{reason: "server closed"}
+		}
+	case !a.acquire(sc.ctx, size, sc.s.cfg.BusyWait):
+		if sc.ctx.Err() != nil {
+			return t, id, nil, 0, &closeInfo{reason: "server closed"}
+		}
+		_ = sc.nc.SetReadDeadline(time.Now().Add(sc.s.cfg.ReadTimeout))
+		if _, err := io.CopyN(io.Discard, sc.br, size); err != nil {
+			return t, id, nil, 0, sc.readFailure(err, "frame body", t, id)
+		}
+		in := a.snapshot()
+		sc.send(outMsg{m: Errorf(CodeBusy, "%s is busy: %d requests, %d bytes in flight and %d waiting; retry shortly",
+			sc.s.cfg.Name, in.Requests, in.Bytes, in.Waiting), id: id, typ: t, start: start})
+		return t, id, nil, 0, nil
+	}
+	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.s.cfg.ReadTimeout)) // the wait for room is not the peer's
+	body, err := readBody(sc.br, int(n), sc.rbuf)
+	if err != nil {
+		a.release(size)
+		return t, id, nil, 0, sc.readFailure(err, "frame body", t, id)
+	}
+	if cap(body) <= maxPooledBuf {
+		sc.rbuf = body[:0]
+	}
+	if body == nil {
+		body = []byte{} // an empty body is still a request
+	}
+	return t, id, body, size, nil
 }
 
 // handshake runs the TLS handshake, which must end by deadline. On failure it returns the
@@ -481,8 +556,9 @@ func (sc *serverConn) waitFailure(err error, hello bool) closeInfo {
 	return closeInfo{reason: "read: " + err.Error()}
 }
 
-// handle runs the handler for req and queues its reply.
-func (sc *serverConn) handle(req *Request, start time.Time) {
+// handle runs the handler for req, queues its reply and returns its size to admission.
+func (sc *serverConn) handle(req *Request, start time.Time, size int64) {
+	defer sc.s.admission.release(size)
 	defer sc.handlerDone()
 	sc.send(outMsg{m: sc.call(req), id: req.ID, typ: req.Type, start: start})
 }

@@ -9,6 +9,9 @@
 //   - an error matching ErrSpaceExceeded: a node it writes to is over its disk quota; nothing
 //     was written, and the same write fails again until the GC frees space there.
 //
+// A request the master refuses as busy (too much in flight) was not read: the client sends it
+// again, backing off, until its deadline, and only then returns an error matching ErrBusy.
+//
 // A Client is safe for concurrent use; its requests share one pipelined connection.
 package client
 
@@ -19,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +53,9 @@ var (
 	ErrSpaceExceeded = errors.New("client: space exceeded")
 	// ErrPermissionDenied: this client's role may not send the request; nothing was done.
 	ErrPermissionDenied = errors.New("client: permission denied")
+	// ErrBusy: the master stayed too busy to read the request until its deadline; nothing was
+	// done, and it also matches ErrAborted.
+	ErrBusy = errors.New("client: busy")
 )
 
 // Error is the error of every failed call: the server's code and message, and the
@@ -78,7 +85,7 @@ func (e *Error) Reason() string { return e.Code.String() }
 // Retryable reports whether nothing was written, so that the same request may be sent again.
 func (e *Error) Retryable() bool {
 	switch e.Code {
-	case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeCompareFailed, wire.CodeTimeout, wire.CodeShuttingDown:
+	case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeCompareFailed, wire.CodeTimeout, wire.CodeShuttingDown, wire.CodeBusy:
 		return true
 	}
 	return false
@@ -93,9 +100,11 @@ func (e *Error) Is(target error) bool {
 		return e.Code == wire.CodeCompareFailed
 	case ErrAborted:
 		switch e.Code {
-		case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeShuttingDown:
+		case wire.CodeConflict, wire.CodeLocked, wire.CodeUnavailable, wire.CodeAborted, wire.CodeShuttingDown, wire.CodeBusy:
 			return true
 		}
+	case ErrBusy:
+		return e.Code == wire.CodeBusy
 	case ErrUnavailable:
 		return e.Code == wire.CodeUnavailable || e.Code == wire.CodeShuttingDown
 	case ErrUnknownOutcome:
@@ -251,6 +260,12 @@ func (c *Client) connect(ctx context.Context) (*wire.Conn, error) {
 	return conn, nil
 }
 
+// A request refused as busy is sent again after busyBackoff, doubling up to maxBusyBackoff.
+const (
+	busyBackoff    = 5 * time.Millisecond
+	maxBusyBackoff = 200 * time.Millisecond
+)
+
 // call sends one request. write says whether it may change data: then a reply lost after the
 // request went out leaves the outcome unknown.
 func (c *Client) call(ctx context.Context, req, resp wire.Message, write bool) error {
@@ -264,6 +279,19 @@ func (c *Client) call(ctx context.Context, req, resp wire.Message, write bool) e
 		return err
 	}
 	err = conn.Call(ctx, req, resp)
+	for backoff := busyBackoff; wire.CodeOf(err) == wire.CodeBusy; backoff = min(2*backoff, maxBusyBackoff) {
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return &Error{Code: wire.CodeBusy, Message: fmt.Sprintf("%v (until the deadline)", strings.TrimPrefix(err.Error(), "wire: busy: "))}
+		}
+		if conn, err = c.connect(ctx); err != nil {
+			return err
+		}
+		err = conn.Call(ctx, req, resp)
+	}
 	if err == nil {
 		return nil
 	}

@@ -57,3 +57,9 @@ func (a acl) allow(self string, peer wire.Hello, t wire.MsgType) error {
 	}
 	return wire.Errorf(wire.CodePermissionDenied, "%s: %s (role %q) may not send %s here", self, peer.Name, peer.Role, t)
 }
+
+// clusterPeer is the wire.ServerConfig.Trusted of every process: the master and the nodes.
+// Their connections take no client's connection slot, and their requests, which come from
+// work the cluster already admitted, wait for room in the in-flight budget instead of being
+// refused as busy.
+func clusterPeer(peer wire.Hello) bool { return peer.Role == roleMaster || peer.Role == roleNode }

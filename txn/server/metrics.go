@@ -62,6 +62,22 @@ func (m *serverMetrics) Request(t wire.MsgType, code wire.Code, d time.Duration)
 	m.duration.WithLabelValues(t.String()).Observe(d.Seconds())
 }
 
+// registerInFlight registers the gauges of srv's in-flight budget (wire.ServerConfig's
+// MaxBytesInFlight): kvtx_inflight_request_bytes, kvtx_inflight_requests and
+// kvtx_inflight_waiting_requests. Refusals show in kvtx_requests_total{code="busy"}.
+func registerInFlight(reg prometheus.Registerer, srv *wire.Server, limit int64) {
+	gauge := func(name, help string, f func(wire.InFlight) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(srv.InFlight()) })
+	}
+	lim := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvtx_inflight_limit_bytes", Help: "The in-flight budget: limits.max_inflight_bytes."})
+	lim.Set(float64(limit))
+	reg.MustRegister(lim,
+		gauge("kvtx_inflight_request_bytes", "Bytes of requests read and not yet answered.", func(i wire.InFlight) float64 { return float64(i.Bytes) }),
+		gauge("kvtx_inflight_requests", "Requests read and not yet answered.", func(i wire.InFlight) float64 { return float64(i.Requests) }),
+		gauge("kvtx_inflight_waiting_requests", "Requests waiting for room in the in-flight budget.", func(i wire.InFlight) float64 { return float64(i.Waiting) }),
+	)
+}
+
 func newFsyncHistogram() prometheus.Histogram {
 	return prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "kvtx_fsync_duration_seconds", Help: "Duration of one group fsync round.", Buckets: latencyBuckets,

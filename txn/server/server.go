@@ -165,6 +165,7 @@ func (p *process) start(l, ml, pl net.Listener, h txn.Handler, rules acl, reg *p
 	cfg.Logger = p.log
 	serverTLS(&cfg, p.certs)
 	p.srv = wire.NewServer(handler(cfg.Name, rules, h), cfg)
+	registerInFlight(reg, p.srv, cfg.MaxBytesInFlight)
 	p.addr = l.Addr()
 	p.serveErr = make(chan error, 3)
 	go func() { p.serveErr <- p.srv.Serve(l) }()
@@ -331,7 +332,8 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	gcCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go coord.RunGC(gcCtx)
-	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes,
+		MaxBytesInFlight: cfg.Limits.MaxInFlightBytes, Trusted: clusterPeer}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil)
 	return m, nil
@@ -437,7 +439,8 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.start(l, ml, pl, part, nodeACL, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
+	n.start(l, ml, pl, part, nodeACL, reg, wire.ServerConfig{Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes,
+		MaxBytesInFlight: cfg.Limits.MaxInFlightBytes, Trusted: clusterPeer}, opts)
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()

@@ -38,6 +38,8 @@ type Config struct {
 	GC txn.GC
 	// Storage is the cluster's storage section (zero: the defaults).
 	Storage txn.StorageConfig
+	// Limits are the cluster's limits (zero fields: the defaults).
+	Limits txn.Limits
 	// LogLevel is every process's --log-level (default info).
 	LogLevel string
 	// StartTimeout bounds how long a process may take to accept a hello (default 15s).
@@ -195,6 +197,7 @@ func New(cfg Config) (*Cluster, error) {
 		CommitProtocol: cfg.CommitProtocol,
 		GC:             cfg.GC,
 		Storage:        cfg.Storage,
+		Limits:         cfg.Limits,
 	}
 	for i, name := range names[1:] {
 		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
