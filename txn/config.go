@@ -86,7 +86,8 @@ type Config struct {
 	GC GC `yaml:"gc"`
 	// Storage bounds what each node keeps on disk and in memory.
 	Storage StorageConfig `yaml:"storage"`
-	// TLS says where the processes find the certificates of the cluster's mutual TLS.
+	// TLS says where the processes find the certificates of the cluster's mutual TLS, and
+	// whether their metrics endpoints use them.
 	TLS TLSConfig `yaml:"tls"`
 }
 
@@ -108,6 +109,10 @@ type TLSConfig struct {
 	Cert string `yaml:"cert,omitempty"`
 	// Key, if set, replaces Dir/NAME.key, as Cert does.
 	Key string `yaml:"key,omitempty"`
+	// Metrics makes every process's metrics endpoint HTTPS with its own certificate, and
+	// requires of each scraper a client certificate signed by the CA, of any role (txn/README.md,
+	// Security). Default off: plain HTTP, as Prometheus scrapes by default.
+	Metrics bool `yaml:"metrics,omitempty"`
 }
 
 // StorageConfig bounds what each node keeps on disk and in memory. (Its name keeps clear of

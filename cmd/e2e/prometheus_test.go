@@ -124,6 +124,13 @@ func checkDashboard(t *testing.T, query func(string) ([]string, error)) {
 // function that runs an instant query and returns the values of its result.
 func startPrometheus(t *testing.T, targets []string) func(q string) ([]string, error) {
 	t.Helper()
+	return startPrometheusJob(t, targets, "")
+}
+
+// startPrometheusJob is startPrometheus with job added to the job's scrape config: YAML
+// lines indented by four spaces ("    scheme: https\n").
+func startPrometheusJob(t *testing.T, targets []string, job string) func(q string) ([]string, error) {
+	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("the prometheus binary is required (Debian package prometheus; .ci/run installs it)")
@@ -142,7 +149,7 @@ func startPrometheus(t *testing.T, targets []string) func(q string) ([]string, e
 	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), rules, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: kvtx\n    static_configs:\n      - targets: ['%s']\n", strings.Join(targets, "', '"))
+	cfg := fmt.Sprintf("global: {scrape_interval: 500ms, evaluation_interval: 1s}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: kvtx\n%s    static_configs:\n      - targets: ['%s']\n", job, strings.Join(targets, "', '"))
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

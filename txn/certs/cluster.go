@@ -16,18 +16,18 @@ type member struct {
 	hosts []string
 }
 
-// members lists the certificates of cfg: the master's, each node's (with the host of its
-// listen address), and DefaultClient's.
+// members lists the certificates of cfg: the master's, each node's (with the hosts of its
+// listen and metrics addresses), and DefaultClient's.
 func members(cfg txn.Config) ([]member, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	out := []member{{Identity{txn.MasterName, RoleMaster}, hostsFor(cfg.Master.Listen)}}
+	out := []member{{Identity{txn.MasterName, RoleMaster}, processHosts(cfg.Master)}}
 	for _, n := range cfg.Nodes {
 		if n.Name == DefaultClient {
 			return nil, fmt.Errorf("certs: node %q would share its files with the default client: rename the node", n.Name)
 		}
-		out = append(out, member{Identity{n.Name, RoleNode}, hostsFor(n.Listen)})
+		out = append(out, member{Identity{n.Name, RoleNode}, processHosts(n)})
 	}
 	out = append(out, member{id: Identity{DefaultClient, RoleClient}})
 	for _, m := range out {
@@ -36,6 +36,17 @@ func members(cfg txn.Config) ([]member, error) {
 		}
 	}
 	return out, nil
+}
+
+// processHosts returns the names of p's certificate: those of its listen address, then those
+// of its metrics address, which a scraper checking hosts (Prometheus over tls.metrics) dials.
+// Repeats are dropped when the certificate is made.
+func processHosts(p txn.Process) []string {
+	hosts := hostsFor(p.Listen)
+	if p.Metrics != "" {
+		hosts = append(hosts, hostsFor(p.Metrics)...)
+	}
+	return hosts
 }
 
 // hostsFor returns the names of a process listening on listen: its host; with
@@ -61,8 +72,8 @@ func hostsFor(listen string) []string {
 }
 
 // Init makes every certificate of the cluster cfg in dir: a new CA, one certificate per
-// process (the master's and each node's, with the host of its listen address among its
-// names) and DefaultClient's. If any of these files exists, nothing is written, unless
+// process (the master's and each node's, with the hosts of its listen and metrics addresses
+// among its names) and DefaultClient's. If any of these files exists, nothing is written, unless
 // opts.Overwrite: then all are made anew, and certificates signed by the old CA are no
 // longer trusted by processes that load the new ca.crt.
 func Init(dir string, cfg txn.Config, opts Options) error {

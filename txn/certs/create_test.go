@@ -180,7 +180,7 @@ func TestCertificatesCarryIdentityUsagesHostsAndLifetimes(t *testing.T) {
 func testConfig() txn.Config {
 	cfg := txn.DefaultConfig()
 	cfg.Master.Listen = "0.0.0.0:9000"
-	cfg.Nodes[0].Listen = "db1.example.com:9001"
+	cfg.Nodes[0].Listen, cfg.Nodes[0].Metrics = "db1.example.com:9001", "metrics1.example.com:9101"
 	cfg.Nodes[1].Listen = "10.1.2.3:9002"
 	cfg.Nodes = append(cfg.Nodes, txn.Process{Name: "node3", Listen: "127.0.0.1:9003", DataDir: "data/node3"})
 	return cfg
@@ -194,7 +194,7 @@ func TestInitMakesEveryCertificateOfTheConfig(t *testing.T) {
 	hn, _ := os.Hostname()
 	for name, want := range map[string][]string{
 		"master": {"localhost", "127.0.0.1", "::1", hn},
-		"node1":  {"db1.example.com"},
+		"node1":  {"db1.example.com", "metrics1.example.com"}, // a scraper checks the metrics host
 		"node2":  {"10.1.2.3"},
 		"node3":  {"127.0.0.1", "localhost", "::1"},
 	} {

@@ -82,6 +82,13 @@ func (l *Loader) Identity() Identity { return l.state.Load().id }
 // Certificate returns this process's current certificate.
 func (l *Loader) Certificate() *x509.Certificate { return l.state.Load().leaf }
 
+// Loaded returns this process's current certificate and the CA certificates it trusts, both
+// of one load: a Reload between two calls never mixes them. The caller must not modify them.
+func (l *Loader) Loaded() (cert *x509.Certificate, cas []*x509.Certificate) {
+	s := l.state.Load()
+	return s.leaf, append([]*x509.Certificate(nil), s.cas...)
+}
+
 // Files returns the files the Loader reads.
 func (l *Loader) Files() Files { return l.files }
 

@@ -157,6 +157,9 @@ type process struct {
 	cancel   context.CancelFunc
 	bg       sync.WaitGroup
 	closers  []func() error
+
+	// metricsTLS serves the metrics over TLS with certs (Config.TLS.Metrics, unless insecure).
+	metricsTLS bool
 }
 
 func (p *process) start(l, ml, pl net.Listener, h txn.Handler, rules acl, reg *prometheus.Registry, cfg wire.ServerConfig, opts Options) {
@@ -169,14 +172,21 @@ func (p *process) start(l, ml, pl net.Listener, h txn.Handler, rules acl, reg *p
 	p.addr = l.Addr()
 	p.serveErr = make(chan error, 3)
 	go func() { p.serveErr <- p.srv.Serve(l) }()
+	if p.certs != nil {
+		reg.MustRegister(&certExpiryCollector{certs: p.certs})
+	}
 	if ml != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		// A scrape is one small request and reply: a client that sends or reads slower than
-		// this is not Prometheus.
+		// this is not Prometheus. The read timeouts bound the TLS handshake too.
 		p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
+			ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
 		p.maddr = ml.Addr()
+		if p.metricsTLS {
+			ml = metricsTLSListener(ml, p.certs.ServerConfig())
+		}
 		p.serveHTTP(p.metrics, ml)
 	}
 	if pl != nil {
@@ -260,7 +270,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	if err != nil {
 		return nil, err
 	}
-	m := &Master{process: process{log: log, certs: cl}}
+	m := &Master{process: process{log: log, certs: cl, metricsTLS: metricsOverTLS(cfg, cl, log)}}
 	defer func() {
 		if err != nil {
 			m.closeAll()
@@ -335,7 +345,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes,
 		MaxBytesInFlight: cfg.Limits.MaxInFlightBytes, Trusted: clusterPeer}, opts)
 	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
-		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil)
+		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil, "metrics_tls", m.metricsTLS)
 	return m, nil
 }
 
@@ -366,7 +376,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{process: process{log: log, certs: cl}}
+	n := &Node{process: process{log: log, certs: cl, metricsTLS: metricsOverTLS(cfg, cl, log)}}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -447,7 +457,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		part.Run(bgCtx)
 	}()
 	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
-		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil,
+		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil, "metrics_tls", n.metricsTLS,
 		"memory_bytes", cfg.Storage.MemoryBytes)
 	return n, nil
 }

@@ -54,6 +54,9 @@ type Config struct {
 	// them. By default the cluster makes a CA and a certificate per process and client in
 	// Dir/certs (the config's tls.dir) and every link is mutual TLS.
 	Insecure bool
+	// MetricsTLS sets the config's tls.metrics: every process serves its metrics over HTTPS
+	// and requires a client certificate of the cluster's CA. It needs TLS (not Insecure).
+	MetricsTLS bool
 	// LossyDisks gives every process a lossy file system of its own (one machine each) that
 	// holds its data directory, so that PowerCut can cut its power. It needs root and
 	// /dev/fuse, and costs a FUSE mount per process; without it the data directories are plain
@@ -72,6 +75,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.LossyDisks && cfg.Binaries.LossyFS == "" {
 		errs = append(errs, errors.New("LossyDisks needs Binaries.LossyFS"))
+	}
+	if cfg.MetricsTLS && cfg.Insecure {
+		errs = append(errs, errors.New("MetricsTLS needs TLS, not Insecure"))
 	}
 	if cfg.Nodes < 0 {
 		errs = append(errs, fmt.Errorf("Nodes is %d: want 0 (the default, 2) or more", cfg.Nodes))
@@ -204,6 +210,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	if !cfg.Insecure {
 		real.TLS.Dir = filepath.Join(cfg.Dir, "certs")
+		real.TLS.Metrics = cfg.MetricsTLS
 	}
 	c.real = real.WithDefaults()
 	if !cfg.Insecure {

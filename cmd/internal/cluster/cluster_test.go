@@ -36,6 +36,7 @@ func TestWriteConfigRoundTripsEveryField(t *testing.T) {
 	want.Timeouts = ShortTimeouts()
 	want.Limits.MaxTxnOps = 7
 	want.Nodes[1].Metrics = ""
+	want.TLS.Metrics = true
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	if err := WriteConfig(path, want); err != nil {
 		t.Fatal(err)
@@ -115,8 +116,8 @@ func TestNewPutsAProxyOnEveryLink(t *testing.T) {
 }
 
 func TestNewReportsEveryConfigProblem(t *testing.T) {
-	_, err := New(Config{LossyDisks: true, Nodes: -1})
-	for _, want := range []string{"Binaries.Dir", "Dir is required", "Binaries.LossyFS", "Nodes is -1"} {
+	_, err := New(Config{LossyDisks: true, Nodes: -1, Insecure: true, MetricsTLS: true})
+	for _, want := range []string{"Binaries.Dir", "Dir is required", "Binaries.LossyFS", "Nodes is -1", "MetricsTLS needs TLS"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %q", err, want)
 		}
