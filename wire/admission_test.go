@@ -183,3 +183,19 @@ func waitHeld(t *testing.T, g *gate) {
 		t.Fatal("the first request never reached its handler")
 	}
 }
+
+// An authenticated client that holds every connection slot does not keep the cluster's own
+// processes out.
+func TestClientsHoldingEverySlotDoNotKeepTheMasterOut(t *testing.T) {
+	s := startServer(t, HandlerFunc(echoHandler), ServerConfig{MaxConns: 2,
+		Trusted: func(h Hello) bool { return h.Role == "master" }})
+	dial(t, s, DialOptions{Role: "client"})
+	dial(t, s, DialOptions{Role: "client"})
+	if _, err := Dial(context.Background(), s.Addr().String(), DialOptions{Role: "client"}); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("a third client connection with MaxConns 2: %v", err)
+	}
+	m := dial(t, s, DialOptions{Role: "master"})
+	if err := m.Call(context.Background(), &StatusRequest{}, new(StatusReply)); err != nil {
+		t.Fatalf("the master, with every slot held by clients: %v", err)
+	}
+}
