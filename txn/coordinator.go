@@ -129,6 +129,8 @@ func (c *Coordinator) Handle(ctx context.Context, req wire.Message) (wire.Messag
 		return c.Txn(ctx, m)
 	case *wire.OutcomeRequest:
 		return c.Outcome(m), nil
+	case *wire.OracleBoundRequest:
+		return &wire.OracleBoundReply{Bound: c.oracle.Bound()}, nil
 	case *wire.StatusRequest:
 		return c.Status(ctx), nil
 	case *wire.RestoreBeginRequest:

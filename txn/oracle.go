@@ -98,6 +98,15 @@ func (o *Oracle) Last() uint64 {
 	return o.mu.last
 }
 
+// Bound returns the oracle's persisted mark: every timestamp it has handed out or observed,
+// before or since a restart, is at most Bound. Nodes learn it (OracleBoundRequest) to refuse
+// timestamps no master could have issued.
+func (o *Oracle) Bound() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.mu.mark
+}
+
 func (o *Oracle) extendLocked(ctx context.Context, ts uint64) error {
 	mark := uint64(MaxTimestamp)
 	if ts < MaxTimestamp-OracleBatch {

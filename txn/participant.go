@@ -72,6 +72,7 @@ type Participant struct {
 	cfg   ParticipantConfig
 	shard int
 	log   *slog.Logger
+	bound oracleBound // of the master's oracle, learned from the master (bound.go)
 
 	mu struct {
 		sync.Mutex
@@ -140,6 +141,9 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 	case *wire.CommitRequest:
 		return p.commit(ctx, m)
 	case *wire.CommitBatchRequest:
+		if err := p.checkCommitTSs(ctx, m.Commits); err != nil {
+			return nil, p.stepDone("commit", err)
+		}
 		for i := range m.Commits {
 			if _, err := p.commit(ctx, &m.Commits[i]); err != nil {
 				return nil, err // the master sends the whole batch again: Commit is idempotent
@@ -151,6 +155,9 @@ func (p *Participant) Handle(ctx context.Context, req wire.Message) (wire.Messag
 	case *wire.OutcomeRequest:
 		return p.outcome(ctx, m)
 	case *wire.SafePointRequest:
+		if err := p.checkTS(ctx, "safe point", m.SafePoint); err != nil {
+			return nil, err
+		}
 		if err := p.cfg.Store.SetSafePoint(ctx, m.SafePoint); err != nil {
 			return nil, storeError(err)
 		}
@@ -206,6 +213,12 @@ func (p *Participant) get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 	if err := p.checkShard(req.Keys...); err != nil {
 		return nil, err
 	}
+	if err := p.checkTS(ctx, "read timestamp", req.ReadTS); err != nil {
+		return nil, err
+	}
+	if err := p.checkCommitTSs(ctx, req.Committed); err != nil {
+		return nil, err
+	}
 	p.applyCommitted(ctx, req.Committed)
 	vals, err := p.cfg.Store.Get(ctx, req.Keys, req.ReadTS)
 	if err != nil {
@@ -221,6 +234,12 @@ func (p *Participant) get(ctx context.Context, req *wire.GetRequest) (*wire.GetR
 func (p *Participant) apply(ctx context.Context, req *wire.ApplyRequest) (*wire.ApplyReply, error) {
 	if err := p.checkTxn(req.Compares, req.Ops); err != nil {
 		return nil, err
+	}
+	if err := p.checkTS(ctx, "apply timestamp", req.TS); err != nil {
+		return nil, p.stepDone("apply", err)
+	}
+	if err := p.checkCommitTSs(ctx, req.Committed); err != nil {
+		return nil, p.stepDone("apply", err)
 	}
 	p.applyCommitted(ctx, req.Committed)
 	ts, err := p.cfg.Store.Apply(ctx, req.TxnID, req.TS, kvCompares(req.Compares), kvOps(req.Ops))
@@ -241,6 +260,12 @@ func (p *Participant) prepare(ctx context.Context, req *wire.PrepareRequest) (*w
 		if err := p.checkAge(req.SentAt); err != nil {
 			return nil, p.stepDone("prepare", err)
 		}
+	}
+	if err := p.checkTS(ctx, "start timestamp", req.StartTS); err != nil {
+		return nil, p.stepDone("prepare", err)
+	}
+	if err := p.checkCommitTSs(ctx, req.Committed); err != nil {
+		return nil, p.stepDone("prepare", err)
 	}
 	p.applyCommitted(ctx, req.Committed)
 	p.cfg.Hooks.at(PointNodeBeforePrepareRecord)
@@ -279,6 +304,9 @@ func (p *Participant) checkParticipants(names []string) error {
 // commit applies a commit the master sent. It does not wait for a sync: the master keeps its
 // decision until a SyncRequest to this node has been answered after the acknowledgement.
 func (p *Participant) commit(ctx context.Context, req *wire.CommitRequest) (*wire.Ack, error) {
+	if err := p.checkTS(ctx, "commit timestamp", req.CommitTS); err != nil {
+		return nil, p.stepDone("commit", err)
+	}
 	p.cfg.Hooks.at(PointNodeBeforeCommitApply)
 	err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), req.TxnID, req.CommitTS)
 	if err = p.stepDone("commit", err); err != nil {
@@ -307,6 +335,9 @@ func (p *Participant) applyCommitted(ctx context.Context, commits []wire.CommitR
 // node never prepared (the master has already counted it when its Commit was refused) has
 // nothing to apply.
 func (p *Participant) sync(ctx context.Context, req *wire.SyncRequest) (*wire.Ack, error) {
+	if err := p.checkCommitTSs(ctx, req.Commits); err != nil {
+		return nil, err
+	}
 	for _, c := range req.Commits {
 		err := p.cfg.Store.CommitNoSync(context.WithoutCancel(ctx), c.TxnID, c.CommitTS)
 		if err != nil && !errors.Is(err, kv.ErrNotPrepared) {

@@ -191,6 +191,9 @@ func (p *Participant) restore(ctx context.Context, req *wire.RestoreRequest) (*w
 	if err := checkRestore(p.cfg.Limits, req); err != nil {
 		return nil, err
 	}
+	if err := p.checkTS(ctx, "backup timestamp", req.BackupTS); err != nil {
+		return nil, err
+	}
 	vals := make([]kv.Value, len(req.Values))
 	for i, v := range req.Values {
 		if err := p.checkShard(v.Key); err != nil {

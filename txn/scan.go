@@ -125,6 +125,9 @@ func (p *Participant) scan(ctx context.Context, req *wire.ScanRequest) (*wire.Sc
 	if err := checkScan(p.cfg.Limits, &r); err != nil {
 		return nil, err
 	}
+	if err := p.checkTS(ctx, "read timestamp", r.ReadTS); err != nil {
+		return nil, err
+	}
 	vals, more, err := p.cfg.Store.Scan(ctx, r.Start, r.End, r.ReadTS, kv.ScanOptions{Limit: r.Limit, MaxBytes: r.MaxBytes, KeysOnly: r.KeysOnly})
 	if err != nil {
 		return nil, storeError(err)

@@ -77,6 +77,8 @@ var (
 	_ = RestoreRequest{BackupTS: 0, Values: nil}
 	_ = RestoreReply{Keys: 0}
 	_ = SafePointRequest{SafePoint: 0}
+	_ = OracleBoundRequest{From: ""}
+	_ = OracleBoundReply{Bound: 0}
 
 	_ []Message = []Message{Ack{}, StatusRequest{}, Error{}}
 )
@@ -85,7 +87,7 @@ func TestConstantValues(t *testing.T) {
 	types := []MsgType{MsgError, MsgHello, MsgHelloReply, MsgGet, MsgGetReply, MsgTxn, MsgTxnReply, MsgApply,
 		MsgApplyReply, MsgPrepare, MsgPrepareReply, MsgCommit, MsgAbort, MsgAck, MsgOutcome, MsgOutcomeReply,
 		MsgStatus, MsgStatusReply, MsgSync, MsgCommitBatch, MsgScan, MsgScanReply,
-		MsgRestoreBegin, MsgRestoreBeginReply, MsgRestore, MsgRestoreReply, MsgSafePoint}
+		MsgRestoreBegin, MsgRestoreBeginReply, MsgRestore, MsgRestoreReply, MsgSafePoint, MsgOracleBound, MsgOracleBoundReply}
 	for i, mt := range types {
 		if int(mt) != i+1 {
 			t.Errorf("%s = %d, want %d", mt, mt, i+1)

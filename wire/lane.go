@@ -39,8 +39,8 @@ func (l Lane) String() string {
 
 // Lane returns the lane that requests of type t travel on. The protocol lane carries the
 // commit protocol between the master and the participants (Prepare, Commit, CommitBatch,
-// Abort, Sync, Outcome), the GC safe point and Status: each ends in bounded time without
-// waiting for a client-lane request that is not already running, and each decides, frees or
+// Abort, Sync, Outcome, OracleBound), the GC safe point and Status: each ends in bounded time
+// without waiting for a client-lane request that is not already running, and each decides, frees or
 // reports on what waiting requests wait for. A prepare never waits for another prepared
 // transaction, only for the one-phase writes holding its keys, which finish their write
 // without waiting for anyone; a safe point, sent once a second, waits only for the reads
@@ -52,7 +52,7 @@ func (l Lane) String() string {
 // Apply, Txn), and restores.
 func (t MsgType) Lane() Lane {
 	switch t {
-	case MsgPrepare, MsgCommit, MsgCommitBatch, MsgAbort, MsgSync, MsgOutcome, MsgSafePoint, MsgStatus:
+	case MsgPrepare, MsgCommit, MsgCommitBatch, MsgAbort, MsgSync, MsgOutcome, MsgSafePoint, MsgStatus, MsgOracleBound:
 		return LaneProtocol
 	}
 	return LaneClient

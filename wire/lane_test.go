@@ -53,7 +53,7 @@ func TestAFullClientLaneDoesNotHoldUpTheProtocolLane(t *testing.T) {
 func TestAProtocolLaneConnectionServesOnlyProtocolRequests(t *testing.T) {
 	s := startServer(t, HandlerFunc(echoHandler), ServerConfig{})
 	for _, req := range []Message{&PrepareRequest{TxnID: 1, StartTS: 1}, &CommitRequest{TxnID: 1, CommitTS: 2}, &CommitBatchRequest{Commits: []CommitRequest{{TxnID: 1, CommitTS: 2}}},
-		&AbortRequest{TxnID: 1}, &SyncRequest{}, &OutcomeRequest{TxnID: 1}, &SafePointRequest{SafePoint: 1}, &StatusRequest{}} {
+		&AbortRequest{TxnID: 1}, &SyncRequest{}, &OutcomeRequest{TxnID: 1}, &SafePointRequest{SafePoint: 1}, &StatusRequest{}, &OracleBoundRequest{From: "n1"}} {
 		if req.MsgType().Lane() != LaneProtocol {
 			t.Errorf("%s travels on the %s lane, want protocol", req.MsgType(), req.MsgType().Lane())
 		}

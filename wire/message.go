@@ -46,6 +46,8 @@ const (
 	MsgRestore           MsgType = 25 // body *RestoreRequest
 	MsgRestoreReply      MsgType = 26 // body *RestoreReply
 	MsgSafePoint         MsgType = 27 // body *SafePointRequest; reply *Ack
+	MsgOracleBound       MsgType = 28 // body *OracleBoundRequest
+	MsgOracleBoundReply  MsgType = 29 // body *OracleBoundReply
 )
 
 var msgTypeNames = [...]string{
@@ -77,6 +79,8 @@ var msgTypeNames = [...]string{
 	MsgRestore:           "restore",
 	MsgRestoreReply:      "restore_reply",
 	MsgSafePoint:         "safe_point",
+	MsgOracleBound:       "oracle_bound",
+	MsgOracleBoundReply:  "oracle_bound_reply",
 }
 
 // String returns the lower-case name of t ("get", "prepare_reply", ...), or
@@ -91,14 +95,14 @@ func (t MsgType) String() string {
 
 // Valid reports whether t is one of the message types defined by this
 // protocol version.
-func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgSafePoint }
+func (t MsgType) Valid() bool { return t >= MsgError && t <= MsgOracleBoundReply }
 
 // IsRequest reports whether a client may send t after the hello, i.e. whether
 // a server dispatches it to its Handler. Replies, MsgError, MsgAck and MsgHello
 // are not requests.
 func (t MsgType) IsRequest() bool {
 	switch t {
-	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan, MsgRestoreBegin, MsgRestore, MsgSafePoint:
+	case MsgGet, MsgTxn, MsgApply, MsgPrepare, MsgCommit, MsgAbort, MsgOutcome, MsgStatus, MsgSync, MsgCommitBatch, MsgScan, MsgRestoreBegin, MsgRestore, MsgSafePoint, MsgOracleBound:
 		return true
 	}
 	return false
@@ -172,6 +176,10 @@ func NewMessage(t MsgType) Message {
 		return &SafePointRequest{}
 	case MsgRestoreReply:
 		return &RestoreReply{}
+	case MsgOracleBound:
+		return &OracleBoundRequest{}
+	case MsgOracleBoundReply:
+		return &OracleBoundReply{}
 	}
 	return nil
 }

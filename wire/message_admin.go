@@ -46,3 +46,24 @@ type SafePointRequest struct {
 
 // MsgType returns MsgSafePoint.
 func (SafePointRequest) MsgType() MsgType { return MsgSafePoint }
+
+// OracleBoundRequest asks the master for its timestamp oracle's bound (MsgOracleBound): a node
+// sends it, over its own authenticated link to the master, when a request carries a timestamp
+// above the bound it has learned, to tell a timestamp the master may have issued from one no
+// master could have. From names the asking node.
+type OracleBoundRequest struct {
+	From string `codec:",omitempty"`
+}
+
+// MsgType returns MsgOracleBound.
+func (OracleBoundRequest) MsgType() MsgType { return MsgOracleBound }
+
+// OracleBoundReply answers an OracleBoundRequest (MsgOracleBoundReply): Bound is at least every
+// timestamp the master has handed out or observed (its oracle's persisted mark), so a timestamp
+// above it was issued by no master of this cluster.
+type OracleBoundReply struct {
+	Bound uint64 `codec:",omitempty"`
+}
+
+// MsgType returns MsgOracleBoundReply.
+func (OracleBoundReply) MsgType() MsgType { return MsgOracleBoundReply }

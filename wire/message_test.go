@@ -48,6 +48,8 @@ func sampleMessages() []Message {
 		&RestoreRequest{BackupTS: 99, Values: []KeyValue{{Key: k("a"), Value: k("1"), Version: 4}, {Key: k("b"), Value: k("2"), Version: 99}}},
 		&RestoreReply{Keys: 2},
 		&SafePointRequest{SafePoint: 9},
+		&OracleBoundRequest{From: "n1"},
+		&OracleBoundReply{Bound: 1<<40 + 1_000_000},
 		&StatusReply{Processes: []ProcessStatus{
 			{Name: "n1", Role: "node", Addr: "127.0.0.1:1", MetricsAddr: "127.0.0.1:2", Up: true, LocksHeld: 3, InDoubt: 1,
 				Prepared: []TxnInfo{{TxnID: 5, StartTS: 3, AgeMillis: -1, Keys: [][]byte{k("a")},
@@ -155,8 +157,8 @@ func TestTypesCodesAndKindsPrintTheirNames(t *testing.T) {
 			}
 		}
 	}
-	if requests != 14 {
-		t.Errorf("%d request types, want 14", requests)
+	if requests != 15 {
+		t.Errorf("%d request types, want 15", requests)
 	}
 }
 

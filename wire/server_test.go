@@ -73,7 +73,7 @@ func TestCallRoundTripEveryRequestType(t *testing.T) {
 	if !reflect.DeepEqual(got, sent) {
 		t.Errorf("server decoded\n %+v\nwant %+v", got, sent)
 	}
-	if len(sent) != 14 {
+	if len(sent) != 15 {
 		t.Errorf("sent %d request types", len(sent))
 	}
 }

@@ -2,7 +2,8 @@
 // kvmaster and kvnode binaries with the harness of cmd/internal/cluster (on 127.0.0.1,
 // temporary data directories, short protocol timeouts, a fault proxy on every link), runs concurrent clients of three workloads
 // (bank, append, register) while injecting one kind of fault from a seeded schedule (SIGKILL,
-// crash points, partitions, SIGSTOP, bad input, power cuts), heals everything, waits for every
+// crash points, partitions, SIGSTOP, bad input and hostile requests of a client with a valid
+// certificate, power cuts), heals everything, waits for every
 // in-doubt transaction to resolve, and checks the recorded history: the bank's total, atomicity
 // and order of the append lists, linearizability of the registers with porcupine (with a final
 // read of every register after healing), durability of every acknowledged write and

@@ -29,8 +29,13 @@ const (
 	FaultPartition FaultKind = "partition"
 	// FaultPause SIGSTOPs the master or a node for longer than every protocol timeout.
 	FaultPause FaultKind = "pause"
-	// FaultBlaster sends malformed, oversized, wrong-type and slow frames to every port.
+	// FaultBlaster sends malformed, oversized, wrong-type and slow frames to every port, and
+	// meanwhile runs the hostile client (FaultHostile).
 	FaultBlaster FaultKind = "blaster"
+	// FaultHostile runs the hostile client alone: valid requests with the client certificate
+	// that cost the cluster most or reach past what a client may do (Hostile), each checked
+	// for the refusal it must get. Not in AllFaults: every blaster step runs it too.
+	FaultHostile FaultKind = "hostile"
 	// FaultPowerLoss SIGKILLs a random process (one time in four, and at least once in a run
 	// of two steps or more: every process at once) at random times, then cuts the power of its
 	// machine (each process's data directory is on a lossy file system of its own, which
@@ -52,10 +57,10 @@ func NeedsPowerLoss(kind FaultKind) bool {
 // ParseFaultKind checks a kind name.
 func ParseFaultKind(s string) (FaultKind, error) {
 	k := FaultKind(s)
-	if k == FaultNone || k == FaultMixed || slices.Contains(AllFaults, k) {
+	if k == FaultNone || k == FaultMixed || k == FaultHostile || slices.Contains(AllFaults, k) {
 		return k, nil
 	}
-	return "", fmt.Errorf("chaos: unknown fault kind %q (want none, mixed or one of %v)", s, AllFaults)
+	return "", fmt.Errorf("chaos: unknown fault kind %q (want none, mixed, hostile or one of %v)", s, AllFaults)
 }
 
 // Step is one scheduled fault: at At after the start of the faulty phase, do Kind to Target
@@ -94,7 +99,9 @@ func (s Step) String() string {
 	case FaultPause:
 		return fmt.Sprintf("+%-7s SIGSTOP %s for %s", s.At.Round(time.Millisecond), s.Target, s.Hold.Round(time.Millisecond))
 	case FaultBlaster:
-		return fmt.Sprintf("+%-7s blast %s with %s for %s", s.At.Round(time.Millisecond), s.Target, s.Attack, s.Hold.Round(time.Millisecond))
+		return fmt.Sprintf("+%-7s blast %s with %s and hostile requests for %s", s.At.Round(time.Millisecond), s.Target, s.Attack, s.Hold.Round(time.Millisecond))
+	case FaultHostile:
+		return fmt.Sprintf("+%-7s hostile requests to %s for %s", s.At.Round(time.Millisecond), s.Target, s.Hold.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("+%s %s", s.At, s.Kind)
 }
@@ -179,6 +186,9 @@ func Schedule(kind FaultKind, seed uint64, d time.Duration, nodes int, timeouts 
 			if rng.IntN(2) == 0 {
 				s.Attack = attacks[rng.IntN(len(attacks))]
 			}
+			s.Hold = dur(1000*time.Millisecond, 2500*time.Millisecond)
+		case FaultHostile:
+			s.Target = "master and nodes"
 			s.Hold = dur(1000*time.Millisecond, 2500*time.Millisecond)
 		default:
 			return nil

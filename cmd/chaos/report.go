@@ -33,8 +33,10 @@ type Report struct {
 	Events      []Event
 	// CrashPointsFired and CrashPointsMissed list armed crash points by whether they fired.
 	CrashPointsFired, CrashPointsMissed []string
-	// Blasts counts the bad inputs sent, by kind.
-	Blasts string
+	// Blasts counts the bad inputs sent, by kind; Hostile the hostile client's requests, by
+	// kind: sent/answered as due(+answered with an error a fault explains).
+	Blasts  string
+	Hostile string
 	// Power cuts: the steps that cut the power, how many of them cut every machine at once,
 	// the cuts by machine, and what the lossy file systems forgot in all.
 	PowerCutSteps, WholeClusterCuts int
@@ -187,6 +189,10 @@ func (r *Report) String() string {
 	}
 	if r.Blasts != "" {
 		w("%-26s %s", "bad inputs sent", r.Blasts)
+	}
+	if r.Hostile != "" {
+		w("%-26s %s", "hostile requests", r.Hostile)
+		w("%-26s %s", "", "(sent/refused or served as due, +failed by a fault)")
 	}
 	if NeedsPowerLoss(r.Fault) {
 		machines := 0

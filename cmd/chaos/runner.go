@@ -83,6 +83,7 @@ type runner struct {
 	admin   *client.Client // direct to the master, for status and final reads
 	rec     *Recorder
 	blaster *Blaster
+	hostile *Hostile
 	report  *Report
 
 	// down holds, for each process whose last restart failed, how many failed in a row and
@@ -132,6 +133,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r.c = c
 	r.blaster = NewBlaster(c)
+	r.hostile = NewHostile(c)
 	defer c.Close() // for a run that ends early; a finished one has closed it
 	if err := c.StartAll(ctx); err != nil {
 		return nil, err
@@ -252,6 +254,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.violate(invCleanShutdown, err.Error()) // a lossy file system that did not unmount
 	}
 	rep.Blasts = r.blaster.Summary()
+	rep.Hostile = r.hostile.Summary()
+	if r.cfg.Fault == FaultBlaster || r.cfg.Fault == FaultHostile || r.cfg.Fault == FaultMixed {
+		r.hostile.check(rep)
+	}
 	rep.Total = time.Since(started)
 	return rep, nil
 }
@@ -401,6 +407,11 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 			bctx, cancel := context.WithTimeout(ctx, s.Hold)
 			r.event("blast", s.Target, s.Attack)
 			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.hostile.Run(bctx, r.cfg.Seed+uint64(i)<<8+255)
+			}()
 			for j, port := range blastTargets(r.c.Names()) {
 				wg.Add(1)
 				go func() {
@@ -409,6 +420,11 @@ func (r *runner) execute(ctx context.Context, start time.Time, steps []Step) {
 				}()
 			}
 			wg.Wait()
+			cancel()
+		case FaultHostile:
+			hctx, cancel := context.WithTimeout(ctx, s.Hold)
+			r.event("hostile", s.Target, "")
+			r.hostile.Run(hctx, r.cfg.Seed+uint64(i)<<8)
 			cancel()
 		}
 	}

@@ -65,3 +65,71 @@ func peakRSS(t *testing.T, pid int) int64 {
 	}
 	return n
 }
+
+// One Get sent to a node at read timestamp 2^64-2 once raised its maxTS for good: one-phase
+// writes then failed with "timestamps exhausted", a cross-shard commit took 2^64-1 and the
+// master's counter wrapped. Sent now with the master's own certificate (past every permission
+// check), it and its Apply, Prepare, Commit and safe-point companions are refused with
+// bad_request because no master issued the timestamp; the node's maxTS stays, and writes on
+// one shard and across shards go on committing, also after the node restarts.
+func TestATimestampNoMasterIssuedCannotPoisonANode(t *testing.T) {
+	c := newCluster(t, 2)
+	cl := c.client()
+	ctx := stepCtx(t)
+	keys := c.keysOnEveryShard("poison")
+	node := c.Config().ShardMap().Names()[0]
+	const hostile = 1<<64 - 2
+	ops := []wire.Op{{Kind: wire.OpPut, Key: []byte(keys[0]), Value: []byte("hostile")}}
+	requests := []wire.Message{
+		&wire.GetRequest{Keys: [][]byte{[]byte(keys[0])}, ReadTS: hostile},
+		&wire.ApplyRequest{TxnID: hostile, TS: hostile, Ops: ops},
+		&wire.PrepareRequest{TxnID: hostile, StartTS: hostile, Ops: ops, Participants: []string{node}},
+		&wire.CommitRequest{TxnID: 1, CommitTS: hostile},
+		&wire.SafePointRequest{SafePoint: hostile},
+	}
+	check := func(round string) {
+		t.Helper()
+		conn, err := c.dialAs(ctx, txn.MasterName, "master", node, wire.DialOptions{ClusterID: c.Config().ShardMap().ID()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		maxTS := func() uint64 {
+			var st wire.StatusReply
+			if err := conn.Call(ctx, &wire.StatusRequest{}, &st); err != nil || len(st.Processes) != 1 {
+				t.Fatalf("status of %s: %v", node, err)
+			}
+			return st.Processes[0].MaxTS
+		}
+		before := maxTS()
+		for _, req := range requests {
+			err := conn.Call(ctx, req, nil)
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Code != wire.CodeBadRequest || !strings.Contains(we.Message, "beyond the timestamp oracle's bound") {
+				t.Errorf("%s: %s at %d from the master's certificate: %v, want bad_request: beyond the oracle's bound", round, req.MsgType(), uint64(hostile), err)
+			}
+		}
+		if after := maxTS(); after != before {
+			t.Fatalf("%s: %s's maxTS went from %d to %d", round, node, before, after)
+		}
+		for _, ks := range [][]string{keys[:1], keys} {
+			var tx []wire.Op
+			for _, k := range ks {
+				tx = append(tx, wire.Op{Kind: wire.OpPut, Key: []byte(k), Value: []byte(round)})
+			}
+			rep, err := cl.Txn(ctx, nil, tx...)
+			if err != nil || rep.CommitTS >= 1<<63 {
+				t.Fatalf("%s: a write of %d keys after the hostile requests: %+v, %v", round, len(ks), rep, err)
+			}
+		}
+		for _, kv := range snapshot(t, cl, keys) {
+			if string(kv.Value) != round {
+				t.Fatalf("%s: %q = %q, want %q", round, kv.Key, kv.Value, round)
+			}
+		}
+	}
+	check("first")
+	c.stop(node)
+	c.start(node)
+	check("after restart")
+}

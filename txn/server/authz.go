@@ -19,7 +19,8 @@ const (
 type acl map[wire.MsgType][]string
 
 // masterACL: clients read, write, scan, restore and ask for status; nodes ask the master,
-// under the classic protocol, how a transaction they hold in doubt ended.
+// under the classic protocol, how a transaction they hold in doubt ended, and what bound its
+// timestamp oracle has reached (to refuse timestamps no master could have issued).
 var masterACL = acl{
 	wire.MsgGet:          {roleClient},
 	wire.MsgScan:         {roleClient},
@@ -27,6 +28,7 @@ var masterACL = acl{
 	wire.MsgRestoreBegin: {roleClient},
 	wire.MsgRestore:      {roleClient},
 	wire.MsgOutcome:      {roleNode},
+	wire.MsgOracleBound:  {roleNode},
 	wire.MsgStatus:       {roleClient, roleNode, roleMaster},
 }
 

@@ -33,6 +33,9 @@ func TestEachRoleMaySendOnlyItsRequests(t *testing.T) {
 		{masterACL, roleClient, wire.MsgOutcome, false},
 		{masterACL, roleNode, wire.MsgOutcome, true},
 		{masterACL, roleNode, wire.MsgTxn, false},
+		{masterACL, roleNode, wire.MsgOracleBound, true},
+		{masterACL, roleClient, wire.MsgOracleBound, false},
+		{nodeACL, roleMaster, wire.MsgOracleBound, false},
 		{masterACL, roleClient, wire.MsgPrepare, false},
 		{masterACL, roleMaster, wire.MsgCommit, false},
 	} {
