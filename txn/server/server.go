@@ -293,7 +293,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	shards := cfg.ShardMap()
 	addrs := map[string]string{}
 	for _, n := range cfg.Nodes {
-		addrs[n.Name] = n.Listen
+		addrs[n.Name] = n.DialAddr()
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
 	m.closers = append(m.closers, tr.Close)
@@ -415,10 +415,10 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	shards := cfg.ShardMap()
 	// One transport reaches the master and the other nodes (the parallel protocol's
 	// participants settle transactions among themselves).
-	addrs := map[string]string{txn.MasterName: cfg.Master.Listen}
+	addrs := map[string]string{txn.MasterName: cfg.Master.DialAddr()}
 	for _, p := range cfg.Nodes {
 		if p.Name != name {
-			addrs[p.Name] = p.Listen
+			addrs[p.Name] = p.DialAddr()
 		}
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
