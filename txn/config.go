@@ -243,8 +243,9 @@ func (c Config) Validate() error {
 	}
 	// The processes are dialled at their DialAddr, which must tell them apart. A process with
 	// an advertise address may run on a machine (or in a container) of its own, so its listen
-	// and metrics addresses are checked only against each other; those of the processes
-	// without one, which share a machine, are checked against all of theirs.
+	// and metrics addresses are checked only against each other, and its data directory not
+	// at all; those of the processes without one, which share a machine, are checked against
+	// all of theirs.
 	type dialer struct {
 		what       string
 		advertised bool
@@ -293,7 +294,11 @@ func (c Config) Validate() error {
 		add("nodes: at least one node is required")
 	}
 	names := map[string]bool{MasterName: true}
-	dirs := map[string]string{c.Master.DataDir: "master"}
+	// Data directories, like listen addresses, may repeat on machines of their own.
+	dirs := map[string]string{}
+	if c.Master.Advertise == "" {
+		dirs[c.Master.DataDir] = "master"
+	}
 	for i, n := range c.Nodes {
 		what := fmt.Sprintf("nodes[%d]", i)
 		if n.Name == "" {
@@ -305,10 +310,12 @@ func (c Config) Validate() error {
 		checkProcess(what, n)
 		if n.DataDir == "" {
 			add("%s.data_dir is required", what)
-		} else if prev, ok := dirs[n.DataDir]; ok {
+		} else if prev, ok := dirs[n.DataDir]; ok && n.Advertise == "" {
 			add("%s.data_dir %s is also used by %s", what, n.DataDir, prev)
 		}
-		dirs[n.DataDir] = n.Name
+		if n.Advertise == "" {
+			dirs[n.DataDir] = n.Name
+		}
 	}
 	l := c.Limits
 	if l.MaxKeyBytes < 1 || l.MaxValueBytes < 0 || l.MaxTxnOps < 1 || l.MaxTxnBytes < 1 {

@@ -30,11 +30,22 @@ func TestConfigDialAddrIsAdvertiseElseListen(t *testing.T) {
 	}
 }
 
-// Processes on machines of their own may bind the same wildcard address; each is dialled at
-// an address of its own.
+// Processes on machines of their own may bind the same wildcard address and keep their data
+// in the same directory; each is dialled at an address of its own.
 func TestConfigAcceptsWildcardListenWithAdvertise(t *testing.T) {
-	if err := spread().Validate(); err != nil {
+	cfg := spread()
+	for i := range cfg.Nodes {
+		cfg.Nodes[i].DataDir = cfg.Master.DataDir
+	}
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	cfg.Nodes[0].Advertise = ""
+	cfg.Nodes[0].Listen = "127.0.0.1:9001"
+	cfg.Master.Advertise = ""
+	cfg.Master.Listen = "127.0.0.1:9000"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "nodes[0].data_dir data/master is also used by master") {
+		t.Fatalf("two processes of one machine sharing a data directory: %v", err)
 	}
 }
 

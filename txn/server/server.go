@@ -332,7 +332,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	m.cancel = cancel
 	go coord.RunGC(gcCtx)
 	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes}, opts)
-	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
+	log.Info("master serving", "listen", m.Addr().String(), "advertise", cfg.Master.DialAddr(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil)
 	return m, nil
 }
@@ -443,7 +443,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		defer n.bg.Done()
 		part.Run(bgCtx)
 	}()
-	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
+	log.Info("node serving", "listen", n.Addr().String(), "advertise", self.DialAddr(), "metrics", self.Metrics, "data_dir", self.DataDir,
 		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil,
 		"memory_bytes", cfg.Storage.MemoryBytes)
 	return n, nil
