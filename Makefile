@@ -28,14 +28,14 @@ run: build
 ## test: formatting, vet, unit tests (race detector on the concurrent packages; kv's includes the power-loss test), the lossy file system's own tests, fuzz seeds, deterministic simulation, end-to-end tests (with power cuts), short soak, short fault-injection run
 test: deps fmt-check vet unit alerts-test lossyfs-test sim e2e soak-short chaos-short
 
-## deps: the Debian packages the tests use (a real Prometheus server, a real etcd), installed when missing
+## deps: the Debian packages the tests use (a real Prometheus server, a real etcd, iproute2's ip for the network namespaces of cmd/e2e), installed when missing
 deps:
-	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian packages prometheus and etcd-server (the tests run both)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus etcd-server >/dev/null; \
+	    echo "installing Debian packages prometheus, etcd-server and iproute2 (the tests run prometheus and etcd, and ip makes network namespaces)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus etcd-server iproute2 >/dev/null; \
 	  else \
-	    echo "make test needs the prometheus and etcd binaries: apt-get install prometheus etcd-server"; exit 1; \
+	    echo "make test needs the prometheus, etcd and ip binaries: apt-get install prometheus etcd-server iproute2"; exit 1; \
 	  fi; \
 	fi
 

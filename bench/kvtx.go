@@ -24,7 +24,7 @@ type kvtxTarget struct {
 
 func openKvtx(ctx context.Context, tc TargetConfig) (*kvtxTarget, error) {
 	if tc.Endpoint == "" {
-		tc.Endpoint = txn.DefaultConfig().Master.Listen
+		tc.Endpoint = txn.DefaultConfig().Master.DialAddr()
 	}
 	t := &kvtxTarget{tc: tc, conns: map[int]*client.Client{}}
 	cl, err := t.conn(ctx, 0)

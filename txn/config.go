@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,17 +15,42 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
-// Process describes one process of the cluster: where it listens for the kvtx protocol, where it
-// serves Prometheus metrics and where it keeps its data.
+// Process describes one process of the cluster: where it listens for the kvtx protocol, where
+// the other processes and clients dial it, where it serves Prometheus metrics and where it
+// keeps its data.
 type Process struct {
 	// Name identifies a node ("node1"); the master's name is always "master".
 	Name string `yaml:"name,omitempty"`
-	// Listen is the host:port of the kvtx protocol.
+	// Listen is the host:port the process binds for the kvtx protocol. A wildcard host
+	// (0.0.0.0, ::, or none, as in ":9001") binds every interface, and then Advertise is
+	// required: nobody can dial a wildcard address from another machine.
 	Listen string `yaml:"listen"`
+	// Advertise is the host:port the other processes and clients dial to reach this one
+	// (default Listen): the address of its machine or container when Listen is a wildcard, a
+	// port that NAT or a container runtime forwards, a proxy. The master dials the nodes at
+	// theirs, the nodes dial the master and each other at theirs, kvctl --config dials the
+	// master's, and kvctl cert init puts its host among the certificate's names.
+	Advertise string `yaml:"advertise,omitempty"`
 	// Metrics is the host:port of the HTTP server for /metrics; empty disables it.
 	Metrics string `yaml:"metrics"`
 	// DataDir holds the process's Badger files, identity file and transaction log.
 	DataDir string `yaml:"data_dir"`
+}
+
+// DialAddr returns the address at which the other processes and clients reach p: Advertise,
+// or Listen when Advertise is empty.
+func (p Process) DialAddr() string {
+	if p.Advertise != "" {
+		return p.Advertise
+	}
+	return p.Listen
+}
+
+// IsWildcardHost reports whether host (of a host:port) binds every interface: empty, 0.0.0.0
+// or :: (any unspecified IP address).
+func IsWildcardHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // Limits bound what one request may carry. A zero field means the default given in its comment.
@@ -229,8 +255,52 @@ func (c Config) Validate() error {
 			add("%s: bad address %q: %v", what, addr, err)
 		}
 	}
-	checkAddr("master.listen", c.Master.Listen, true)
-	checkAddr("master.metrics", c.Master.Metrics, false)
+	// The processes are dialled at their DialAddr, which must tell them apart. A process with
+	// an advertise address may run on a machine (or in a container) of its own, so its listen
+	// and metrics addresses are checked only against each other, and its data directory not
+	// at all; those of the processes without one, which share a machine, are checked against
+	// all of theirs.
+	type dialer struct {
+		what       string
+		advertised bool
+	}
+	dialed := map[string]dialer{}
+	bound := map[string]map[string]string{}
+	claim := func(scope, owner, addr string) {
+		if addr == "" {
+			return
+		}
+		if bound[scope] == nil {
+			bound[scope] = map[string]string{}
+		}
+		if prev, ok := bound[scope][addr]; ok {
+			add("%s: address %s is also used by %s", owner, addr, prev)
+		}
+		bound[scope][addr] = owner
+	}
+	checkProcess := func(what string, p Process) {
+		checkAddr(what+".listen", p.Listen, true)
+		checkAddr(what+".metrics", p.Metrics, false)
+		if p.Advertise != "" {
+			checkAdvertise(what+".advertise", p.Advertise, add)
+		} else if host, _, err := net.SplitHostPort(p.Listen); err == nil && IsWildcardHost(host) {
+			add("%s.listen %s binds every interface, and no other process can dial that address: set %s.advertise to the host:port the others should dial (this machine's address or name)", what, p.Listen, what)
+		}
+		scope := ""
+		if p.Advertise != "" {
+			scope = what
+		}
+		claim(scope, what+".listen", p.Listen)
+		claim(scope, what+".metrics", p.Metrics)
+		if addr := p.DialAddr(); addr != "" {
+			// (Two listen addresses on one machine are reported above.)
+			if prev, ok := dialed[addr]; ok && (prev.advertised || p.Advertise != "") {
+				add("%s: %s is dialled at %s too", what, prev.what, addr)
+			}
+			dialed[addr] = dialer{what, p.Advertise != ""}
+		}
+	}
+	checkProcess("master", c.Master)
 	if c.Master.DataDir == "" {
 		add("master.data_dir is required")
 	}
@@ -238,19 +308,11 @@ func (c Config) Validate() error {
 		add("nodes: at least one node is required")
 	}
 	names := map[string]bool{MasterName: true}
-	addrs := map[string]string{}
-	claim := func(owner, addr string) {
-		if addr == "" {
-			return
-		}
-		if prev, ok := addrs[addr]; ok {
-			add("%s: address %s is also used by %s", owner, addr, prev)
-		}
-		addrs[addr] = owner
+	// Data directories, like listen addresses, may repeat on machines of their own.
+	dirs := map[string]string{}
+	if c.Master.Advertise == "" {
+		dirs[c.Master.DataDir] = "master"
 	}
-	claim("master.listen", c.Master.Listen)
-	claim("master.metrics", c.Master.Metrics)
-	dirs := map[string]string{c.Master.DataDir: "master"}
 	for i, n := range c.Nodes {
 		what := fmt.Sprintf("nodes[%d]", i)
 		if n.Name == "" {
@@ -259,16 +321,15 @@ func (c Config) Validate() error {
 			add("%s: name %q is used twice (or is reserved)", what, n.Name)
 		}
 		names[n.Name] = true
-		checkAddr(what+".listen", n.Listen, true)
-		checkAddr(what+".metrics", n.Metrics, false)
-		claim(what+".listen", n.Listen)
-		claim(what+".metrics", n.Metrics)
+		checkProcess(what, n)
 		if n.DataDir == "" {
 			add("%s.data_dir is required", what)
-		} else if prev, ok := dirs[n.DataDir]; ok {
+		} else if prev, ok := dirs[n.DataDir]; ok && n.Advertise == "" {
 			add("%s.data_dir %s is also used by %s", what, n.DataDir, prev)
 		}
-		dirs[n.DataDir] = n.Name
+		if n.Advertise == "" {
+			dirs[n.DataDir] = n.Name
+		}
 	}
 	l := c.Limits
 	if l.MaxKeyBytes < 1 || l.MaxValueBytes < 0 || l.MaxTxnOps < 1 || l.MaxTxnBytes < 1 {
@@ -308,6 +369,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("txn: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// checkAdvertise reports what makes addr no address to dial: no host, a wildcard host, or a
+// port that is not a number from 1 to 65535.
+func checkAdvertise(what, addr string, add func(string, ...any)) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		add("%s: bad address %q: %v", what, addr, err)
+		return
+	}
+	if IsWildcardHost(host) {
+		add("%s: %q has no host to dial: advertise this machine's address or name, not a wildcard", what, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		add("%s: %q: the port must be a number from 1 to 65535", what, addr)
+	}
 }
 
 // Node returns the node named name.

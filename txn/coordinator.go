@@ -180,7 +180,7 @@ const statusTimeout = time.Second
 // Status reports the master and every node. A node that does not answer within
 // statusTimeout is reported down with the reason.
 func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
-	self := wire.ProcessStatus{Name: MasterName, Role: "master", Up: true, Addr: c.cfg.Directory[MasterName].Listen, MetricsAddr: c.cfg.Directory[MasterName].Metrics}
+	self := wire.ProcessStatus{Name: MasterName, Role: "master", Up: true, Addr: c.cfg.Directory[MasterName].DialAddr(), MetricsAddr: c.cfg.Directory[MasterName].Metrics}
 	c.mu.Lock()
 	now := c.cfg.Runtime.Now()
 	for id, st := range c.mu.txns {
@@ -208,7 +208,7 @@ func (c *Coordinator) Status(ctx context.Context) *wire.StatusReply {
 		} else {
 			nodes[i] = rep.Processes[0]
 		}
-		nodes[i].Addr, nodes[i].MetricsAddr = c.cfg.Directory[n].Listen, c.cfg.Directory[n].Metrics
+		nodes[i].Addr, nodes[i].MetricsAddr = c.cfg.Directory[n].DialAddr(), c.cfg.Directory[n].Metrics
 	})
 	return &wire.StatusReply{Processes: append([]wire.ProcessStatus{self}, nodes...)}
 }

@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := c.StartAll(ctx); err != nil {
 		return nil, err
 	}
-	if r.admin, err = dial(ctx, c, c.Config().Master.Listen, "chaos-admin"); err != nil {
+	if r.admin, err = dial(ctx, c, c.Config().Master.DialAddr(), "chaos-admin"); err != nil {
 		return nil, fmt.Errorf("chaos: dial master: %w", err)
 	}
 	defer r.admin.Close()

@@ -100,9 +100,13 @@ func benchConfig(c *cli.Context) (bench.Config, bench.TargetConfig, error) {
 	if isTerminal(c) {
 		cfg.Progress = c.App.Writer
 	}
+	addr, err := endpoint(c)
+	if err != nil {
+		return cfg, bench.TargetConfig{}, err
+	}
 	tc := bench.TargetConfig{
 		Kind:         c.String("target"),
-		Endpoint:     opt(c, "endpoint"),
+		Endpoint:     addr,
 		EtcdEndpoint: c.String("etcd-endpoint"),
 		DataDir:      c.String("data-dir"),
 		Conns:        c.Int("conns"),
@@ -247,8 +251,12 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 		}
 		return tmp, nil
 	}
+	addr, err := endpoint(c)
+	if err != nil {
+		return err
+	}
 	for _, name := range strings.Split(c.String("targets"), ",") {
-		tc := bench.TargetConfig{Kind: strings.TrimSpace(name), Endpoint: opt(c, "endpoint"), EtcdEndpoint: c.String("etcd-endpoint"), Conns: c.Int("conns")}
+		tc := bench.TargetConfig{Kind: strings.TrimSpace(name), Endpoint: addr, EtcdEndpoint: c.String("etcd-endpoint"), Conns: c.Int("conns")}
 		switch tc.Kind {
 		case bench.TargetKvtx:
 			if err := kvtxTLS(c, &tc); err != nil {

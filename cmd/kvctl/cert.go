@@ -66,7 +66,7 @@ func certCommand() *cli.Command {
 				Action:      runCreateClient,
 			},
 			{
-				Name: "init", Usage: "make a CA and every certificate of the cluster config: master, each node (its listen host among its names), client",
+				Name: "init", Usage: "make a CA and every certificate of the cluster config: master, each node (the hosts of its advertise and listen addresses among its names), client",
 				Flags: append(certCreateFlags("365d"), configFlag(),
 					&cli.StringFlag{Name: "ca-lifetime", Value: "3650d", Usage: "the CA's validity, as a `DURATION` or in days"}),
 				Action: runCertInit,

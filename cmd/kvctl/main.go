@@ -147,7 +147,7 @@ func main() {
 // -o json k); the one given closest to the command wins.
 func commonFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "endpoint", Value: txn.DefaultConfig().Master.Listen, Usage: "master `ADDR`", EnvVars: []string{"KVTX_ENDPOINT"}},
+		&cli.StringFlag{Name: "endpoint", Value: txn.DefaultConfig().Master.DialAddr(), Usage: "master `ADDR` (default: the --config master's advertise address, else its listen address, else the built-in cluster's)", EnvVars: []string{"KVTX_ENDPOINT"}},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
 		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up on a command after this long"},
 		&cli.StringFlag{Name: "config", Usage: "cluster config `FILE`: its tls section, and its nodes, which status and txn list ask when the master is down (default: the built-in cluster)", EnvVars: []string{"KVTX_CONFIG"}},
@@ -271,12 +271,37 @@ func dial(c *cli.Context) (*client.Client, context.Context, context.CancelFunc, 
 		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	cl, err := client.Dial(ctx, opt(c, "endpoint"), sec.clientOptions(client.Options{Timeout: timeout}))
+	addr, err := endpoint(c)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	cl, err := client.Dial(ctx, addr, sec.clientOptions(client.Options{Timeout: timeout}))
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err
 	}
 	return cl, ctx, cancel, nil
+}
+
+// endpoint returns the master's address: --endpoint (or $KVTX_ENDPOINT) when given, else the
+// address the --config file's master is dialled at (its advertise address, or its listen
+// address), else the built-in cluster's.
+func endpoint(c *cli.Context) (string, error) {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("endpoint") {
+			return opt(c, "endpoint"), nil
+		}
+	}
+	path := opt(c, "config")
+	if path == "" {
+		return opt(c, "endpoint"), nil
+	}
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Master.DialAddr(), nil
 }
 
 func jsonOut(w io.Writer, v any) {
@@ -468,7 +493,7 @@ func status(c *cli.Context) ([]wire.ProcessStatus, error) {
 
 // nodeStatus asks every node of cfg for its status directly.
 func nodeStatus(cfg txn.Config, sec *security, masterErr string) []wire.ProcessStatus {
-	procs := []wire.ProcessStatus{{Name: txn.MasterName, Role: "master", Addr: cfg.Master.Listen, MetricsAddr: cfg.Master.Metrics, Error: masterErr}}
+	procs := []wire.ProcessStatus{{Name: txn.MasterName, Role: "master", Addr: cfg.Master.DialAddr(), MetricsAddr: cfg.Master.Metrics, Error: masterErr}}
 	for _, n := range cfg.Nodes {
 		ps := wire.ProcessStatus{Name: n.Name, Role: "node"}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -476,7 +501,7 @@ func nodeStatus(cfg txn.Config, sec *security, masterErr string) []wire.ProcessS
 		if opts.TLS = sec.dialTLS(n.Name); opts.TLS != nil {
 			opts.Name = "" // the certificate's
 		}
-		conn, err := wire.Dial(ctx, n.Listen, opts)
+		conn, err := wire.Dial(ctx, n.DialAddr(), opts)
 		err = sec.explain(err)
 		if err == nil {
 			var rep wire.StatusReply
@@ -489,7 +514,7 @@ func nodeStatus(cfg txn.Config, sec *security, masterErr string) []wire.ProcessS
 		if err != nil {
 			ps.Error = err.Error()
 		}
-		ps.Addr, ps.MetricsAddr = n.Listen, n.Metrics
+		ps.Addr, ps.MetricsAddr = n.DialAddr(), n.Metrics
 		procs = append(procs, ps)
 	}
 	return procs

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/kvtx/kvtx/txn"
 )
@@ -16,18 +17,18 @@ type member struct {
 	hosts []string
 }
 
-// members lists the certificates of cfg: the master's, each node's (with the hosts of its
-// listen and metrics addresses), and DefaultClient's.
+// members lists the certificates of cfg: the master's, each node's (with the hosts it is
+// dialled and listens at), and DefaultClient's.
 func members(cfg txn.Config) ([]member, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	out := []member{{Identity{txn.MasterName, RoleMaster}, processHosts(cfg.Master)}}
+	out := []member{{Identity{txn.MasterName, RoleMaster}, hostsFor(cfg.Master)}}
 	for _, n := range cfg.Nodes {
 		if n.Name == DefaultClient {
 			return nil, fmt.Errorf("certs: node %q would share its files with the default client: rename the node", n.Name)
 		}
-		out = append(out, member{Identity{n.Name, RoleNode}, processHosts(n)})
+		out = append(out, member{Identity{n.Name, RoleNode}, hostsFor(n)})
 	}
 	out = append(out, member{id: Identity{DefaultClient, RoleClient}})
 	for _, m := range out {
@@ -38,42 +39,49 @@ func members(cfg txn.Config) ([]member, error) {
 	return out, nil
 }
 
-// processHosts returns the names of p's certificate: those of its listen address, then those
-// of its metrics address, which a scraper checking hosts (Prometheus over tls.metrics) dials.
-// Repeats are dropped when the certificate is made.
-func processHosts(p txn.Process) []string {
-	hosts := hostsFor(p.Listen)
+// hostsFor returns the names of process p's certificate: the host of its advertise address,
+// then that of its listen address unless it is a wildcard (which no one dials), then that of
+// its metrics address (a scraper over tls.metrics that checks hosts dials it), and
+// DefaultHosts as well when either is a loopback address or the listen address is a
+// wildcard (which binds the loopback interface too). Dialers check the certificate's
+// identity, not these names (see the package doc); they are for tools that check hosts.
+func hostsFor(p txn.Process) []string {
+	var hosts []string
+	loopback := false
+	addHost := func(addr string) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return
+		}
+		if txn.IsWildcardHost(host) {
+			loopback = true
+			return
+		}
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			loopback = true
+		}
+		if !slices.Contains(hosts, host) {
+			hosts = append(hosts, host)
+		}
+	}
+	addHost(p.Advertise)
+	addHost(p.Listen)
 	if p.Metrics != "" {
-		hosts = append(hosts, hostsFor(p.Metrics)...)
+		addHost(p.Metrics)
+	}
+	if loopback || len(hosts) == 0 {
+		for _, h := range DefaultHosts {
+			if !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
 	}
 	return hosts
 }
 
-// hostsFor returns the names of a process listening on listen: its host; with
-// DefaultHosts if that is a loopback address, or instead of it (and the machine's host
-// name) if it is a wildcard.
-func hostsFor(listen string) []string {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return DefaultHosts
-	}
-	ip := net.ParseIP(host)
-	switch {
-	case host == "" || ip != nil && ip.IsUnspecified():
-		hosts := append([]string(nil), DefaultHosts...)
-		if hn, err := os.Hostname(); err == nil && checkDNSName(hn) == nil {
-			hosts = append(hosts, hn)
-		}
-		return hosts
-	case host == "localhost" || ip != nil && ip.IsLoopback():
-		return append([]string{host}, DefaultHosts...)
-	}
-	return []string{host}
-}
-
 // Init makes every certificate of the cluster cfg in dir: a new CA, one certificate per
-// process (the master's and each node's, with the hosts of its listen and metrics addresses
-// among its names) and DefaultClient's. If any of these files exists, nothing is written, unless
+// process (the master's and each node's, with the hosts of its advertise and listen
+// addresses among its names, as hostsFor says) and DefaultClient's. If any of these files exists, nothing is written, unless
 // opts.Overwrite: then all are made anew, and certificates signed by the old CA are no
 // longer trusted by processes that load the new ca.crt.
 func Init(dir string, cfg txn.Config, opts Options) error {

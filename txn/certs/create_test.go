@@ -175,13 +175,13 @@ func TestCertificatesCarryIdentityUsagesHostsAndLifetimes(t *testing.T) {
 	}
 }
 
-// testConfig is a cluster spread over hosts: the master on every interface, node1 on a DNS
-// name, node2 on an IP address.
+// testConfig is a cluster spread over hosts: the master on every interface, dialled at an IP
+// address, node1 on a DNS name, node2 on an IP address and dialled at a DNS name.
 func testConfig() txn.Config {
 	cfg := txn.DefaultConfig()
-	cfg.Master.Listen = "0.0.0.0:9000"
+	cfg.Master.Listen, cfg.Master.Advertise = "0.0.0.0:9000", "10.9.8.7:9000"
 	cfg.Nodes[0].Listen, cfg.Nodes[0].Metrics = "db1.example.com:9001", "metrics1.example.com:9101"
-	cfg.Nodes[1].Listen = "10.1.2.3:9002"
+	cfg.Nodes[1].Listen, cfg.Nodes[1].Advertise = "10.1.2.3:9002", "db2.example.com:19002"
 	cfg.Nodes = append(cfg.Nodes, txn.Process{Name: "node3", Listen: "127.0.0.1:9003", DataDir: "data/node3"})
 	return cfg
 }
@@ -191,11 +191,10 @@ func TestInitMakesEveryCertificateOfTheConfig(t *testing.T) {
 	if err := Init(dir, testConfig(), Options{}); err != nil {
 		t.Fatal(err)
 	}
-	hn, _ := os.Hostname()
 	for name, want := range map[string][]string{
-		"master": {"localhost", "127.0.0.1", "::1", hn},
+		"master": {"10.9.8.7", "localhost", "127.0.0.1", "::1"},
 		"node1":  {"db1.example.com", "metrics1.example.com"}, // a scraper checks the metrics host
-		"node2":  {"10.1.2.3"},
+		"node2":  {"db2.example.com", "10.1.2.3"},
 		"node3":  {"127.0.0.1", "localhost", "::1"},
 	} {
 		l := newLoader(t, dir, name)
@@ -208,8 +207,16 @@ func TestInitMakesEveryCertificateOfTheConfig(t *testing.T) {
 			}
 		}
 	}
+	if hosts := entryOf("", newLoader(t, dir, "master").Certificate()).Hosts; slices.Contains(hosts, "0.0.0.0") {
+		t.Errorf("the master's hosts %v include the wildcard it listens on", hosts)
+	}
 	if l := newLoader(t, dir, DefaultClient); l.Identity() != (Identity{DefaultClient, RoleClient}) {
 		t.Errorf("the client's identity is %v", l.Identity())
+	}
+	unreachable := testConfig()
+	unreachable.Master.Advertise = ""
+	if err := Init(t.TempDir(), unreachable, Options{}); err == nil || !strings.Contains(err.Error(), "master.advertise") {
+		t.Errorf("a master on 0.0.0.0 with no advertise address: %v, want refused naming master.advertise", err)
 	}
 	ca := readOrFail(t, filepath.Join(dir, CACert))
 	if err := Init(dir, testConfig(), Options{}); !errors.Is(err, ErrExists) {

@@ -304,7 +304,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	shards := cfg.ShardMap()
 	addrs := map[string]string{}
 	for _, n := range cfg.Nodes {
-		addrs[n.Name] = n.Listen
+		addrs[n.Name] = n.DialAddr()
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
 	m.closers = append(m.closers, tr.Close)
@@ -344,7 +344,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 	go coord.RunGC(gcCtx)
 	m.start(l, ml, pl, coord, masterACL, reg, wire.ServerConfig{Name: txn.MasterName, MaxFrame: cfg.Limits.MaxFrameBytes,
 		MaxBytesInFlight: cfg.Limits.MaxInFlightBytes, Trusted: clusterPeer}, opts)
-	log.Info("master serving", "listen", m.Addr().String(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
+	log.Info("master serving", "listen", m.Addr().String(), "advertise", cfg.Master.DialAddr(), "metrics", cfg.Master.Metrics, "data_dir", cfg.Master.DataDir,
 		"nodes", len(cfg.Nodes), "recovered_decisions", n, "commit_protocol", cfg.CommitProtocol, "tls", cl != nil, "metrics_tls", m.metricsTLS)
 	return m, nil
 }
@@ -427,10 +427,10 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 	shards := cfg.ShardMap()
 	// One transport reaches the master and the other nodes (the parallel protocol's
 	// participants settle transactions among themselves).
-	addrs := map[string]string{txn.MasterName: cfg.Master.Listen}
+	addrs := map[string]string{txn.MasterName: cfg.Master.DialAddr()}
 	for _, p := range cfg.Nodes {
 		if p.Name != name {
-			addrs[p.Name] = p.Listen
+			addrs[p.Name] = p.DialAddr()
 		}
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "node", Name: name, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
@@ -456,7 +456,7 @@ func StartNode(ctx context.Context, cfg txn.Config, name string, opts Options) (
 		defer n.bg.Done()
 		part.Run(bgCtx)
 	}()
-	log.Info("node serving", "listen", n.Addr().String(), "metrics", self.Metrics, "data_dir", self.DataDir,
+	log.Info("node serving", "listen", n.Addr().String(), "advertise", self.DialAddr(), "metrics", self.Metrics, "data_dir", self.DataDir,
 		"shard", fmt.Sprintf("%d/%d", indexOf(shards.Names(), name)+1, shards.Len()), "prepared", len(store.Prepared()), "tls", cl != nil, "metrics_tls", n.metricsTLS,
 		"memory_bytes", cfg.Storage.MemoryBytes)
 	return n, nil

@@ -19,7 +19,8 @@ import (
 	"github.com/kvtx/kvtx/wire"
 )
 
-// Config describes a cluster of real kvmaster and kvnode processes on 127.0.0.1. A zero field
+// Config describes a cluster of real kvmaster and kvnode processes on 127.0.0.1 (or on the
+// Hosts it names). A zero field
 // takes the default its comment gives.
 type Config struct {
 	// Binaries are the programs the cluster runs (Build). Binaries.Dir is required;
@@ -62,6 +63,12 @@ type Config struct {
 	// /dev/fuse, and costs a FUSE mount per process; without it the data directories are plain
 	// directories under Dir.
 	LossyDisks bool
+	// Hosts puts the processes it names on hosts of their own (Host), for tests across
+	// network namespaces; the others run on 127.0.0.1. Not with FaultProxies or LossyDisks.
+	Hosts map[string]Host
+	// CertsByKvctl makes the certificates as an operator does, with kvctl cert init --config
+	// on the config file, instead of in this process (the same code, certs.Init).
+	CertsByKvctl bool
 }
 
 // validate reports every problem of cfg at once.
@@ -79,6 +86,7 @@ func (cfg Config) validate() error {
 	if cfg.MetricsTLS && cfg.Insecure {
 		errs = append(errs, errors.New("MetricsTLS needs TLS, not Insecure"))
 	}
+	errs = append(errs, cfg.checkHosts()...)
 	if cfg.Nodes < 0 {
 		errs = append(errs, fmt.Errorf("Nodes is %d: want 0 (the default, 2) or more", cfg.Nodes))
 	}
@@ -177,7 +185,6 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
 	names := []string{txn.MasterName}
 	for i := range cfg.Nodes {
 		names = append(names, fmt.Sprintf("node%d", i+1))
@@ -198,7 +205,7 @@ func New(cfg Config) (*Cluster, error) {
 		dataDir = func(name string) string { return filepath.Join(c.disks[name].Mountpoint, "data") }
 	}
 	real := txn.Config{
-		Master:         txn.Process{Name: txn.MasterName, Listen: addr(0), Metrics: addr(1), DataDir: dataDir(txn.MasterName)},
+		Master:         cfg.process(txn.MasterName, ports[0], ports[1], dataDir(txn.MasterName)),
 		Timeouts:       cfg.Timeouts,
 		CommitProtocol: cfg.CommitProtocol,
 		GC:             cfg.GC,
@@ -206,20 +213,20 @@ func New(cfg Config) (*Cluster, error) {
 		Limits:         cfg.Limits,
 	}
 	for i, name := range names[1:] {
-		real.Nodes = append(real.Nodes, txn.Process{Name: name, Listen: addr(2 + 2*i), Metrics: addr(3 + 2*i), DataDir: dataDir(name)})
+		real.Nodes = append(real.Nodes, cfg.process(name, ports[2+2*i], ports[3+2*i], dataDir(name)))
 	}
 	if !cfg.Insecure {
 		real.TLS.Dir = filepath.Join(cfg.Dir, "certs")
 		real.TLS.Metrics = cfg.MetricsTLS
 	}
 	c.real = real.WithDefaults()
+	if err := WriteConfig(c.configPath, c.real); err != nil {
+		return fail(err)
+	}
 	if !cfg.Insecure {
 		if err := c.makeCerts(); err != nil {
 			return fail(err)
 		}
-	}
-	if err := WriteConfig(c.configPath, c.real); err != nil {
-		return fail(err)
 	}
 	if !cfg.FaultProxies {
 		for _, name := range names {
@@ -235,14 +242,14 @@ func New(cfg Config) (*Cluster, error) {
 		c.proxies[link] = p
 		return nil
 	}
-	if err := add(ClientToMaster, c.real.Master.Listen); err != nil {
+	if err := add(ClientToMaster, c.real.Master.DialAddr()); err != nil {
 		return fail(err)
 	}
 	for _, n := range c.real.Nodes {
-		if err := add(MasterToNode(n.Name), n.Listen); err != nil {
+		if err := add(MasterToNode(n.Name), n.DialAddr()); err != nil {
 			return fail(err)
 		}
-		if err := add(NodeToMaster(n.Name), c.real.Master.Listen); err != nil {
+		if err := add(NodeToMaster(n.Name), c.real.Master.DialAddr()); err != nil {
 			return fail(err)
 		}
 	}
@@ -297,13 +304,14 @@ func (c *Cluster) Names() []string {
 	return names
 }
 
-// Addr returns a process's real protocol address ("" for an unknown name).
+// Addr returns the real protocol address at which a process is dialled, its advertise
+// address with Config.Hosts ("" for an unknown name).
 func (c *Cluster) Addr(name string) string {
 	if name == txn.MasterName {
-		return c.real.Master.Listen
+		return c.real.Master.DialAddr()
 	}
 	p, _ := c.real.Node(name)
-	return p.Listen
+	return p.DialAddr()
 }
 
 // MetricsAddr returns a process's real metrics address ("" for an unknown name).
@@ -321,7 +329,7 @@ func (c *Cluster) ClientAddr() string {
 	if p := c.proxies[ClientToMaster]; p != nil {
 		return p.Addr()
 	}
-	return c.real.Master.Listen
+	return c.real.Master.DialAddr()
 }
 
 // Proxy returns the proxy of a link (ClientToMaster, MasterToNode(n), NodeToMaster(n)), or nil
@@ -401,18 +409,13 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 	}
 	var cmd *exec.Cmd
 	if name == txn.MasterName {
-		cmd = exec.Command(c.cfg.Binaries.Path("kvmaster"), args...)
+		cmd = c.cfg.command(name, c.cfg.Binaries.Path("kvmaster"), args)
 	} else {
-		cmd = exec.Command(c.cfg.Binaries.Path("kvnode"), append(args, name)...)
+		cmd = c.cfg.command(name, c.cfg.Binaries.Path("kvnode"), append(args, name))
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	// The process sees none of the caller's KVTX_ variables, only the crash point asked for.
-	env := make([]string, 0, len(os.Environ())+1)
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KVTX_") {
-			env = append(env, e)
-		}
-	}
+	env := withoutKvtxEnv()
 	if crashAt != "" {
 		env = append(env, "KVTX_CRASH_AT="+crashAt)
 	}
@@ -449,6 +452,17 @@ func (c *Cluster) spawn(name, crashAt string) (*process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// withoutKvtxEnv returns this process's environment without its KVTX_ variables.
+func withoutKvtxEnv() []string {
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "KVTX_") {
+			env = append(env, e)
+		}
+	}
+	return env
 }
 
 func (c *Cluster) waitReady(ctx context.Context, p *process) error {

@@ -175,3 +175,40 @@ func TestFreePortsLieBelowTheEphemeralRange(t *testing.T) {
 		}
 	}
 }
+
+// A process on a Host of its own listens where the Host says, is dialled at its advertise
+// address (by the harness too), and runs under the Host's command prefix; Hosts refuse the
+// proxies and lossy disks that live on this host.
+func TestNewPutsProcessesOnTheirHosts(t *testing.T) {
+	dir := t.TempDir()
+	hosts := map[string]Host{"node1": {Advertise: "10.0.0.2", Listen: "0.0.0.0", Wrap: []string{"ip", "netns", "exec", "ns1"}}}
+	c, err := New(Config{Binaries: Binaries{Dir: dir}, Dir: dir, Insecure: true, Hosts: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	node1, _ := c.Config().Node("node1")
+	_, port, _ := strings.Cut(node1.Listen, ":")
+	if node1.Listen != "0.0.0.0:"+port || node1.Advertise != "10.0.0.2:"+port || c.Addr("node1") != node1.Advertise {
+		t.Fatalf("node1 listens on %s, advertises %s and is dialled at %s; want 0.0.0.0, 10.0.0.2 and its advertise address", node1.Listen, node1.Advertise, c.Addr("node1"))
+	}
+	if node2, _ := c.Config().Node("node2"); node2.Advertise != "" || c.Addr("node2") != node2.Listen {
+		t.Fatalf("node2, on no host of its own: %+v, dialled at %s", node2, c.Addr("node2"))
+	}
+	if got := readConfig(t, c.ConfigPath()); !reflect.DeepEqual(got, c.Config()) {
+		t.Fatalf("%s holds %+v, want %+v", c.ConfigPath(), got, c.Config())
+	}
+	cmd := c.cfg.command("node1", "/bin/kvnode", []string{"--config", "c.yaml", "node1"})
+	if want := []string{"ip", "netns", "exec", "ns1", "/bin/kvnode", "--config", "c.yaml", "node1"}; !reflect.DeepEqual(cmd.Args, want) {
+		t.Fatalf("node1 runs as %q, want %q", cmd.Args, want)
+	}
+	if hosts["node1"].Wrap[len(hosts["node1"].Wrap)-1] != "ns1" {
+		t.Fatal("building a command line changed the Host's Wrap")
+	}
+	_, err = New(Config{Binaries: Binaries{Dir: dir}, Dir: dir, FaultProxies: true, Hosts: map[string]Host{"node1": {}}})
+	for _, want := range []string{"Hosts cannot be combined with FaultProxies", "Hosts[node1].Advertise is required"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %q", err, want)
+		}
+	}
+}

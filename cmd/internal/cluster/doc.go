@@ -7,5 +7,7 @@
 // every process, whose power PowerCut cuts.
 //
 // A test builds the binaries once (Build), then makes a fresh Cluster per case with New, and
-// releases it with Close. Nothing listens beyond the loopback interface.
+// releases it with Close. Nothing listens beyond the loopback interface, unless Config.Hosts
+// puts processes on hosts of their own (network namespaces), which it then runs under a
+// command prefix such as ip netns exec.
 package cluster

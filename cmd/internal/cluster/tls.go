@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/exec"
 	"syscall"
 
 	"github.com/kvtx/kvtx/txn/certs"
@@ -12,9 +13,15 @@ import (
 )
 
 // makeCerts makes the cluster's CA and every process's and the client's certificate in the
-// config's tls.dir, and loads the client's.
+// config's tls.dir (with kvctl cert init when Config.CertsByKvctl), and loads the client's.
 func (c *Cluster) makeCerts() error {
-	if err := certs.Init(c.real.TLS.Dir, c.real, certs.Options{}); err != nil {
+	if c.cfg.CertsByKvctl {
+		cmd := exec.Command(c.cfg.Binaries.Path("kvctl"), "cert", "init", "--config", c.configPath)
+		cmd.Env = withoutKvtxEnv()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("cluster: kvctl cert init: %w\n%s", err, out)
+		}
+	} else if err := certs.Init(c.real.TLS.Dir, c.real, certs.Options{}); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	l, err := certs.NewLoader(certs.FilesFor(c.real.TLS.Dir, certs.DefaultClient), certs.LoaderOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,7 +23,7 @@ import (
 // Flags are the flags of a server process.
 var Flags = []cli.Flag{
 	&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "cluster config `FILE` (YAML); built-in defaults when absent", EnvVars: []string{"KVTX_CONFIG"}},
-	&cli.StringFlag{Name: "listen", Usage: "protocol `ADDR` (overrides the config)"},
+	&cli.StringFlag{Name: "listen", Usage: "protocol `ADDR` to bind (overrides the config; the other processes still dial the config's address)"},
 	&cli.StringFlag{Name: "metrics-listen", Usage: "Prometheus metrics `ADDR` (overrides the config; \"\" keeps it)"},
 	&cli.StringFlag{Name: "data-dir", Usage: "data `DIR` (overrides the config)"},
 	&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -64,9 +65,15 @@ func ServerOptions(c *cli.Context, log *slog.Logger) (server.Options, error) {
 	return server.Options{Logger: log, PprofListen: c.String("pprof-listen"), Hooks: hooks, Insecure: c.Bool("insecure")}, nil
 }
 
-// Override applies --listen, --metrics-listen and --data-dir to p.
+// Override applies --listen, --metrics-listen and --data-dir to p. The other processes read
+// the config file, not these flags, so they still dial p at the config's address: --listen
+// keeps it as p's advertise address when the config gives none (and its listen host is no
+// wildcard).
 func Override(c *cli.Context, p *txn.Process) {
 	if c.IsSet("listen") {
+		if host, _, err := net.SplitHostPort(p.Listen); p.Advertise == "" && err == nil && !txn.IsWildcardHost(host) {
+			p.Advertise = p.Listen
+		}
 		p.Listen = c.String("listen")
 	}
 	if c.IsSet("metrics-listen") {
