@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -201,18 +199,7 @@ func newNetnsNetwork(t *testing.T, names []string) *netnsNetwork {
 // certIPs returns the IP addresses a PEM certificate file names.
 func certIPs(t *testing.T, path string) []string {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatalf("%s: no PEM block", path)
-	}
-	crt, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	crt := readCert(t, path)
 	var ips []string
 	for _, a := range crt.IPAddresses {
 		ips = append(ips, a.String())
