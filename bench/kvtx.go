@@ -15,6 +15,7 @@ import (
 // kvtxTarget is a running kvtx cluster, reached through txn/client. Its shard map comes from the
 // master's status report, which lists the nodes in shard order.
 type kvtxTarget struct {
+	name   string // TargetKvtx or TargetKvtxPlain
 	tc     TargetConfig
 	shards *txn.ShardMap
 
@@ -26,7 +27,10 @@ func openKvtx(ctx context.Context, tc TargetConfig) (*kvtxTarget, error) {
 	if tc.Endpoint == "" {
 		tc.Endpoint = txn.DefaultConfig().Master.DialAddr()
 	}
-	t := &kvtxTarget{tc: tc, conns: map[int]*client.Client{}}
+	t := &kvtxTarget{name: TargetKvtx, tc: tc, conns: map[int]*client.Client{}}
+	if tc.Kind == TargetKvtxPlain {
+		t.name = TargetKvtxPlain
+	}
 	cl, err := t.conn(ctx, 0)
 	if err != nil {
 		return nil, err
@@ -80,7 +84,7 @@ func (t *kvtxTarget) clientOptions() client.Options {
 	return o
 }
 
-func (t *kvtxTarget) Name() string          { return TargetKvtx }
+func (t *kvtxTarget) Name() string          { return t.name }
 func (t *kvtxTarget) Shards() *txn.ShardMap { return t.shards }
 
 // NewSession gives client i connection i mod tc.Conns.

@@ -275,3 +275,38 @@ func TestParseStatCPUCountsFieldsAfterTheCommandName(t *testing.T) {
 		t.Fatalf("CPUTime of this process = %v, %v", d, err)
 	}
 }
+
+func TestSuiteReportGivesTheTLSVerdictAtTheHighestClientCount(t *testing.T) {
+	results := func(txnPlain float64) []*Result {
+		return []*Result{
+			sampleResult("kvtx", WorkloadPut, 1, 100, 500), sampleResult("kvtx-plain", WorkloadPut, 1, 1000, 500), // 1 client: not judged
+			sampleResult("kvtx", WorkloadPut, 64, 9000, 5000), sampleResult("kvtx-plain", WorkloadPut, 64, 10000, 5000),
+			sampleResult("kvtx", WorkloadTxn, 64, 4000, 5000), sampleResult("kvtx-plain", WorkloadTxn, 64, txnPlain, 5000),
+			sampleResult("kvtx", WorkloadGet, 64, 8000, 5000), // no kvtx-plain run: not judged
+		}
+	}
+	for _, c := range []struct {
+		txnPlain float64
+		want     string
+	}{
+		{4000, "TLS goal (at most 15% lower throughput): met; worst put 0.90x"},
+		{5000, "TLS goal (at most 15% lower throughput): MISSED; worst txn 0.80x"},
+	} {
+		rep := &SuiteReport{Targets: []string{"kvtx", "kvtx-plain"}, Results: results(c.txnPlain)}
+		var b bytes.Buffer
+		if err := rep.WriteText(&b); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		for _, want := range []string{"TLS vs --insecure at 64 clients (kvtx throughput over kvtx-plain's): put 0.90x, txn ", c.want} {
+			if !strings.Contains(out, want) {
+				t.Errorf("report lacks %q:\n%s", want, out)
+			}
+		}
+	}
+	rep := &SuiteReport{Targets: []string{"kvtx", "badger"}, Results: []*Result{sampleResult("kvtx", WorkloadPut, 64, 9000, 5000), sampleResult("badger", WorkloadPut, 64, 9000, 5000)}}
+	var b bytes.Buffer
+	if err := rep.WriteText(&b); err != nil || strings.Contains(b.String(), "TLS") {
+		t.Errorf("a suite without kvtx-plain printed a TLS verdict (%v):\n%s", err, b.String())
+	}
+}

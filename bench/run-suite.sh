@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The standard benchmark suite, as `make bench` runs it: starts a fresh kvtx cluster (a master
 # and two nodes in a temporary directory, on ports that do not collide with `make run`), runs
-# `kvctl bench --suite standard` against it, a local Badger store and etcd (which kvctl starts
+# `kvctl bench --suite standard` against it, a second cluster started with --insecure (the
+# kvtx-plain column, for the TLS verdict), a local Badger store and etcd (which kvctl starts
 # itself, so that it can restart it after preloading), then stops everything.
 #
 # Needs the binaries in $BIN (make bench builds them) and Debian's etcd-server for the etcd
@@ -9,14 +10,16 @@
 #
 # Environment (all optional):
 #   BENCH_DURATION  measured window of each run (5s)      BENCH_WARMUP  warm-up of each run (1s)
-#   BENCH_PORT      first port (19400): kvtx +0..+2, metrics +10..+12, etcd +20 and +21
+#   BENCH_PORT      first port (19400): kvtx +0..+2, metrics +10..+12, etcd +20 and +21,
+#                   the plaintext cluster +30..+32 (metrics +40..+42), pprof +50..+52
 #   BENCH_OUT       where suite.txt, suite.json and the logs go (bin/bench-results)
-#   BENCH_PPROF=1   serve /debug/pprof on ports 20, 21, 22 above the master's, to profile while it runs
+#   BENCH_PPROF=1   serve /debug/pprof on ports 50, 51, 52 above the master's, to profile while it runs
 #   BENCH_ARGS      more flags for kvctl bench (e.g. "--keys 100000 --value-size 1000")
 #   BENCH_ETCD      the etcd binary (default: etcd on $PATH)
 #   BENCH_PROTOCOL  the cluster's commit_protocol, classic or parallel (default: the built-in one)
 #   BENCH_INSECURE=1  run the cluster and kvctl with --insecure (plaintext) instead of mutual TLS
-#                   with certificates made for the run (kvctl cert init)
+#                   with certificates made for the run (kvctl cert init); no kvtx-plain column
+#   BENCH_PLAIN=0   no kvtx-plain column (no second cluster, no TLS verdict)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +71,7 @@ else
 fi
 
 pprof() { # pprof N: the pprof flag of the process whose ports end in N, if BENCH_PPROF=1
-  if [ "${BENCH_PPROF:-}" = 1 ]; then echo "--pprof-listen=$(addr $((20 + $1)))"; fi
+  if [ "${BENCH_PPROF:-}" = 1 ]; then echo "--pprof-listen=$(addr $((50 + $1)))"; fi
 }
 start() { # start NAME ARGS...: run a kvtx process with its log in $out/logs
   local name=$1
@@ -83,32 +86,64 @@ start node1 "$BIN/kvnode" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 
 start node2 "$BIN/kvnode" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 2) node2
 start master "$BIN/kvmaster" --config "$dir/cluster.yaml" "${insecure[@]}" $(pprof 0)
 
-for i in $(seq 100); do
-  if "$BIN/kvctl" --endpoint "$(addr 0)" "${sec[@]}" --timeout 1s status >/dev/null 2>&1; then break; fi
-  for p in "${pids[@]}"; do
-    if ! kill -0 "$p" 2>/dev/null; then
-      echo "run-suite: a kvtx process exited at start; logs:" >&2
-      tail -n 5 "$out"/logs/*.log >&2
+# plain: whether to run the kvtx-plain cluster, the same cluster with --insecure, for the TLS
+# verdict; it idles while the others run.
+plain=1
+if [ "${BENCH_INSECURE:-}" = 1 ] || [ "${BENCH_PLAIN:-}" = 0 ]; then plain=0; fi
+if [ "$plain" = 1 ]; then
+  cat >"$dir/plain.yaml" <<EOF
+master: {listen: "$(addr 30)", metrics: "$(addr 40)", data_dir: "$dir/plain/master"}
+nodes:
+  - {name: node1, listen: "$(addr 31)", metrics: "$(addr 41)", data_dir: "$dir/plain/node1"}
+  - {name: node2, listen: "$(addr 32)", metrics: "$(addr 42)", data_dir: "$dir/plain/node2"}
+EOF
+  if [ -n "${BENCH_PROTOCOL:-}" ]; then
+    echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/plain.yaml"
+  fi
+  start plain_node1 "$BIN/kvnode" --config "$dir/plain.yaml" --insecure node1
+  start plain_node2 "$BIN/kvnode" --config "$dir/plain.yaml" --insecure node2
+  start plain_master "$BIN/kvmaster" --config "$dir/plain.yaml" --insecure
+fi
+
+wait_up() { # wait_up ADDR KVCTL-FLAGS...: until the master at ADDR answers status
+  local at=$1
+  shift
+  for i in $(seq 100); do
+    if "$BIN/kvctl" --endpoint "$at" "$@" --timeout 1s status >/dev/null 2>&1; then return; fi
+    for p in "${pids[@]}"; do
+      if ! kill -0 "$p" 2>/dev/null; then
+        echo "run-suite: a kvtx process exited at start; logs:" >&2
+        tail -n 5 "$out"/logs/*.log >&2
+        exit 1
+      fi
+    done
+    if [ "$i" = 100 ]; then
+      echo "run-suite: the kvtx cluster at $at did not come up within 20s; logs in $out/logs" >&2
       exit 1
     fi
+    sleep 0.2
   done
-  if [ "$i" = 100 ]; then
-    echo "run-suite: the kvtx cluster did not come up within 20s; logs in $out/logs" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+}
+wait_up "$(addr 0)" "${sec[@]}"
+targets=kvtx
+if [ "$plain" = 1 ]; then
+  wait_up "$(addr 30)" --insecure
+  targets=kvtx,kvtx-plain
+fi
 
 args=(--suite standard --endpoint "$(addr 0)" "${sec[@]}" --duration "$duration" --warmup "$warmup"
   --watch "master=$pid_master,node1=$pid_node1,node2=$pid_node2"
   --commit "$(git describe --always --dirty 2>/dev/null || echo unknown)" --out "$out")
+if [ "$plain" = 1 ]; then
+  args+=(--plain-endpoint "$(addr 30)" --watch-plain "master=$pid_plain_master,node1=$pid_plain_node1,node2=$pid_plain_node2")
+fi
 etcd=${BENCH_ETCD:-$(command -v etcd || true)}
 if [ -n "$etcd" ] && [ -x "$etcd" ]; then
-  args+=(--targets kvtx,badger,etcd --etcd-bin "$etcd" --etcd-endpoint "$(addr 20)" --etcd-data-dir "$dir/etcd/data")
+  args+=(--targets "$targets,badger,etcd" --etcd-bin "$etcd" --etcd-endpoint "$(addr 20)" --etcd-data-dir "$dir/etcd/data")
 else
   note="etcd is not installed (apt-get install etcd-server): the etcd column is SKIPPED"
   echo "run-suite: NOTE: $note" >&2
-  args+=(--targets kvtx,badger --note "$note")
+  args+=(--targets "$targets,badger" --note "$note")
 fi
 
 echo "kvtx bench: nproc $(nproc), cluster on $(addr 0), commit protocol ${BENCH_PROTOCOL:-default}, $security, results in $out"

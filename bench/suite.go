@@ -51,6 +51,9 @@ type SuiteConfig struct {
 	// Processes are processes whose peak RSS the report shows, by name (e.g. the kvtx master
 	// and nodes).
 	Processes map[string]int
+	// PlainProcesses are the processes of the kvtx-plain target's cluster, by name; the report
+	// shows their peak RSS as "kvtx-plain NAME".
+	PlainProcesses map[string]int
 	// Log, if set, receives a line as each step finishes.
 	Log io.Writer
 }
@@ -70,7 +73,9 @@ type SuiteReport struct {
 	Results []*Result `json:"results"`
 	// PeakRSS is each watched process's peak resident set size in bytes (VmHWM).
 	PeakRSS map[string]int64 `json:"peak_rss_bytes,omitempty"`
-	Notes   []string         `json:"notes,omitempty"`
+	// TLS compares the kvtx target with kvtx-plain, when the suite ran both.
+	TLS   *TLSCost `json:"tls_vs_insecure,omitempty"`
+	Notes []string `json:"notes,omitempty"`
 }
 
 func (sc *SuiteConfig) logf(format string, args ...any) {
@@ -145,7 +150,7 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 		for _, t := range targets {
 			cfg := base
 			cfg.Workload, cfg.Clients, cfg.Preload, cfg.Distribution = run.Workload, run.Clients, false, ""
-			cfg.Label = fmt.Sprintf("%-6s %-6s %2d clients", t.Name(), run.Workload, run.Clients)
+			cfg.Label = fmt.Sprintf("%-10s %-6s %2d clients", t.Name(), run.Workload, run.Clients)
 			pids, of := sc.serverPIDs(t.Name())
 			cpu0, start := cpuOf(pids), time.Now()
 			r, err := Run(ctx, t, cfg)
@@ -157,37 +162,47 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 				r.ServerCPU, r.ServerCPUOf = cores/r.Throughput*1e6, of
 			}
 			rep.Results = append(rep.Results, r)
-			sc.logf("%-6s %-6s %2d clients: %9s ops/s  p50 %-8s p99 %-8s aborts %d  unknown %d  errors %d",
+			sc.logf("%-10s %-6s %2d clients: %9s ops/s  p50 %-8s p99 %-8s aborts %d  unknown %d  errors %d",
 				t.Name(), run.Workload, run.Clients, formatRate(r.Throughput), formatMicros(r.Latency.P50),
 				formatMicros(r.Latency.P99), r.AbortCount(), r.Unknown, r.ErrorCount())
 		}
 	}
 
-	for name, pid := range sc.Processes {
-		rss, err := PeakRSS(pid)
-		if err != nil {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("peak RSS of %s unknown: %v", name, err))
-			continue
+	for prefix, procs := range map[string]map[string]int{"": sc.Processes, TargetKvtxPlain + " ": sc.PlainProcesses} {
+		for name, pid := range procs {
+			rss, err := PeakRSS(pid)
+			if err != nil {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("peak RSS of %s%s unknown: %v", prefix, name, err))
+				continue
+			}
+			rep.PeakRSS[prefix+name] = rss
 		}
-		rep.PeakRSS[name] = rss
 	}
+	rep.TLS = rep.tlsCost()
 	return rep, nil
 }
 
 // serverPIDs returns the processes that serve target and a description of them: for kvtx the
-// watched processes (Processes), for etcd the etcd server the suite runs, for badger this
+// watched processes (Processes; PlainProcesses for kvtx-plain), for etcd the etcd server the suite runs, for badger this
 // process, which also runs the load generator.
 func (sc *SuiteConfig) serverPIDs(target string) ([]int, string) {
 	switch target {
-	case TargetKvtx:
-		names := make([]string, 0, len(sc.Processes))
-		for n := range sc.Processes {
+	case TargetKvtx, TargetKvtxPlain:
+		procs := sc.Processes
+		if target == TargetKvtxPlain {
+			procs = sc.PlainProcesses
+		}
+		if len(procs) == 0 {
+			return nil, ""
+		}
+		names := make([]string, 0, len(procs))
+		for n := range procs {
 			names = append(names, n)
 		}
 		sort.Strings(names)
 		pids := make([]int, len(names))
 		for i, n := range names {
-			pids[i] = sc.Processes[n]
+			pids[i] = procs[n]
 		}
 		return pids, strings.Join(names, "+")
 	case TargetEtcd:
@@ -288,6 +303,7 @@ func (rep *SuiteReport) WriteText(w io.Writer) error {
 	if err := rep.writeRatios(w); err != nil {
 		return err
 	}
+	rep.writeTLSCost(w)
 	if err := rep.writeCPU(w); err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func classify(err error) (Outcome, string) {
 
 // TargetConfig says which target to open and where it is.
 type TargetConfig struct {
-	// Kind is kvtx (default), badger or etcd.
+	// Kind is kvtx (default), kvtx-plain, badger or etcd.
 	Kind string
 	// Endpoint is the kvtx master's address (kvtx; default 127.0.0.1:9000).
 	Endpoint string
@@ -133,6 +133,9 @@ const (
 	TargetKvtx   = "kvtx"
 	TargetBadger = "badger"
 	TargetEtcd   = "etcd"
+	// TargetKvtxPlain is a second kvtx cluster, started with --insecure, beside the mutual-TLS
+	// cluster of the kvtx target: a suite with both measures what TLS costs.
+	TargetKvtxPlain = "kvtx-plain"
 )
 
 // OpenTarget connects to (or, for badger, opens) the target described by tc.
@@ -146,12 +149,17 @@ func OpenTarget(ctx context.Context, tc TargetConfig) (Target, error) {
 	switch tc.Kind {
 	case "", TargetKvtx:
 		return openKvtx(ctx, tc)
+	case TargetKvtxPlain:
+		if tc.TLS != nil {
+			return nil, fmt.Errorf("bench: the %s target is plaintext (a cluster started with --insecure) and takes no TLS", TargetKvtxPlain)
+		}
+		return openKvtx(ctx, tc)
 	case TargetBadger:
 		return openBadger(tc)
 	case TargetEtcd:
 		return openEtcd(ctx, tc)
 	}
-	return nil, fmt.Errorf("bench: unknown target %q (want kvtx, badger or etcd)", tc.Kind)
+	return nil, fmt.Errorf("bench: unknown target %q (want kvtx, kvtx-plain, badger or etcd)", tc.Kind)
 }
 
 // defaultShards is the shard map of the default two-node cluster, which the workloads use for an

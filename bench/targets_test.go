@@ -37,7 +37,11 @@ func freePorts(t *testing.T, n int) []int {
 
 // startCluster runs a master and two nodes in this process on free ports, over mutual TLS with
 // certificates made for them, and returns how a client reaches the master.
-func startCluster(t *testing.T) TargetConfig {
+func startCluster(t *testing.T) TargetConfig { return startClusterWith(t, false) }
+
+// startClusterWith is startCluster, or with insecure a plaintext cluster (--insecure), reached
+// as the kvtx-plain target.
+func startClusterWith(t *testing.T, insecure bool) TargetConfig {
 	t.Helper()
 	dir := t.TempDir()
 	ports := freePorts(t, 3)
@@ -47,14 +51,18 @@ func startCluster(t *testing.T) TargetConfig {
 	}
 	cfg.TLS.Dir = filepath.Join(dir, "certs")
 	cfg = cfg.WithDefaults()
-	if err := certs.Init(cfg.TLS.Dir, cfg, certs.Options{}); err != nil {
-		t.Fatal(err)
+	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Insecure: insecure}
+	tc := TargetConfig{Kind: TargetKvtxPlain, Endpoint: cfg.Master.Listen}
+	if !insecure {
+		if err := certs.Init(cfg.TLS.Dir, cfg, certs.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		cl, err := certs.NewLoader(certs.FilesFor(cfg.TLS.Dir, certs.DefaultClient), certs.LoaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.Kind, tc.TLS = TargetKvtx, cl.ClientConfig(txn.MasterName)
 	}
-	cl, err := certs.NewLoader(certs.FilesFor(cfg.TLS.Dir, certs.DefaultClient), certs.LoaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx := context.Background()
 	for _, n := range cfg.Nodes {
 		node, err := server.StartNode(ctx, cfg, n.Name, opts)
@@ -68,7 +76,7 @@ func startCluster(t *testing.T) TargetConfig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Shutdown(context.Background()) })
-	return TargetConfig{Kind: TargetKvtx, Endpoint: cfg.Master.Listen, TLS: cl.ClientConfig(txn.MasterName)}
+	return tc
 }
 
 // checkEveryWorkload runs every workload briefly against t (scans of 20 of the 40 keys),
@@ -188,6 +196,53 @@ func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "KVTX/BADGER") {
 		t.Errorf("report lacks the ratio column:\n%s", out.String())
+	}
+}
+
+func TestSuiteComparesTLSWithInsecure(t *testing.T) {
+	secure, plain := startCluster(t), startClusterWith(t, true)
+	if _, err := OpenTarget(context.Background(), TargetConfig{Kind: TargetKvtxPlain, Endpoint: plain.Endpoint, TLS: secure.TLS}); err == nil {
+		t.Fatal("a kvtx-plain target with TLS opened: it must be refused")
+	}
+	base := DefaultConfig()
+	base.Duration, base.Warmup, base.Keys = 100*time.Millisecond, 20*time.Millisecond, 100
+	rep, err := RunSuite(context.Background(), SuiteConfig{
+		Base:           base,
+		Runs:           []SuiteRun{{WorkloadPut, 1}, {WorkloadTxn, 4}, {WorkloadPut, 4}},
+		Targets:        []TargetConfig{secure, plain},
+		Processes:      map[string]int{"self": os.Getpid()},
+		PlainProcesses: map[string]int{"self": os.Getpid()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Targets, ",") != "kvtx,kvtx-plain" || len(rep.Results) != 6 {
+		t.Fatalf("targets %v, %d results: want kvtx and kvtx-plain, 3 runs each", rep.Targets, len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if r.ErrorCount() != 0 || r.Ops == 0 {
+			t.Errorf("%s %s: %d ops, errors %v %v", r.Target, r.Workload, r.Ops, r.Errors, r.ErrorSamples)
+		}
+	}
+	c := rep.TLS
+	if c == nil || c.Clients != 4 || strings.Join(c.Workloads, ",") != "txn,put" {
+		t.Fatalf("TLS comparison %+v: want txn and put at 4 clients", c)
+	}
+	k, p := rep.result(WorkloadPut, 4, TargetKvtx), rep.result(WorkloadPut, 4, TargetKvtxPlain)
+	if got, want := c.Ratios[1], k.Throughput/p.Throughput; got != want {
+		t.Errorf("put ratio %v, want %v (%v over %v ops/s)", got, want, k.Throughput, p.Throughput)
+	}
+	if rep.PeakRSS["kvtx-plain self"] <= 0 {
+		t.Errorf("peak RSS %v lacks the plain cluster's processes", rep.PeakRSS)
+	}
+	var out bytes.Buffer
+	if err := rep.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"KVTX/KVTX-PLAIN", "TLS vs --insecure at 4 clients", "TLS goal (at most 15% lower throughput): "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
 	}
 }
 

@@ -61,10 +61,12 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "sweep", Usage: "run once per client count in `LIST` (e.g. 1,4,16,64) and write JSON and an SVG chart to --out"},
 			&cli.StringFlag{Name: "out", Value: ".", Usage: "`DIR` for the sweep's files (sweep-TARGET-WORKLOAD.json and .svg) and the suite's (suite.json, suite.txt)"},
 			&cli.StringFlag{Name: "suite", Usage: "run a suite: `standard` (put, get, scan, txn, cas at 1 and 64 clients, ycsb-a at 64) on every --targets"},
-			&cli.StringFlag{Name: "targets", Value: "kvtx,badger,etcd", Usage: "suite: targets to compare, in column order"},
+			&cli.StringFlag{Name: "targets", Value: "kvtx,badger,etcd", Usage: "suite: targets to compare, in column order (kvtx-plain: the cluster at --plain-endpoint)"},
+			&cli.StringFlag{Name: "plain-endpoint", Usage: "suite: the master `ADDR` of a second cluster started with --insecure, the kvtx-plain target; with kvtx it gives the TLS verdict"},
 			&cli.StringFlag{Name: "etcd-bin", Usage: "suite: start this etcd binary on --etcd-endpoint itself (and restart it after preloading); without it a running etcd is used"},
 			&cli.StringFlag{Name: "etcd-data-dir", Usage: "suite: etcd's data `DIR` with --etcd-bin (default: a temporary directory)"},
 			&cli.StringFlag{Name: "watch", Usage: "suite: report the peak RSS of these processes, `NAME=PID,...`"},
+			&cli.StringFlag{Name: "watch-plain", Usage: "suite: --watch for the kvtx-plain cluster's processes, `NAME=PID,...`"},
 			&cli.StringFlag{Name: "commit", Usage: "suite: the kvtx commit measured, for the header"},
 			&cli.StringSliceFlag{Name: "note", Usage: "suite: a note to print under the report (repeatable)"},
 		),
@@ -221,20 +223,17 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 	if s := c.String("suite"); s != "standard" {
 		return usage("unknown --suite %q: the only suite is standard", s)
 	}
-	sc := bench.SuiteConfig{Base: cfg, Commit: c.String("commit"), Notes: c.StringSlice("note"), Processes: map[string]int{}}
+	sc := bench.SuiteConfig{Base: cfg, Commit: c.String("commit"), Notes: c.StringSlice("note")}
 	sc.Log = c.App.Writer // a line per run as it finishes
 	if opt(c, "output") == "json" {
 		sc.Log = c.App.ErrWriter
 	}
-	if w := c.String("watch"); w != "" {
-		for _, f := range strings.Split(w, ",") {
-			name, p, ok := strings.Cut(f, "=")
-			pid, err := strconv.Atoi(p)
-			if !ok || name == "" || err != nil || pid < 1 {
-				return usage("--watch wants NAME=PID,..., not %q", w)
-			}
-			sc.Processes[name] = pid
-		}
+	var err error
+	if sc.Processes, err = parseWatch(c, "watch"); err != nil {
+		return err
+	}
+	if sc.PlainProcesses, err = parseWatch(c, "watch-plain"); err != nil {
+		return err
 	}
 	var tmp string
 	defer func() {
@@ -261,6 +260,10 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 		case bench.TargetKvtx:
 			if err := kvtxTLS(c, &tc); err != nil {
 				return err
+			}
+		case bench.TargetKvtxPlain:
+			if tc.Endpoint = c.String("plain-endpoint"); tc.Endpoint == "" {
+				return usage("the kvtx-plain target needs --plain-endpoint, the master of a cluster started with --insecure")
 			}
 		case bench.TargetBadger:
 			tc.DataDir = c.String("data-dir")
@@ -291,7 +294,7 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 				sc.Notes = append(sc.Notes, "etcd was not restarted after preloading (no --etcd-bin): its get numbers may suffer from the write burst")
 			}
 		default:
-			return usage("unknown target %q in --targets (want kvtx, badger, etcd)", tc.Kind)
+			return usage("unknown target %q in --targets (want kvtx, kvtx-plain, badger, etcd)", tc.Kind)
 		}
 		sc.Targets = append(sc.Targets, tc)
 	}
@@ -316,6 +319,24 @@ func runSuite(ctx context.Context, c *cli.Context, cfg bench.Config) error {
 	}
 	fmt.Fprintln(c.App.Writer)
 	return rep.WriteText(c.App.Writer)
+}
+
+// parseWatch reads the flag's NAME=PID,... list of processes to watch.
+func parseWatch(c *cli.Context, flag string) (map[string]int, error) {
+	procs := map[string]int{}
+	w := c.String(flag)
+	if w == "" {
+		return procs, nil
+	}
+	for _, f := range strings.Split(w, ",") {
+		name, p, ok := strings.Cut(f, "=")
+		pid, err := strconv.Atoi(p)
+		if !ok || name == "" || err != nil || pid < 1 {
+			return nil, usage("--%s wants NAME=PID,..., not %q", flag, w)
+		}
+		procs[name] = pid
+	}
+	return procs, nil
 }
 
 func writeJSON(f *os.File, v any) error {
