@@ -185,8 +185,9 @@ func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
 	if rep.PeakRSS["self"] <= 0 {
 		t.Errorf("peak RSS %v, want this process's", rep.PeakRSS)
 	}
-	for _, want := range []string{"preloaded 100 key keys on kvtx", "preloaded 100 acct keys on badger", "badger get"} {
-		if !strings.Contains(log.String(), want) {
+	words := strings.Join(strings.Fields(log.String()), " ") // the log pads its columns
+	for _, want := range []string{"preloaded 100 key keys on kvtx", "preloaded 100 acct keys on badger", "badger get 2 clients"} {
+		if !strings.Contains(words, want) {
 			t.Errorf("suite log lacks %q:\n%s", want, log.String())
 		}
 	}
@@ -201,6 +202,7 @@ func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
 
 func TestSuiteComparesTLSWithInsecure(t *testing.T) {
 	secure, plain := startCluster(t), startClusterWith(t, true)
+	var log bytes.Buffer
 	if _, err := OpenTarget(context.Background(), TargetConfig{Kind: TargetKvtxPlain, Endpoint: plain.Endpoint, TLS: secure.TLS}); err == nil {
 		t.Fatal("a kvtx-plain target with TLS opened: it must be refused")
 	}
@@ -212,6 +214,7 @@ func TestSuiteComparesTLSWithInsecure(t *testing.T) {
 		Targets:        []TargetConfig{secure, plain},
 		Processes:      map[string]int{"self": os.Getpid()},
 		PlainProcesses: map[string]int{"self": os.Getpid()},
+		Log:            &log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +226,19 @@ func TestSuiteComparesTLSWithInsecure(t *testing.T) {
 		if r.ErrorCount() != 0 || r.Ops == 0 {
 			t.Errorf("%s %s: %d ops, errors %v %v", r.Target, r.Workload, r.Ops, r.Errors, r.ErrorSamples)
 		}
+	}
+	// Every other run swaps the two it compares; the results stay in column order.
+	var order []string
+	for _, l := range strings.Split(log.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && (f[1] == "put" || f[1] == "txn") {
+			order = append(order, f[0]+" "+f[1])
+		}
+	}
+	if got, want := strings.Join(order, ", "), "kvtx put, kvtx-plain put, kvtx-plain txn, kvtx txn, kvtx put, kvtx-plain put"; got != want {
+		t.Errorf("runs in the order %s, want %s", got, want)
+	}
+	if rep.Results[2].Target != TargetKvtx || rep.Results[3].Target != TargetKvtxPlain {
+		t.Errorf("results of the second run: %s, %s; want kvtx, kvtx-plain", rep.Results[2].Target, rep.Results[3].Target)
 	}
 	c := rep.TLS
 	if c == nil || c.Clients != 4 || strings.Join(c.Workloads, ",") != "txn,put" {
