@@ -85,8 +85,9 @@ func (sc *SuiteConfig) logf(format string, args ...any) {
 }
 
 // RunSuite runs every run against every target, interleaved (all targets for one run, then the
-// next run, in runOrder), so that a disturbance of the machine spreads over the targets rather
-// than hitting one of them. Results are in run order, then column order.
+// next run), so that a disturbance of the machine spreads over the targets rather than hitting
+// one of them. With both kvtx and kvtx-plain, each run at the most clients is measured again on
+// those two, for the TLS verdict (TLSCost).
 func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error) {
 	base := sc.Base.WithDefaults()
 	if err := base.Validate(); err != nil {
@@ -139,37 +140,45 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 		}
 	}
 
+	maxClients := 0
+	for _, run := range runs {
+		maxClients = max(maxClients, run.Clients)
+	}
+	kvtx, plain := targetNamed(targets, TargetKvtx), targetNamed(targets, TargetKvtxPlain)
+	var tls []TLSRun
 	preloaded := false
-	for i, run := range runs {
+	for _, run := range runs {
 		if run.Workload.NeedsPreload() && !preloaded {
 			if err := sc.preloadAll(ctx, base, targets); err != nil {
 				return nil, err
 			}
 			preloaded = true
 		}
-		byTarget := make([]*Result, len(targets))
-		for _, ti := range runOrder(targets, i) {
-			t := targets[ti]
-			cfg := base
-			cfg.Workload, cfg.Clients, cfg.Preload, cfg.Distribution = run.Workload, run.Clients, false, ""
-			cfg.Label = fmt.Sprintf("%-10s %-6s %2d clients", t.Name(), run.Workload, run.Clients)
-			pids, of := sc.serverPIDs(t.Name())
-			cpu0, start := cpuOf(pids), time.Now()
-			r, err := Run(ctx, t, cfg)
+		for _, t := range targets {
+			r, err := sc.runOne(ctx, base, t, run)
 			if err != nil {
 				return nil, err
 			}
-			if cpu1 := cpuOf(pids); cpu0 >= 0 && cpu1 >= 0 && r.Throughput > 0 {
-				cores := (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
-				r.ServerCPU, r.ServerCPUOf = cores/r.Throughput*1e6, of
-			}
-			byTarget[ti] = r
-			sc.logf("%-10s %-6s %2d clients: %9s ops/s  p50 %-8s p99 %-8s aborts %d  unknown %d  errors %d",
-				t.Name(), run.Workload, run.Clients, formatRate(r.Throughput), formatMicros(r.Latency.P50),
-				formatMicros(r.Latency.P99), r.AbortCount(), r.Unknown, r.ErrorCount())
+			rep.Results = append(rep.Results, r)
 		}
-		rep.Results = append(rep.Results, byTarget...)
+		if kvtx == nil || plain == nil || run.Clients != maxClients {
+			continue
+		}
+		// The TLS verdict's second windows, in the opposite order: kvtx, kvtx-plain, (the
+		// others), kvtx-plain, kvtx, so that neither of the two always runs in the other's wake.
+		p2, err := sc.runOne(ctx, base, plain, run)
+		if err != nil {
+			return nil, err
+		}
+		k2, err := sc.runOne(ctx, base, kvtx, run)
+		if err != nil {
+			return nil, err
+		}
+		k1, p1 := rep.result(run.Workload, run.Clients, TargetKvtx), rep.result(run.Workload, run.Clients, TargetKvtxPlain)
+		tls = append(tls, TLSRun{Workload: string(run.Workload),
+			Kvtx: [2]float64{k1.Throughput, k2.Throughput}, Plain: [2]float64{p1.Throughput, p2.Throughput}})
 	}
+	rep.TLS = NewTLSCost(maxClients, tls)
 
 	for prefix, procs := range map[string]map[string]int{"": sc.Processes, TargetKvtxPlain + " ": sc.PlainProcesses} {
 		for name, pid := range procs {
@@ -181,29 +190,38 @@ func RunSuite(ctx context.Context, sc SuiteConfig) (rep *SuiteReport, err error)
 			rep.PeakRSS[prefix+name] = rss
 		}
 	}
-	rep.TLS = rep.tlsCost()
 	return rep, nil
 }
 
-// runOrder is the order in which run i visits targets: column order, except that every other
-// run swaps kvtx and kvtx-plain, so that neither of the two the TLS verdict compares always
-// runs right after the other (and in the wake of its background work).
-func runOrder(targets []Target, i int) []int {
-	order := make([]int, len(targets))
-	k, p := -1, -1
-	for j, t := range targets {
-		order[j] = j
-		switch t.Name() {
-		case TargetKvtx:
-			k = j
-		case TargetKvtxPlain:
-			p = j
+// targetNamed returns the target of that name, or nil.
+func targetNamed(targets []Target, name string) Target {
+	for _, t := range targets {
+		if t.Name() == name {
+			return t
 		}
 	}
-	if i%2 == 1 && k >= 0 && p >= 0 {
-		order[k], order[p] = p, k
+	return nil
+}
+
+// runOne runs run against t, measures the server CPU it cost and logs the result.
+func (sc *SuiteConfig) runOne(ctx context.Context, base Config, t Target, run SuiteRun) (*Result, error) {
+	cfg := base
+	cfg.Workload, cfg.Clients, cfg.Preload, cfg.Distribution = run.Workload, run.Clients, false, ""
+	cfg.Label = fmt.Sprintf("%-10s %-6s %2d clients", t.Name(), run.Workload, run.Clients)
+	pids, of := sc.serverPIDs(t.Name())
+	cpu0, start := cpuOf(pids), time.Now()
+	r, err := Run(ctx, t, cfg)
+	if err != nil {
+		return nil, err
 	}
-	return order
+	if cpu1 := cpuOf(pids); cpu0 >= 0 && cpu1 >= 0 && r.Throughput > 0 {
+		cores := (cpu1 - cpu0).Seconds() / time.Since(start).Seconds()
+		r.ServerCPU, r.ServerCPUOf = cores/r.Throughput*1e6, of
+	}
+	sc.logf("%-10s %-6s %2d clients: %9s ops/s  p50 %-8s p99 %-8s aborts %d  unknown %d  errors %d",
+		t.Name(), run.Workload, run.Clients, formatRate(r.Throughput), formatMicros(r.Latency.P50),
+		formatMicros(r.Latency.P99), r.AbortCount(), r.Unknown, r.ErrorCount())
+	return r, nil
 }
 
 // serverPIDs returns the processes that serve target and a description of them: for kvtx the
@@ -327,7 +345,9 @@ func (rep *SuiteReport) WriteText(w io.Writer) error {
 	if err := rep.writeRatios(w); err != nil {
 		return err
 	}
-	rep.writeTLSCost(w)
+	if err := rep.writeTLSCost(w); err != nil {
+		return err
+	}
 	if err := rep.writeCPU(w); err != nil {
 		return err
 	}

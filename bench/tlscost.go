@@ -4,20 +4,28 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 )
 
 // TLSGoal is the lowest throughput of the mutual-TLS cluster over the plaintext one that the
 // suite's verdict accepts: at most 15% lower at the suite's highest client count.
 const TLSGoal = 0.85
 
-// TLSCost is what mutual TLS costs: the kvtx target's throughput (every link over mutual TLS)
-// over kvtx-plain's (the same cluster started with --insecure), measured in the same run,
-// workload by workload, at the highest client count both ran.
+// TLSRun is one workload of the TLS verdict: two windows each of the kvtx target (every link
+// over mutual TLS) and of kvtx-plain (the same cluster started with --insecure), measured in
+// the order kvtx, kvtx-plain, (the other targets), kvtx-plain, kvtx.
+type TLSRun struct {
+	Workload string     `json:"workload"`
+	Kvtx     [2]float64 `json:"kvtx_ops_s"`
+	Plain    [2]float64 `json:"plain_ops_s"`
+	// Ratio is kvtx's two windows over kvtx-plain's.
+	Ratio float64 `json:"ratio"`
+}
+
+// TLSCost is what mutual TLS costs, measured in one suite at its highest client count.
 type TLSCost struct {
-	Clients int `json:"clients"`
-	// Workloads are the workloads compared, in the order they ran, and Ratios their ratios.
-	Workloads []string  `json:"workloads"`
-	Ratios    []float64 `json:"ratios"`
+	Clients int      `json:"clients"`
+	Runs    []TLSRun `json:"runs"`
 	// Worst is the workload with the lowest ratio, and WorstRatio that ratio.
 	Worst      string  `json:"worst_workload"`
 	WorstRatio float64 `json:"worst_ratio"`
@@ -25,27 +33,19 @@ type TLSCost struct {
 	Met bool `json:"met"`
 }
 
-// tlsCost compares kvtx with kvtx-plain, or returns nil when the report lacks either.
-func (rep *SuiteReport) tlsCost() *TLSCost {
-	clients := 0
-	for _, r := range rep.Results {
-		if r.Target == TargetKvtx && r.Clients > clients && rep.result(r.Workload, r.Clients, TargetKvtxPlain) != nil {
-			clients = r.Clients
-		}
-	}
-	if clients == 0 {
-		return nil
-	}
+// NewTLSCost computes the ratios and the verdict of runs at clients clients, or returns nil if
+// no run has throughput on both sides.
+func NewTLSCost(clients int, runs []TLSRun) *TLSCost {
 	c := &TLSCost{Clients: clients}
-	for _, r := range rep.Results {
-		p := rep.result(r.Workload, r.Clients, TargetKvtxPlain)
-		if r.Target != TargetKvtx || r.Clients != clients || p == nil || p.Throughput <= 0 {
+	for _, r := range runs {
+		k, p := r.Kvtx[0]+r.Kvtx[1], r.Plain[0]+r.Plain[1]
+		if p <= 0 {
 			continue
 		}
-		x := r.Throughput / p.Throughput
-		c.Workloads, c.Ratios = append(c.Workloads, string(r.Workload)), append(c.Ratios, x)
-		if c.Worst == "" || x < c.WorstRatio {
-			c.Worst, c.WorstRatio = string(r.Workload), x
+		r.Ratio = k / p
+		c.Runs = append(c.Runs, r)
+		if c.Worst == "" || r.Ratio < c.WorstRatio {
+			c.Worst, c.WorstRatio = r.Workload, r.Ratio
 		}
 	}
 	if c.Worst == "" {
@@ -55,24 +55,31 @@ func (rep *SuiteReport) tlsCost() *TLSCost {
 	return c
 }
 
-// writeTLSCost writes the TLS verdict: each workload's ratio and whether the worst meets
-// TLSGoal. It writes nothing when the suite did not run both kvtx and kvtx-plain.
-func (rep *SuiteReport) writeTLSCost(w io.Writer) {
+// writeTLSCost writes the TLS table and verdict, if the suite measured them.
+func (rep *SuiteReport) writeTLSCost(w io.Writer) error {
 	c := rep.TLS
 	if c == nil {
-		c = rep.tlsCost()
+		return nil
 	}
-	if c == nil {
-		return
+	fmt.Fprintf(w, "\nTLS vs --insecure at %d clients: two windows each, in the order kvtx, kvtx-plain, ..., kvtx-plain, kvtx\n", c.Clients)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "WORKLOAD\tKVTX OPS/S\tKVTX-PLAIN OPS/S\tKVTX/KVTX-PLAIN\t")
+	for _, r := range c.Runs {
+		fmt.Fprintf(tw, "%s\t%s, %s\t%s, %s\t%.2fx\t\n", r.Workload, formatRate(r.Kvtx[0]), formatRate(r.Kvtx[1]),
+			formatRate(r.Plain[0]), formatRate(r.Plain[1]), r.Ratio)
 	}
-	parts := make([]string, len(c.Workloads))
-	for i, wl := range c.Workloads {
-		parts[i] = fmt.Sprintf("%s %.2fx", wl, c.Ratios[i])
+	if err := tw.Flush(); err != nil {
+		return err
 	}
 	verdict := "met"
 	if !c.Met {
 		verdict = "MISSED"
 	}
-	fmt.Fprintf(w, "\nTLS vs --insecure at %d clients (kvtx throughput over kvtx-plain's): %s\n", c.Clients, strings.Join(parts, ", "))
-	fmt.Fprintf(w, "TLS goal (at most %.0f%% lower throughput): %s; worst %s %.2fx\n", (1-TLSGoal)*100, verdict, c.Worst, c.WorstRatio)
+	parts := make([]string, len(c.Runs))
+	for i, r := range c.Runs {
+		parts[i] = fmt.Sprintf("%s %.2fx", r.Workload, r.Ratio)
+	}
+	fmt.Fprintf(w, "TLS goal (at most %.0f%% lower throughput at %d clients): %s; worst %s %.2fx (%s)\n",
+		(1-TLSGoal)*100, c.Clients, verdict, c.Worst, c.WorstRatio, strings.Join(parts, ", "))
+	return nil
 }
