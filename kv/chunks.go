@@ -105,19 +105,27 @@ func valueOf(db *badger.DB, item *badger.Item) ([]byte, error) {
 // chunkSweepEvery is the least time between two chunk sweeps (each iterates every chunk key).
 const chunkSweepEvery = 30 * time.Second
 
-// sweepChunkBatch is the most deletions one Badger transaction of a sweep carries.
-const sweepChunkBatch = 1000
+// sweepChunkBatch is the most deletions one Badger transaction of a sweep carries, and
+// sweepChunkBytes the most bytes of them by Badger's estimate (a key and 12 bytes each), past
+// which the transaction ends early: 1,000 deletions of 4 KiB keys would need a memtable of
+// 27 MiB, while 1 MiB and one more such key fit the smallest one (minMemTableSize).
+const (
+	sweepChunkBatch = 1000
+	sweepChunkBytes = 1 << 20
+	// sweepEntryBytes is what Badger adds to each deletion's key in its estimate.
+	sweepEntryBytes = 12
+)
 
 // sweepChunks deletes, at version safe, every chunk that no key's newest version at or below
-// safe uses, sweepChunkBatch at a time, and returns how many it deleted. The caller has made
-// safe the discard timestamp.
+// safe uses, in transactions of at most sweepChunkBatch deletions and about sweepChunkBytes,
+// and returns how many it deleted. The caller has made safe the discard timestamp.
 func (s *Store) sweepChunks(safe uint64) (int, error) {
 	view := s.db.NewTransactionAt(safe, false)
 	defer view.Discard()
 	it := view.NewIterator(badger.IteratorOptions{Prefix: []byte{tagChunk}, PrefetchValues: false})
 	defer it.Close()
 	var stale [][]byte
-	deleted := 0
+	deleted, staleBytes := 0, 0
 	flush := func() error {
 		txn := s.db.NewTransactionAt(math.MaxUint64, true)
 		defer txn.Discard()
@@ -130,7 +138,7 @@ func (s *Store) sweepChunks(safe uint64) (int, error) {
 			return fmt.Errorf("kv: sweep chunks: %w", err)
 		}
 		deleted += len(stale)
-		stale = stale[:0]
+		stale, staleBytes = stale[:0], 0
 		return nil
 	}
 	for it.Rewind(); it.Valid(); it.Next() {
@@ -153,7 +161,8 @@ func (s *Store) sweepChunks(safe uint64) (int, error) {
 		case parent.Version() == item.Version() && parent.UserMeta()&metaChunked != 0:
 			continue // the chunk of the value the key holds at the safe point
 		}
-		if stale = append(stale, item.KeyCopy(nil)); len(stale) == sweepChunkBatch {
+		stale, staleBytes = append(stale, item.KeyCopy(nil)), staleBytes+len(key)+sweepEntryBytes
+		if len(stale) == sweepChunkBatch || staleBytes >= sweepChunkBytes {
 			if err := flush(); err != nil {
 				return deleted, err
 			}

@@ -101,17 +101,7 @@ func TestStaleChunksGoOnceNoReadCanNeedThem(t *testing.T) {
 	if err := s.SetSafePoint(ctx, 40); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		s.mu.Lock()
-		done := !s.mu.sweeping
-		s.mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sweep of stale chunks did not finish")
-		}
-	}
+	waitSweep(t, s)
 	var discarded uint64 // counted by every store the loop opens
 	for i := range 8 {   // tables for level 0 to compact, as in the test above
 		old := s
@@ -135,4 +125,61 @@ func TestStaleChunksGoOnceNoReadCanNeedThem(t *testing.T) {
 	wantValue(t, mustGet(t, s, 40, "d"), big('d'), 30)
 	wantValue(t, mustGet(t, s, 40, "a"), "small", 20)
 	wantMissing(t, mustGet(t, s, 40, "b"))
+}
+
+// A sweep of many stale chunks with long keys fits the smallest memtable: it splits its
+// deletions by bytes as well as by count. Without that, the 80 deletions below (1.3 MB by
+// Badger's estimate) were one transaction, over the 1.1 MB a 7 MiB memtable takes, and the
+// chunks stayed for good.
+func TestASweepOfLongKeysFitsTheSmallestMemtable(t *testing.T) {
+	opts := testOpts(t, t.TempDir())
+	opts.MemTableSize = minMemTableSize
+	s := openTest(t, opts)
+	ctx := context.Background()
+	key := func(i int) string { return fmt.Sprintf("%05d", i) + strings.Repeat("k", 16<<10) }
+	const n = 40 // each value of valueThreshold+1 bytes leaves two chunk keys
+	for i := range n {
+		mustApply(t, s, uint64(10+i), nil, put(key(i), strings.Repeat("v", valueThreshold+1)))
+	}
+	for i := range n {
+		mustApply(t, s, uint64(100+i), nil, put(key(i), "small"))
+	}
+	chunks := func() int { // chunk keys whose newest version is not a deletion
+		txn := s.db.NewTransactionAt(math.MaxUint64, false)
+		defer txn.Discard()
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagChunk}})
+		defer it.Close()
+		count := 0
+		for it.Rewind(); it.Valid(); it.Next() {
+			count++
+		}
+		return count
+	}
+	if got := chunks(); got != 2*n {
+		t.Fatalf("%d chunk keys before the sweep, want %d", got, 2*n)
+	}
+	if err := s.SetSafePoint(ctx, 200); err != nil {
+		t.Fatal(err)
+	}
+	waitSweep(t, s)
+	if got := chunks(); got != 0 {
+		t.Fatalf("%d chunk keys left after the sweep, want none", got)
+	}
+	wantValue(t, mustGet(t, s, 200, key(7)), "small", 107)
+}
+
+// waitSweep waits for the sweep of stale chunks that SetSafePoint started to finish.
+func waitSweep(t *testing.T, s *Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		done := !s.mu.sweeping
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep of stale chunks did not finish")
+		}
+	}
 }

@@ -176,8 +176,10 @@ func largestBatch(txnBytes, txnOps, keyBytes int64) (size, count int64) {
 	// the participants; then split into chunks under 'c' + number + prepare key.
 	rec := recordAllowance + txnBytes + txnOps*(1+2*10)
 	prepare := rec + 4 + (rec/chunkSize+1)*(5+9+entry)
-	// A sweep of stale chunks deletes sweepChunkBatch chunk keys at a time (chunks.go).
-	sweep := sweepChunkBatch * (5 + 1 + keyBytes + entry)
+	// A sweep of stale chunks deletes up to sweepChunkBatch chunk keys at a time, ending the
+	// batch once it holds sweepChunkBytes (chunks.go), so at most one key past that.
+	one := 5 + 1 + keyBytes + entry
+	sweep := min(sweepChunkBatch*one, sweepChunkBytes+one)
 	return max(writes, prepare, sweep), max(txnOps+chunks+3, sweepChunkBatch)
 }
 
