@@ -106,14 +106,12 @@ func valueOf(db *badger.DB, item *badger.Item) ([]byte, error) {
 const chunkSweepEvery = 30 * time.Second
 
 // sweepChunkBatch is the most deletions one Badger transaction of a sweep carries, and
-// sweepChunkBytes the most bytes of them by Badger's estimate (a key and 12 bytes each), past
-// which the transaction ends early: 1,000 deletions of 4 KiB keys would need a memtable of
+// sweepChunkBytes the most bytes of them by Badger's estimate (a key and entryOverhead each),
+// past which the transaction ends early: 1,000 deletions of 4 KiB keys would need a memtable of
 // 27 MiB, while 1 MiB and one more such key fit the smallest one (minMemTableSize).
 const (
 	sweepChunkBatch = 1000
 	sweepChunkBytes = 1 << 20
-	// sweepEntryBytes is what Badger adds to each deletion's key in its estimate.
-	sweepEntryBytes = 12
 )
 
 // sweepChunks deletes, at version safe, every chunk that no key's newest version at or below
@@ -161,7 +159,7 @@ func (s *Store) sweepChunks(safe uint64) (int, error) {
 		case parent.Version() == item.Version() && parent.UserMeta()&metaChunked != 0:
 			continue // the chunk of the value the key holds at the safe point
 		}
-		stale, staleBytes = append(stale, item.KeyCopy(nil)), staleBytes+len(key)+sweepEntryBytes
+		stale, staleBytes = append(stale, item.KeyCopy(nil)), staleBytes+len(key)+entryOverhead
 		if len(stale) == sweepChunkBatch || staleBytes >= sweepChunkBytes {
 			if err := flush(); err != nil {
 				return deleted, err

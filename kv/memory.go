@@ -83,6 +83,10 @@ const (
 	recordAllowance = 64 << 10
 )
 
+// entryOverhead is what Badger's size estimate of a transaction adds to each entry's key and
+// value: 2 bytes of meta and 10 of version.
+const entryOverhead = 2 + 10
+
 // memoryPlan is how a budget is spent on Badger's memtables.
 type memoryPlan struct {
 	memTableSize int64 // Badger's MemTableSize
@@ -159,26 +163,24 @@ func memTableFor(txnBytes, txnOps, keyBytes int64) int64 {
 	}
 }
 
-// largestBatch bounds Badger's size estimate (key, value, 2 bytes of meta and 10 of version per
-// entry) and the entry count of the largest Badger transaction the store writes for a
-// transaction of at most txnBytes of keys and values, txnOps operations and compares, and keys
-// of keyBytes: the writes of Apply and Commit, values of valueThreshold or more split into
+// largestBatch bounds Badger's size estimate (key, value and entryOverhead per entry) and the
+// entry count of the largest Badger transaction the store writes for a transaction of at most
+// txnBytes of keys and values, txnOps operations and compares, and keys of keyBytes: the writes of Apply and Commit, values of valueThreshold or more split into
 // chunks (chunks.go), a prepare record (record.go), itself split the same way, or a sweep of
 // stale chunks. (The store's other Badger transactions are small, or split themselves.)
 func largestBatch(txnBytes, txnOps, keyBytes int64) (size, count int64) {
-	const entry = 2 + 10
 	chunks := txnBytes/chunkSize + 1 // entries beyond one per op that chunking adds, at most
 	// Apply and Commit: each op's data key ('d' + key) and value; a split value's first chunk
 	// carries 4 bytes of length, and each further chunk its own key (5 bytes + data key). Commit
 	// also deletes the prepare record and writes the outcome marker.
-	writes := txnBytes + txnOps*(1+entry+4) + chunks*(5+1+keyBytes+entry) + 2*(9+16+entry)
+	writes := txnBytes + txnOps*(1+entryOverhead+4) + chunks*(5+1+keyBytes+entryOverhead) + 2*(9+16+entryOverhead)
 	// A prepare record: a header, per op a kind byte and two lengths, per compare key a length,
 	// the participants; then split into chunks under 'c' + number + prepare key.
 	rec := recordAllowance + txnBytes + txnOps*(1+2*10)
-	prepare := rec + 4 + (rec/chunkSize+1)*(5+9+entry)
+	prepare := rec + 4 + (rec/chunkSize+1)*(5+9+entryOverhead)
 	// A sweep of stale chunks deletes up to sweepChunkBatch chunk keys at a time, ending the
 	// batch once it holds sweepChunkBytes (chunks.go), so at most one key past that.
-	one := 5 + 1 + keyBytes + entry
+	one := 5 + 1 + keyBytes + entryOverhead
 	sweep := min(sweepChunkBatch*one, sweepChunkBytes+one)
 	return max(writes, prepare, sweep), max(txnOps+chunks+3, sweepChunkBatch)
 }
