@@ -48,16 +48,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 addr() { echo "127.0.0.1:$((port + $1))"; }
-cat >"$dir/cluster.yaml" <<EOF
-master: {listen: "$(addr 0)", metrics: "$(addr 10)", data_dir: "$dir/master"}
+config() { # config FILE OFFSET DATA: a cluster's config, its ports OFFSET above the suite's
+  cat >"$1" <<EOF
+master: {listen: "$(addr $2)", metrics: "$(addr $(($2 + 10)))", data_dir: "$3/master"}
 nodes:
-  - {name: node1, listen: "$(addr 1)", metrics: "$(addr 11)", data_dir: "$dir/node1"}
-  - {name: node2, listen: "$(addr 2)", metrics: "$(addr 12)", data_dir: "$dir/node2"}
+  - {name: node1, listen: "$(addr $(($2 + 1)))", metrics: "$(addr $(($2 + 11)))", data_dir: "$3/node1"}
+  - {name: node2, listen: "$(addr $(($2 + 2)))", metrics: "$(addr $(($2 + 12)))", data_dir: "$3/node2"}
 tls: {dir: "$dir/certs"}
 EOF
-if [ -n "${BENCH_PROTOCOL:-}" ]; then
-  echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/cluster.yaml"
-fi
+  if [ -n "${BENCH_PROTOCOL:-}" ]; then
+    echo "commit_protocol: $BENCH_PROTOCOL" >>"$1"
+  fi
+}
+config "$dir/cluster.yaml" 0 "$dir"
 
 # sec: how kvctl connects: --insecure, or the config, whose tls section names the certificates
 # made here for the run.
@@ -91,15 +94,7 @@ start master "$BIN/kvmaster" --config "$dir/cluster.yaml" "${insecure[@]}" $(ppr
 plain=1
 if [ "${BENCH_INSECURE:-}" = 1 ] || [ "${BENCH_PLAIN:-}" = 0 ]; then plain=0; fi
 if [ "$plain" = 1 ]; then
-  cat >"$dir/plain.yaml" <<EOF
-master: {listen: "$(addr 30)", metrics: "$(addr 40)", data_dir: "$dir/plain/master"}
-nodes:
-  - {name: node1, listen: "$(addr 31)", metrics: "$(addr 41)", data_dir: "$dir/plain/node1"}
-  - {name: node2, listen: "$(addr 32)", metrics: "$(addr 42)", data_dir: "$dir/plain/node2"}
-EOF
-  if [ -n "${BENCH_PROTOCOL:-}" ]; then
-    echo "commit_protocol: $BENCH_PROTOCOL" >>"$dir/plain.yaml"
-  fi
+  config "$dir/plain.yaml" 30 "$dir/plain" # its tls section is unused: it runs --insecure
   start plain_node1 "$BIN/kvnode" --config "$dir/plain.yaml" --insecure node1
   start plain_node2 "$BIN/kvnode" --config "$dir/plain.yaml" --insecure node2
   start plain_master "$BIN/kvmaster" --config "$dir/plain.yaml" --insecure

@@ -225,8 +225,8 @@ func (sc *SuiteConfig) runOne(ctx context.Context, base Config, t Target, run Su
 }
 
 // serverPIDs returns the processes that serve target and a description of them: for kvtx the
-// watched processes (Processes; PlainProcesses for kvtx-plain), for etcd the etcd server the suite runs, for badger this
-// process, which also runs the load generator.
+// watched processes (Processes; PlainProcesses for kvtx-plain), for etcd the etcd server the
+// suite runs, for badger this process, which also runs the load generator.
 func (sc *SuiteConfig) serverPIDs(target string) ([]int, string) {
 	switch target {
 	case TargetKvtx, TargetKvtxPlain:

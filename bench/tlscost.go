@@ -42,10 +42,9 @@ type TLSCost struct {
 	WorstRatio float64 `json:"worst_ratio"`
 	// Mean is the geometric mean of the ratios.
 	Mean float64 `json:"geomean_ratio"`
-	// Met says whether WorstRatio is at least TLSGoal.
-	Met bool `json:"met"`
-	// Verdict is "met"; "missed"; or "inconclusive" when the worst workload fell short but its
-	// windows differ by more than the margin (1-TLSGoal), so that noise could explain it.
+	// Verdict is "met" when WorstRatio is at least TLSGoal; "missed"; or "inconclusive" when
+	// the worst workload fell short but its windows differ by more than the margin
+	// (1-TLSGoal), so that noise could explain it.
 	Verdict string `json:"verdict"`
 }
 
@@ -53,6 +52,7 @@ type TLSCost struct {
 // no run has throughput on both sides.
 func NewTLSCost(clients int, runs []TLSRun) *TLSCost {
 	c := &TLSCost{Clients: clients}
+	logSum, worstSpread := 0.0, 0.0
 	for _, r := range runs {
 		k, p := r.Kvtx[0]+r.Kvtx[1], r.Plain[0]+r.Plain[1]
 		if p <= 0 {
@@ -60,24 +60,17 @@ func NewTLSCost(clients int, runs []TLSRun) *TLSCost {
 		}
 		r.Ratio, r.Spread = k/p, max(spread(r.Kvtx), spread(r.Plain))
 		c.Runs = append(c.Runs, r)
+		logSum += math.Log(r.Ratio)
 		if c.Worst == "" || r.Ratio < c.WorstRatio {
-			c.Worst, c.WorstRatio = r.Workload, r.Ratio
+			c.Worst, c.WorstRatio, worstSpread = r.Workload, r.Ratio, r.Spread
 		}
 	}
 	if c.Worst == "" {
 		return nil
 	}
-	logSum, worstSpread := 0.0, 0.0
-	for _, r := range c.Runs {
-		logSum += math.Log(r.Ratio)
-		if r.Workload == c.Worst {
-			worstSpread = r.Spread
-		}
-	}
 	c.Mean = math.Exp(logSum / float64(len(c.Runs)))
-	c.Met = c.WorstRatio >= TLSGoal
 	switch {
-	case c.Met:
+	case c.WorstRatio >= TLSGoal:
 		c.Verdict = "met"
 	case worstSpread > 1-TLSGoal:
 		c.Verdict = "inconclusive"
