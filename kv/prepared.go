@@ -2,7 +2,10 @@ package kv
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Prepared lists the transactions whose prepare record is durable and that
@@ -43,4 +46,56 @@ func (s *Store) IsPrepared(txnID uint64) bool {
 	ok := p != nil && p.phase != phasePreparing
 	s.mu.Unlock()
 	return ok
+}
+
+// A prepared transaction's writes are in its durable prepare record, so it need not keep them
+// in memory until its Commit: that can come long after the vote (phase 2 follows the client's
+// reply, and an in-doubt transaction waits for its coordinator), and nothing else bounds how
+// many transactions are prepared at once. The values of prepared transactions are kept in
+// memory up to maxHeldValueBytes in all, for a Commit without a read; past it, a transaction
+// keeps only its keys (its locks), and its Commit reads the writes back from the record, one
+// Badger read of what the transaction writes anyway. A transaction recovered from a record
+// older than request digests keeps its writes: a repeated Prepare is compared with them.
+
+// maxHeldValueBytes is the most bytes of values that prepared transactions keep in memory.
+const maxHeldValueBytes = 8 << 20
+
+// holdOrSpillLocked decides, once p is prepared, whether it keeps its writes in memory (and
+// counts them in heldValueBytes until finishLocked) or drops them, to be read back at Commit.
+func (s *Store) holdOrSpillLocked(p *preparedTxn) {
+	if s.mu.heldValueBytes+p.valueBytes <= maxHeldValueBytes || p.digest == nil {
+		p.held = p.valueBytes
+		s.mu.heldValueBytes += p.held
+		return
+	}
+	p.ops, p.readKeys, p.spilled = nil, nil, true
+}
+
+// preparedOps returns p's writes: those it kept, or, if it spilled them, those of its prepare
+// record as txn sees it (the record is the one written at p's start timestamp while p is
+// prepared, since only its Commit or Abort deletes it).
+func (s *Store) preparedOps(txn *badger.Txn, p *preparedTxn) ([]Op, error) {
+	if !p.spilled {
+		return p.ops, nil
+	}
+	id := p.owner.txnID
+	item, err := txn.Get(prepareKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("read back prepare record: %w (%w)", err, errCorrupt)
+	}
+	if item.Version() != p.startTS {
+		return nil, fmt.Errorf("read back prepare record: version %d, want start %d: %w", item.Version(), p.startTS, errCorrupt)
+	}
+	val, err := valueOf(s.db, item)
+	if err != nil {
+		return nil, fmt.Errorf("read back prepare record: %w", err)
+	}
+	rec, err := decodeRecord(val)
+	if err != nil {
+		return nil, fmt.Errorf("read back prepare record: %w", err)
+	}
+	if rec.TxnID != id || rec.StartTS != p.startTS {
+		return nil, fmt.Errorf("read back prepare record: it holds transaction %d start %d: %w", rec.TxnID, rec.StartTS, errCorrupt)
+	}
+	return rec.Ops, nil
 }

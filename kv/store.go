@@ -164,7 +164,10 @@ type Store struct {
 		// sync round has not finished: reads at or above their commit timestamps wait.
 		pending  map[string][]*lockOwner
 		prepared map[uint64]*preparedTxn
-		finished *recentSet
+		// heldValueBytes is the size of the values prepared transactions keep in memory, at
+		// most maxHeldValueBytes (prepared.go).
+		heldValueBytes int64
+		finished       *recentSet
 		// maxTS is the highest timestamp read at or committed at (or chosen
 		// as a commit timestamp by a running Apply).
 		maxTS uint64
@@ -294,6 +297,7 @@ func (s *Store) recover() error {
 		}
 		s.acquireLocked(p.keys, &p.owner)
 		s.mu.prepared[rec.TxnID] = p
+		s.holdOrSpillLocked(p)
 	}
 	if n := len(s.mu.prepared); n > 0 {
 		s.log.Info("kv: recovered prepared transactions", "dir", s.dir, "count", n, "locks", len(s.mu.locks), "max_ts", s.mu.maxTS)

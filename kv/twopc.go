@@ -78,8 +78,8 @@ func (ph prepPhase) String() string {
 type preparedTxn struct {
 	owner        lockOwner
 	startTS      uint64
-	ops          []Op     // deduplicated, owned copies
-	readKeys     [][]byte // compare keys that are not op keys, owned copies
+	ops          []Op     // deduplicated, owned copies; nil once spilled
+	readKeys     [][]byte // compare keys that are not op keys, owned copies; nil once spilled
 	keys         []string // every locked key: op keys, then readKeys
 	participants []string
 	preparedAt   time.Time
@@ -87,6 +87,12 @@ type preparedTxn struct {
 	parallel     bool
 	recovered    bool
 	phase        prepPhase
+	// valueBytes is the size of ops' values; held is what of it counts toward
+	// Store.mu.heldValueBytes (0 once spilled), and spilled says that ops are not in memory:
+	// Commit reads them back from the prepare record (holdOrSpillLocked).
+	valueBytes int64
+	held       int64
+	spilled    bool
 	// digest identifies the Prepare request (requestDigest), so that a repeat is known to
 	// be the same request; nil for a transaction recovered from a record older than it.
 	digest []byte
@@ -151,9 +157,12 @@ func flush(h hash.Hash, b []byte) []byte {
 // newPrepared builds the in-memory state of a prepared transaction, copying
 // ops and readKeys into one owned buffer (callers may reuse theirs).
 func newPrepared(txnID, startTS uint64, ops []Op, readKeys [][]byte, participants []string, at time.Time) *preparedTxn {
-	total := 0
+	total, values := 0, int64(0)
 	for i := range ops {
 		total += len(ops[i].Key) + len(ops[i].Value)
+		if ops[i].Kind == OpPut {
+			values += int64(len(ops[i].Value))
+		}
 	}
 	for _, k := range readKeys {
 		total += len(k)
@@ -171,6 +180,7 @@ func newPrepared(txnID, startTS uint64, ops []Op, readKeys [][]byte, participant
 		readKeys:     make([][]byte, len(readKeys)),
 		participants: slices.Clone(participants),
 		preparedAt:   at,
+		valueBytes:   values,
 	}
 	raw := make([][]byte, 0, len(ops)+len(readKeys))
 	for i := range ops {
@@ -220,7 +230,8 @@ func newPrepared(txnID, startTS uint64, ops []Op, readKeys [][]byte, participant
 // Cost: one Badger read per compare plus one point lookup for the
 // outcome-marker check, a dry run of the commit's Badger transaction (so a yes
 // vote can always be committed), one Badger write, one share of a group
-// sync; ops are copied once and kept in memory until Commit or Abort.
+// sync; ops are copied once and kept in memory until Commit or Abort, or only
+// their keys past a budget (prepared.go).
 func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) (minCommitTS uint64, err error) {
 	if rec.StartTS == 0 || rec.StartTS >= math.MaxUint64-1 {
 		return 0, invalidf("prepare transaction %d: start timestamp %d out of range", rec.TxnID, rec.StartTS)
@@ -347,6 +358,7 @@ func (s *Store) Prepare(ctx context.Context, rec PrepareRecord, cmps []Compare) 
 	s.mu.Lock()
 	if err == nil {
 		p.phase = phasePrepared
+		s.holdOrSpillLocked(p)
 	} // else the store has failed: keep the locks, and waiters see the failure
 	close(p.busy)
 	p.busy = nil
@@ -469,6 +481,7 @@ func (s *Store) unclaim(p *preparedTxn, ph prepPhase) {
 // finishLocked releases a committed or aborted transaction's locks (waking
 // waiting readers and writers) and forgets it.
 func (s *Store) finishLocked(p *preparedTxn) {
+	s.mu.heldValueBytes -= p.held
 	s.releaseLocked(p.keys, &p.owner)
 	delete(s.mu.prepared, p.owner.txnID)
 	s.mu.finished.add(p.owner.txnID)
@@ -493,7 +506,8 @@ func (s *Store) finishLocked(p *preparedTxn) {
 // ErrInvalidArgument leave the transaction prepared; retrying is safe.
 //
 // Cost: one Badger write transaction with every op, one share of a group
-// sync; one more write and sync when commitTS passes the durable maxTS mark.
+// sync; one more write and sync when commitTS passes the durable maxTS mark; one read
+// of the prepare record if the transaction did not keep its writes (prepared.go).
 func (s *Store) Commit(ctx context.Context, txnID, commitTS uint64) error {
 	return s.commit(ctx, txnID, commitTS, true)
 }
@@ -604,7 +618,11 @@ func (s *Store) commitHeld(p *preparedTxn, commitTS uint64, needMark, sync bool)
 	id := p.owner.txnID
 	txn := s.db.NewTransactionAt(math.MaxUint64, true)
 	defer txn.Discard()
-	if err := s.writeOps(txn, p.ops); err != nil {
+	ops, err := s.preparedOps(txn, p)
+	if err != nil {
+		return fmt.Errorf("kv: commit transaction %d: %w", id, err)
+	}
+	if err := s.writeOps(txn, ops); err != nil {
 		return fmt.Errorf("kv: commit transaction %d: %w", id, err)
 	}
 	if err := txn.Delete(prepareKey(id)); err != nil {
