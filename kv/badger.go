@@ -127,6 +127,7 @@ func badgerOptions(dir string, mt int64, queued int, valueLogFileSize int64, log
 		WithIndexCacheSize(0).
 		WithBlockSize(blockSize).
 		WithNumCompactors(numCompactors)
+	opts.TableSizeMultiplier = tableSizeMultiplier // no With method
 	if valueLogFileSize > 0 {
 		opts = opts.WithValueLogFileSize(valueLogFileSize)
 	}

@@ -22,8 +22,12 @@ import (
 //     (arenaBytes). One memtable takes writes, NumMemtables wait to be flushed and one is being
 //     flushed: 2+NumMemtables arenas.
 //   - Table builders. A flush builds the whole level-0 table, one memtable's data, in memory
-//     before writing it. A compaction builds its tables (BaseTableSize, 2 MiB, at the top
-//     level, twice that at each level below) the same way, up to a dozen or so at a time.
+//     before writing it. A compaction builds its tables the same way, up to a dozen or so at
+//     a time, each reserving twice its table size (rounded up to a power of two) and doubling
+//     that when its blocks outgrow it. Every table is BaseTableSize, 2 MiB
+//     (tableSizeMultiplier): with Badger's default the tables grow twice larger at each level
+//     below the top one, and so did the compactions' reservations as the store grew, 16 MiB per
+//     builder two levels down, over 200 MiB at once in the profiles.
 //     Tables are written uncompressed, so a builder holds each block once (a compressed block
 //     is held twice, before and after compression), and a block holds any one entry this
 //     package writes (blockSize), so the builder never copies a large value to grow its block
@@ -35,9 +39,11 @@ import (
 //
 // The budget pays for 2+NumMemtables arenas, one flush's table (a memtable) and
 // compactionBytes for the compactions' builders (memoryUse). That last share is what they
-// hold under small values; under a stream of values near 1 MiB they hold up to about 120 MiB
-// at times (a dozen tables of a few large values each), which no Badger option bounds
-// (txn/README.md, Memory, has the measurements). planMemory grows the memtables to Badger's
+// hold under small values; under a stream of values near 1 MiB they hold 100 MiB and more
+// at times (a dozen or two builders of 2 MiB tables of a few large values each, each grown to
+// 12 MiB since four blocks of 1 MiB outgrow its first 4 MiB; and a flush's builder, grown
+// 4+8+16+32 MiB), which no Badger option bounds (txn/README.md, Memory, has the
+// measurements). planMemory grows the memtables to Badger's
 // default size, 64 MiB, then lets up to maxQueuedMemtables more of them wait for their flush,
 // then grows them again, up to 1 GiB. Badger's table builders keep their buffers in a pool
 // that the store empties (builderpool.go), since otherwise the pool holds the largest tables
@@ -75,6 +81,9 @@ const (
 	compactionBytes = 16 << 20
 	// numCompactors is Badger's NumCompactors: the fewest that compact (one is refused).
 	numCompactors = 2
+	// tableSizeMultiplier is Badger's TableSizeMultiplier: every level's tables have the top
+	// level's size, so that a compaction's builders do not grow with the store.
+	tableSizeMultiplier = 1
 	// blockSize is the table block size: one block holds the largest entry this package writes
 	// (a value below valueThreshold, its key and its header) without growing.
 	blockSize = valueThreshold + 64<<10
