@@ -78,24 +78,16 @@ func (s *Store) preparedOps(txn *badger.Txn, p *preparedTxn) ([]Op, error) {
 	if !p.spilled {
 		return p.ops, nil
 	}
-	id := p.owner.txnID
-	item, err := txn.Get(prepareKey(id))
+	item, err := txn.Get(prepareKey(p.owner.txnID))
 	if err != nil {
 		return nil, fmt.Errorf("read back prepare record: %w (%w)", err, errCorrupt)
 	}
-	if item.Version() != p.startTS {
-		return nil, fmt.Errorf("read back prepare record: version %d, want start %d: %w", item.Version(), p.startTS, errCorrupt)
-	}
-	val, err := valueOf(s.db, item)
+	rec, err := readRecord(s.db, item)
 	if err != nil {
-		return nil, fmt.Errorf("read back prepare record: %w", err)
+		return nil, fmt.Errorf("read back %w", err)
 	}
-	rec, err := decodeRecord(val)
-	if err != nil {
-		return nil, fmt.Errorf("read back prepare record: %w", err)
-	}
-	if rec.TxnID != id || rec.StartTS != p.startTS {
-		return nil, fmt.Errorf("read back prepare record: it holds transaction %d start %d: %w", rec.TxnID, rec.StartTS, errCorrupt)
+	if rec.StartTS != p.startTS {
+		return nil, fmt.Errorf("read back prepare record: start %d, want %d: %w", rec.StartTS, p.startTS, errCorrupt)
 	}
 	return rec.Ops, nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Badger key layout. Every key starts with a one-byte tag, so user keys
@@ -232,4 +234,23 @@ func decodeRecord(b []byte) (*diskRecord, error) {
 		return nil, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
 	}
 	return r, nil
+}
+
+// readRecord reads and decodes the prepare record item, checking that it holds the transaction
+// its key names, at its own start timestamp.
+func readRecord(db *badger.DB, item *badger.Item) (*diskRecord, error) {
+	key := item.KeyCopy(nil)
+	val, err := valueOf(db, item)
+	if err != nil {
+		return nil, fmt.Errorf("read prepare record %x: %w", key, err)
+	}
+	rec, err := decodeRecord(val)
+	if err != nil {
+		return nil, fmt.Errorf("prepare record %x: %w", key, err)
+	}
+	if len(key) != 9 || binary.BigEndian.Uint64(key[1:]) != rec.TxnID || item.Version() != rec.StartTS {
+		return nil, fmt.Errorf("prepare record %x (version %d) holds transaction %d start %d: %w",
+			key, item.Version(), rec.TxnID, rec.StartTS, errCorrupt)
+	}
+	return rec, nil
 }

@@ -268,18 +268,9 @@ func (s *Store) recover() error {
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
-		key := item.KeyCopy(nil)
-		val, err := valueOf(s.db, item)
+		rec, err := readRecord(s.db, item)
 		if err != nil {
-			return fmt.Errorf("kv: open %s: read prepare record %x: %w", s.dir, key, err)
-		}
-		rec, err := decodeRecord(val)
-		if err != nil {
-			return fmt.Errorf("kv: open %s: prepare record %x: %w", s.dir, key, err)
-		}
-		if len(key) != 9 || binary.BigEndian.Uint64(key[1:]) != rec.TxnID || item.Version() != rec.StartTS {
-			return fmt.Errorf("kv: open %s: prepare record %x (version %d) holds transaction %d start %d: %w",
-				s.dir, key, item.Version(), rec.TxnID, rec.StartTS, errCorrupt)
+			return fmt.Errorf("kv: open %s: %w", s.dir, err)
 		}
 		p := newPrepared(rec.TxnID, rec.StartTS, rec.Ops, rec.ReadKeys, rec.Participants, rec.PreparedAt)
 		p.recovered = true
