@@ -30,10 +30,14 @@ const overloadReaders = 400
 func TestHotKeyReadersDoNotHoldUpTheCommitThatFreesTheKey(t *testing.T) {
 	for _, protocol := range []string{txn.ProtocolClassic, txn.ProtocolParallel} {
 		t.Run(protocol, func(t *testing.T) {
-			// in_doubt at its default, above lock_wait: a node asking about a transaction it holds
-			// prepared must not be what frees the readers.
+			// in_doubt above lock_wait: a node asking about a transaction it holds prepared must
+			// not be what frees the readers. lock_wait and the request timeout are generous, so
+			// that a read fails only when the commit cannot reach the node at all (the bug this
+			// test catches: then every read waits out lock_wait), never because a loaded
+			// machine's fsync or scheduler took a second or two (CI once saw reads give up
+			// after the 2 s request timeout of the short timeouts with the fix in place).
 			timeouts := cluster.ShortTimeouts()
-			timeouts.InDoubt = 3 * time.Second
+			timeouts.LockWait, timeouts.Request, timeouts.InDoubt = 6*time.Second, 8*time.Second, 9*time.Second
 			c := prepare(t, cluster.Config{Nodes: 2, CommitProtocol: protocol, FaultProxies: true, Timeouts: timeouts})
 			c.startAll()
 			keys := c.keysOnEveryShard("hot")

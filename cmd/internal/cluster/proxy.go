@@ -43,7 +43,7 @@ func (m ProxyMode) String() string {
 
 // Proxy is an in-process TCP proxy on 127.0.0.1 that forwards to one target address and can
 // cut, stall or slow the link on demand. It is safe for concurrent use; its cost is two
-// goroutines and one 32 KiB buffer per direction per connection.
+// goroutines, one 32 KiB buffer and a line of up to 64 chunks per direction per connection.
 type Proxy struct {
 	// Name describes the link, e.g. "master->node1".
 	Name   string
@@ -215,13 +215,50 @@ func (p *Proxy) waitForward() bool {
 	}
 }
 
+// chunk is bytes read from one side, due on the other at due (zero: at once).
+type chunk struct {
+	data []byte
+	due  time.Time
+}
+
+// delayLine bounds the chunks read and not yet written per direction: with the 32 KiB reads,
+// at most 2 MiB held per direction.
+const delayLine = 64
+
 // pump copies src to dst, honouring the mode for every chunk, and closes both when either
-// side ends.
+// side ends. Reading and writing run apart, joined by a bounded line of chunks, so that Delay
+// adds its delay to every chunk's trip (as a long link would) without capping the link's
+// throughput: chunks read together travel together, and a burst of messages does not queue
+// one delay behind another.
 func (p *Proxy) pump(dst, src net.Conn) {
-	defer func() {
-		src.Close()
-		dst.Close()
+	line := make(chan chunk, delayLine)
+	written := make(chan struct{})
+	var readErr error // set before line closes
+	go func() {
+		defer close(written)
+		defer func() {
+			src.Close() // wakes the reader if this side ended first
+			dst.Close()
+		}()
+		for c := range line {
+			if !p.waitForward() {
+				resetConn(src)
+				resetConn(dst)
+				return
+			}
+			if wait := time.Until(c.due); wait > 0 {
+				time.Sleep(wait)
+			}
+			if _, err := dst.Write(c.data); err != nil {
+				return
+			}
+		}
+		if readErr != nil && !errors.Is(readErr, io.EOF) {
+			resetConn(dst)
+		}
 	}()
+	defer func() { <-written }()
+	defer close(line)
 	buf := make([]byte, 32<<10)
 	for {
 		if !p.waitForward() {
@@ -231,25 +268,20 @@ func (p *Proxy) pump(dst, src net.Conn) {
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			if !p.waitForward() {
-				resetConn(src)
-				resetConn(dst)
-				return
-			}
+			c := chunk{data: append([]byte(nil), buf[:n]...)}
 			p.mu.Lock()
-			mode, d := p.mu.mode, p.mu.delay
-			p.mu.Unlock()
-			if mode == Delay && d > 0 {
-				time.Sleep(d)
+			if mode, d := p.mu.mode, p.mu.delay; mode == Delay && d > 0 {
+				c.due = time.Now().Add(d)
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			p.mu.Unlock()
+			select {
+			case line <- c:
+			case <-written:
 				return
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				resetConn(dst)
-			}
+			readErr = err
 			return
 		}
 	}

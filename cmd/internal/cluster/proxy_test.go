@@ -82,3 +82,41 @@ func TestProxyPassesStallsAndResets(t *testing.T) {
 		t.Fatal("reset accepted a new connection")
 	}
 }
+
+// TestProxyDelayIsLatencyNotThroughput sends two messages 20 ms apart through a link that
+// delays each by 400 ms each way: the second comes back two delays after it was sent, not
+// queued behind the first one's delay on each hop (three delays: so a burst of protocol
+// messages on a slowed link took up to twice the delay per hop, and requests timed out).
+func TestProxyDelayIsLatencyNotThroughput(t *testing.T) {
+	p, err := NewProxy("test", echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const delay = 400 * time.Millisecond
+	p.SetMode(Delay, delay)
+	sent := make(chan time.Time, 1)
+	go func() {
+		c.Write([]byte("a"))
+		time.Sleep(20 * time.Millisecond)
+		sent <- time.Now()
+		c.Write([]byte("b"))
+	}()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ab" {
+		t.Fatalf("echoes %q, %v: want both, in order", buf, err)
+	}
+	took := time.Since(<-sent)
+	if took < 2*delay {
+		t.Fatalf("the second echo came back after %v, before one delay each way", took)
+	}
+	if took > 2*delay+delay/2 {
+		t.Fatalf("the second echo came back after %v: it waited out the first one's delay on each hop", took)
+	}
+}
