@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kvtx/kvtx/kv"
-	"github.com/kvtx/kvtx/wire"
 )
 
 // Process describes one process of the cluster: where it listens for the kvtx protocol, where
@@ -67,11 +66,21 @@ type Limits struct {
 	// MaxFrameBytes is the largest protocol frame (default 8 MiB).
 	MaxFrameBytes int `yaml:"max_frame_bytes"`
 	// MaxInFlightBytes bounds, per process, the request bytes read and not yet answered
-	// (default 32 MiB, at least max_frame_bytes). Past it a client's request waits up to a
-	// second to be read, then is refused as busy (wire.CodeBusy), which the client retries;
-	// a request from a process of the cluster waits. It bounds the memory requests hold.
+	// (default a sixteenth of storage.memory_bytes, 8 MiB at its default, and at least
+	// max_frame_bytes). Past it a client's request waits up to a second to be read, then is
+	// refused as busy (wire.CodeBusy), which the client retries; a request from a process of
+	// the cluster waits. It bounds the memory requests hold.
 	MaxInFlightBytes int64 `yaml:"max_inflight_bytes"`
 }
+
+// inFlightShare is the part of the memory budget that the requests in flight get by default
+// (Limits.MaxInFlightBytes): a sixteenth. A node holds each request's values several times
+// over while it serves it (the frame, the decoded request, the prepare record, Badger's batch),
+// and the master's budget is what bounds the prepares sent to a node (the protocol lane is
+// counted there, not waited for). With 32 MiB in flight, a node under 900 KiB transactions
+// at 64 clients peaked at 225-312 MiB of anonymous memory; with 8 MiB, 172-178 in a fresh
+// cluster (txn/README.md, Memory).
+const inFlightShare = 16
 
 // Timeouts are the protocol's clocks. A zero field means the default given in its comment.
 type Timeouts struct {
@@ -202,9 +211,6 @@ func (c Config) WithDefaults() Config {
 	setInt(&l.MaxTxnOps, 1024)
 	setInt(&l.MaxTxnBytes, 4<<20)
 	setInt(&l.MaxFrameBytes, 8<<20)
-	if l.MaxInFlightBytes == 0 {
-		l.MaxInFlightBytes = wire.DefaultMaxBytesInFlight
-	}
 	if c.CommitProtocol == "" {
 		c.CommitProtocol = ProtocolParallel
 	}
@@ -217,6 +223,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Storage.MemoryBytes == 0 {
 		c.Storage.MemoryBytes = kv.DefaultMemoryBytes
+	}
+	if l.MaxInFlightBytes == 0 {
+		l.MaxInFlightBytes = max(c.Storage.MemoryBytes/inFlightShare, int64(l.MaxFrameBytes))
 	}
 	t := &c.Timeouts
 	setDur(&t.Prepare, 5*time.Second)

@@ -98,3 +98,28 @@ func TestConfigRefusesTwoProcessesDialledAtOneAddress(t *testing.T) {
 		t.Errorf("two nodes listening on one address of one machine: %v, want it reported once", err)
 	}
 }
+
+// The requests in flight get a sixteenth of the memory budget unless set, never less than one
+// frame, and the same on the master as on the nodes, which take it from the same config.
+func TestInFlightBudgetIsASixteenthOfTheMemoryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		limits           Limits
+		memory, inflight int64
+	}{
+		{"defaults", Limits{}, 0, 8 << 20},
+		{"bigger budget", Limits{}, 1 << 30, 64 << 20},
+		{"bigger frames", Limits{MaxFrameBytes: 16 << 20}, 0, 16 << 20},
+		{"set", Limits{MaxInFlightBytes: 32 << 20}, 1 << 30, 32 << 20},
+	} {
+		cfg := DefaultConfig()
+		cfg.Limits, cfg.Storage.MemoryBytes = tc.limits, tc.memory
+		got := cfg.WithDefaults().Limits.MaxInFlightBytes
+		if got != tc.inflight {
+			t.Errorf("%s: max_inflight_bytes %d, want %d", tc.name, got, tc.inflight)
+		}
+		if err := cfg.WithDefaults().Validate(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

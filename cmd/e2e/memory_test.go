@@ -17,18 +17,19 @@ import (
 )
 
 // memoryTestEnv enables TestNodeMemoryStaysUnderItsBudgetPlus72MiB, which is not part of make
-// test: it writes about 1.5 GiB through a cluster, for about a minute.
+// test: it writes about 3 GiB through a cluster, for about a minute and a half.
 const memoryTestEnv = "KVTX_MEMORY_TEST"
 
 // memoryHeadroom is what a node may hold beyond its storage budget in that test: 72 MiB, so
 // that at the default budget the bound is the 200 MiB that issue #11 asks for.
 const memoryHeadroom = 72 << 20
 
-// Under puts and cross-shard transactions of values up to 64 KiB, from 16 and 64 clients, a
-// node's anonymous memory (RssAnon) stays under its storage budget plus memoryHeadroom, at the
-// default budget: Badger's memtables, table builders and caches do not grow with the value
-// size or the data written. (Values near 1 MiB can take a node past it at times:
-// txn/README.md, Memory.)
+// Under puts of values up to 900 KiB and cross-shard transactions of values up to 64 KiB, from
+// 16 and 64 clients, a node's anonymous memory (RssAnon) stays under its storage budget plus
+// memoryHeadroom, at the default budget: Badger's memtables, table builders and caches and the
+// requests in flight do not grow with the value size or the data written. (Transactions of
+// 900 KiB values can take a node past it: 194 and 222 MiB here after the phases above, 172-178
+// in a fresh cluster; txn/README.md, Memory.)
 func TestNodeMemoryStaysUnderItsBudgetPlus72MiB(t *testing.T) {
 	if os.Getenv(memoryTestEnv) == "" {
 		t.Skipf("set %s=1 to run (minutes)", memoryTestEnv)
@@ -65,6 +66,7 @@ func TestNodeMemoryStaysUnderItsBudgetPlus72MiB(t *testing.T) {
 		{false, 64 << 10, 8000, 16, 100},
 		{false, 64 << 10, 8000, 64, 100},
 		{true, 64 << 10, 4000, 64, 100},
+		{false, 900 << 10, 1500, 64, 100},
 	} {
 		name := fmt.Sprintf("put %d B, %d clients", phase.valueSize, phase.clients)
 		if phase.txn {
