@@ -158,10 +158,15 @@ func TestKvtxTargetRunsEveryWorkloadAgainstACluster(t *testing.T) {
 	checkEveryWorkload(t, tg)
 }
 
+// suiteTestWindow is each run's measured window in the suite tests: long enough that every run
+// completes operations on a loaded machine (in CI, one 100 ms run of one client over TLS
+// completed none, its one put still waiting for an fsync).
+const suiteTestWindow = 500 * time.Millisecond
+
 func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
 	tc := startCluster(t)
 	base := DefaultConfig()
-	base.Duration, base.Warmup, base.Keys = 100*time.Millisecond, 20*time.Millisecond, 100
+	base.Duration, base.Warmup, base.Keys = suiteTestWindow, 50*time.Millisecond, 100
 	var log bytes.Buffer
 	rep, err := RunSuite(context.Background(), SuiteConfig{
 		Base:      base,
@@ -207,7 +212,7 @@ func TestSuiteComparesTLSWithInsecure(t *testing.T) {
 		t.Fatal("a kvtx-plain target with TLS opened: it must be refused")
 	}
 	base := DefaultConfig()
-	base.Duration, base.Warmup, base.Keys = 100*time.Millisecond, 20*time.Millisecond, 100
+	base.Duration, base.Warmup, base.Keys = suiteTestWindow, 50*time.Millisecond, 100
 	rep, err := RunSuite(context.Background(), SuiteConfig{
 		Base:           base,
 		Runs:           []SuiteRun{{WorkloadPut, 1}, {WorkloadTxn, 4}, {WorkloadPut, 4}},
