@@ -160,7 +160,7 @@ func TestKvtxTargetRunsEveryWorkloadAgainstACluster(t *testing.T) {
 
 // suiteTestWindow is each run's measured window in the suite tests: long enough that every run
 // completes operations on a loaded machine (in CI, one 100 ms run of one client over TLS
-// completed none, its one put still waiting for an fsync).
+// completed none, most likely its one put still waiting for an fsync).
 const suiteTestWindow = 500 * time.Millisecond
 
 func TestSuiteComparesTargetsAndRecordsPeakRSS(t *testing.T) {
