@@ -37,17 +37,25 @@ func roundTrip(c net.Conn, msg string, within time.Duration) (string, error) {
 	return string(buf), err
 }
 
-func TestProxyPassesStallsAndResets(t *testing.T) {
+// echoThroughProxy returns a proxy to an echo server and a connection through it, both closed
+// when the test ends.
+func echoThroughProxy(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
 	p, err := NewProxy("test", echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return p, c
+}
+
+func TestProxyPassesStallsAndResets(t *testing.T) {
+	p, c := echoThroughProxy(t)
 	if got, err := roundTrip(c, "hello", 2*time.Second); err != nil || got != "hello" {
 		t.Fatalf("pass: got %q, %v", got, err)
 	}
@@ -88,16 +96,7 @@ func TestProxyPassesStallsAndResets(t *testing.T) {
 // queued behind the first one's delay on each hop (three delays: so a burst of protocol
 // messages on a slowed link took up to twice the delay per hop, and requests timed out).
 func TestProxyDelayIsLatencyNotThroughput(t *testing.T) {
-	p, err := NewProxy("test", echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	p, c := echoThroughProxy(t)
 	const delay = 400 * time.Millisecond
 	p.SetMode(Delay, delay)
 	sent := make(chan time.Time, 1)
