@@ -74,12 +74,9 @@ type Limits struct {
 }
 
 // inFlightShare is the part of the memory budget that the requests in flight get by default
-// (Limits.MaxInFlightBytes): a sixteenth. A node holds each request's values several times
-// over while it serves it (the frame, the decoded request, the prepare record, Badger's batch),
-// and the master's budget is what bounds the prepares sent to a node (the protocol lane is
-// counted there, not waited for). With 32 MiB in flight, a node under 900 KiB transactions
-// at 64 clients peaked at 225-312 MiB of anonymous memory; with 8 MiB, 172-178 in a fresh
-// cluster (txn/README.md, Memory).
+// (Limits.MaxInFlightBytes), on the master as on the nodes: the master's budget is what bounds
+// the prepares a node serves, and a node holds each request's values several times over
+// (txn/README.md, Memory, has why and the measurements).
 const inFlightShare = 16
 
 // Timeouts are the protocol's clocks. A zero field means the default given in its comment.
