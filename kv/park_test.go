@@ -3,23 +3,14 @@ package kv
 import (
 	"context"
 	"testing"
-	"time"
 )
-
-// longLockWait is testOpts with a lock-wait bound that no wait of these tests reaches: the
-// Applies that must keep waiting wait through several fsyncs.
-func longLockWait(t *testing.T) Options {
-	opts := testOpts(t, t.TempDir())
-	opts.LockWait = 10 * time.Second
-	return opts
-}
 
 // An Apply waiting for a key that a prepared transaction holds (in doubt for as long as it
 // takes) keeps its place for that key but does not hold back its free keys: a writer of a free
 // key goes ahead of it, while a writer of the prepared key still queues behind it, and once the
 // transaction commits the parked Apply is first to get the key.
 func TestAnApplyWaitingForAPreparedKeyDoesNotHoldUpItsFreeKeys(t *testing.T) {
-	s := openTest(t, longLockWait(t))
+	s := openTest(t, testOpts(t, t.TempDir()))
 	ctx := context.Background()
 	min := mustPrepare(t, s, 1, 10, nil, put("busy", "p"))
 	parked := goApply(s, 2, 11, nil, put("busy", "a"), put("free", "a"))
@@ -50,7 +41,7 @@ func TestAnApplyWaitingForAPreparedKeyDoesNotHoldUpItsFreeKeys(t *testing.T) {
 // it, becomes parked when a Prepare takes that key first: the writer behind it gets its key at
 // once instead of waiting for the prepared transaction.
 func TestAPrepareThatParksAQueuedApplyLetsTheApplyBehindItGo(t *testing.T) {
-	s := openTest(t, longLockWait(t))
+	s := openTest(t, testOpts(t, t.TempDir()))
 	ctx := context.Background()
 	b := joinKeys([][]byte{[]byte("b")})
 	holder := &lockOwner{txnID: 99, readFrom: 50} // an Apply between its write and its sync

@@ -221,6 +221,7 @@ func TestScanWaitsForPreparedTransactionsInItsRange(t *testing.T) {
 	}
 	// A lock that outlives the wait bound is reported, not skipped.
 	opts2 := testOpts(t, t.TempDir())
+	opts2.LockWait = 100 * time.Millisecond
 	s2 := openTest(t, opts2)
 	min2 := mustPrepare(t, s2, 3, 4, nil, put("m", "x"))
 	_, _, err := s2.Scan(context.Background(), nil, nil, min2+1, ScanOptions{})
