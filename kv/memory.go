@@ -27,7 +27,10 @@ import (
 //     that when its blocks outgrow it. Every table is BaseTableSize, 2 MiB
 //     (tableSizeMultiplier): with Badger's default the tables grow twice larger at each level
 //     below the top one, and so did the compactions' reservations as the store grew, 16 MiB per
-//     builder two levels down, over 200 MiB at once in the profiles.
+//     builder two levels down, over 200 MiB at once in the profiles. When level 0 cannot be
+//     compacted into the base level (a compaction there holds the key range), Badger
+//     compacts four or more level-0 tables, each a memtable's data, into one table built in
+//     memory (its builder reserves 256 MiB); no option turns that off.
 //     Tables are written uncompressed, so a builder holds each block once (a compressed block
 //     is held twice, before and after compression), and a block holds any one entry this
 //     package writes (blockSize), so the builder never copies a large value to grow its block
