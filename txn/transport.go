@@ -83,7 +83,9 @@ func (t *WireTransport) Call(ctx context.Context, to string, req, resp wire.Mess
 		return nil
 	}
 	if errors.Is(err, wire.ErrNotSent) {
-		t.drop(key, conn)
+		if conn.Err() != nil { // not a call that gave up waiting for the writer
+			t.drop(key, conn)
+		}
 		return fmt.Errorf("%w: %s: %w", ErrNotDelivered, to, err)
 	}
 	if errors.Is(err, wire.ErrConnLost) || conn.Err() != nil {

@@ -15,10 +15,13 @@ import (
 	"time"
 )
 
-// ErrNotSent is wrapped by a Call error when the connection was already broken
-// before the request reached the connection's writer: the server certainly
-// never saw the request, so any request may be retried elsewhere.
-var ErrNotSent = errors.New("wire: request not sent: connection closed")
+// ErrNotSent is wrapped by a Call error when the server certainly never saw the
+// request, so any request may be retried, elsewhere too: the connection was
+// already broken before the request reached the connection's writer, or the
+// call's context ended while the request waited for the writer (behind other
+// requests on a connection the server reads slowly). The context's error is
+// wrapped too then, and the connection stays usable.
+var ErrNotSent = errors.New("wire: request not sent")
 
 // ErrConnLost is wrapped by a Call error when the connection broke while the
 // request was in flight: the server may or may not have executed it.
@@ -58,7 +61,7 @@ type Conn struct {
 	maxFrame int
 	remote   HelloReply
 	nextID   atomic.Uint64
-	wq       chan *encoder // framed requests for the writer
+	wq       chan queued // framed requests for the writer
 
 	mu      sync.Mutex
 	pending map[uint64]*call // nil once broken
@@ -77,8 +80,23 @@ const (
 	callAbandoned
 )
 
+// send states: a queued request is either taken by the writer (from then on the
+// server may see it) or withdrawn by its caller (never written), decided by CAS.
+const (
+	sendQueued uint32 = iota
+	sendWriting
+	sendWithdrawn
+)
+
+// queued is a framed request waiting for the writer, with its call.
+type queued struct {
+	e  *encoder
+	cl *call
+}
+
 type call struct {
 	state   atomic.Uint32
+	send    atomic.Uint32
 	reqType MsgType
 	resp    Message
 	err     error
@@ -130,7 +148,7 @@ func newConn(ctx context.Context, nc net.Conn, opts DialOptions) (*Conn, error) 
 	c := &Conn{
 		nc:         nc,
 		maxFrame:   opts.MaxFrame,
-		wq:         make(chan *encoder, 128),
+		wq:         make(chan queued, 128),
 		pending:    make(map[uint64]*call),
 		broken:     make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -213,11 +231,12 @@ func (c *Conn) hello(ctx context.Context, br *bufio.Reader, bw *bufio.Writer, op
 // into resp (zeroed first), which must be a pointer of the expected reply
 // type; a nil resp accepts any non-error reply and discards it. A MsgError
 // reply is returned as its *Error; a reply of another type is an *Error with
-// CodeBadRequest. If ctx ends first, Call returns ctx.Err() wrapped, and the
-// server may still execute the request. If the conn was already broken before
-// the request reached the writer, the error wraps ErrNotSent; if it breaks
-// while the request is in flight, it wraps ErrConnLost. A request body larger
-// than DialOptions.MaxFrame is refused locally with CodeTooLarge.
+// CodeBadRequest. If ctx ends first, Call returns ctx.Err() wrapped: with
+// ErrNotSent if the writer had not begun to write the request, and otherwise
+// the server may still execute it. If the conn breaks before the writer began
+// to write the request, the error wraps ErrNotSent; if it breaks while the
+// request is in flight, it wraps ErrConnLost. A request body larger than
+// DialOptions.MaxFrame is refused locally with CodeTooLarge.
 func (c *Conn) Call(ctx context.Context, req Message, resp Message) error {
 	t := msgTypeOf(req)
 	if !t.Valid() {
@@ -244,7 +263,7 @@ func (c *Conn) Call(ctx context.Context, req Message, resp Message) error {
 	c.mu.Unlock()
 
 	select {
-	case c.wq <- e:
+	case c.wq <- queued{e, cl}:
 	case <-c.broken:
 		putEncoder(e)
 		c.forget(id, cl)
@@ -252,13 +271,22 @@ func (c *Conn) Call(ctx context.Context, req Message, resp Message) error {
 	case <-ctx.Done():
 		putEncoder(e)
 		c.forget(id, cl)
-		return fmt.Errorf("wire: %s call not sent: %w", t, ctx.Err())
+		return fmt.Errorf("wire: %s call: %w: %w", t, ErrNotSent, ctx.Err())
 	}
 
 	select {
 	case <-cl.done:
+		if errors.Is(cl.err, ErrConnLost) && cl.send.CompareAndSwap(sendQueued, sendWithdrawn) {
+			return notSent(c.Err()) // the break came before the writer reached it
+		}
 		return cl.err
 	case <-ctx.Done():
+		if cl.send.CompareAndSwap(sendQueued, sendWithdrawn) {
+			// The writer drops it unwritten (and recycles e). A break that claimed the call
+			// first does not change that nothing was sent.
+			c.forget(id, cl)
+			return fmt.Errorf("wire: %s call: %w: %w", t, ErrNotSent, ctx.Err())
+		}
 		if c.forget(id, cl) {
 			return fmt.Errorf("wire: %s call: %w", t, ctx.Err())
 		}
@@ -360,28 +388,31 @@ func deliver(d *decoder, t MsgType, body []byte, cl *call) error {
 func (c *Conn) writeLoop(bw *bufio.Writer) {
 	defer close(c.writerDone)
 	for {
-		var e *encoder
+		var q queued
 		select {
-		case e = <-c.wq:
+		case q = <-c.wq:
 		case <-c.broken:
 			return
 		}
-		for e != nil {
-			err := e.writeTo(bw)
-			putEncoder(e)
+		for q.e != nil {
+			var err error
+			if q.cl.send.CompareAndSwap(sendQueued, sendWriting) {
+				err = q.e.writeTo(bw)
+			}
+			putEncoder(q.e)
 			if err != nil {
 				c.fail(fmt.Errorf("wire: write to %s: %w", c.nc.RemoteAddr(), err))
 				return
 			}
 			select {
-			case e = <-c.wq:
+			case q = <-c.wq:
 			default:
 				// Let runnable callers enqueue before paying for a syscall.
 				runtime.Gosched()
 				select {
-				case e = <-c.wq:
+				case q = <-c.wq:
 				default:
-					e = nil
+					q = queued{}
 				}
 			}
 		}

@@ -39,5 +39,7 @@
 // All errors of this package are prefixed "wire: ". Failures that cross the
 // wire are *Error values with a Code; CodeOf classifies any error. A Call that
 // fails because the connection broke wraps ErrNotSent (the request never left
-// this process) or ErrConnLost (the server may have executed it).
+// this process) or ErrConnLost (the server may have executed it); one whose
+// context ended wraps ErrNotSent too if the request was still waiting for the
+// connection's writer.
 package wire

@@ -166,3 +166,30 @@ func (r *rawConn) expectErrorThenEOF(code Code, id uint64) *Error {
 	}
 	return we
 }
+
+// fakeServer listens on a loopback port and returns its address. It accepts one connection,
+// answers its hello, hands it to then and closes it when then returns.
+func fakeServer(t testing.TB, then func(nc net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		f, err := ReadFrame(nc, 0)
+		if err != nil || f.Type != MsgHello {
+			return
+		}
+		body, _ := Marshal(&HelloReply{Version: ProtocolVersion, Name: "fake"})
+		if WriteFrame(nc, MsgHelloReply, f.ID, body) == nil {
+			then(nc)
+		}
+	}()
+	return l.Addr().String()
+}

@@ -543,29 +543,13 @@ func TestShutdownForceClosesOnContextExpiry(t *testing.T) {
 func TestNotSentVersusConnLost(t *testing.T) {
 	// A fake server that answers the hello, reads one request and then
 	// drops the connection without replying.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	gotRequest := make(chan struct{})
-	go func() {
-		nc, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		f, err := ReadFrame(nc, 0)
-		if err != nil || f.Type != MsgHello {
-			return
-		}
-		body, _ := Marshal(&HelloReply{Version: ProtocolVersion, Name: "fake"})
-		_ = WriteFrame(nc, MsgHelloReply, f.ID, body)
+	addr := fakeServer(t, func(nc net.Conn) {
 		if _, err := ReadFrame(nc, 0); err == nil {
 			close(gotRequest)
 		}
-	}()
-	c, err := Dial(context.Background(), l.Addr().String(), DialOptions{})
+	})
+	c, err := Dial(context.Background(), addr, DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

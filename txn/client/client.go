@@ -300,6 +300,10 @@ func (c *Client) call(ctx context.Context, req, resp wire.Message, write bool) e
 		return &Error{Code: werr.Code, Message: werr.Message, TxnID: werr.TxnID, Index: werr.Index}
 	}
 	if errors.Is(err, wire.ErrNotSent) {
+		if ctx.Err() != nil {
+			// It waited behind other requests on a connection the master was too busy to read.
+			return &Error{Code: wire.CodeBusy, Message: fmt.Sprintf("the master at %s did not take the request before the deadline: %v", c.addr, err)}
+		}
 		return &Error{Code: wire.CodeUnavailable, Message: fmt.Sprintf("lost the connection to the master at %s before sending: %v", c.addr, err)}
 	}
 	if write {
