@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/kvtx/kvtx/wire"
@@ -39,6 +40,10 @@ type WireTransport struct {
 	tls   TransportTLS
 	mu    sync.Mutex
 	conns map[connKey]*wireConn
+
+	sends  int64        // WarnIfAdmitsLess's budget; 0: no check
+	log    *slog.Logger // where the check warns
+	warned sync.Map     // process name → struct{}: warned once
 }
 
 // connKey names one of a WireTransport's connections.
@@ -69,6 +74,27 @@ type TransportTLS interface {
 // plaintext).
 func NewWireTransport(addrs map[string]string, opts wire.DialOptions, tls TransportTLS) *WireTransport {
 	return &WireTransport{addrs: addrs, opts: opts, tls: tls, conns: map[connKey]*wireConn{}}
+}
+
+// WarnIfAdmitsLess makes the transport log a warning, once per process, when a process it
+// connects to says it admits fewer request bytes in flight than sends, the sender's own
+// budget: what the sender admitted then waits at the receiver, and may time out there into an
+// unknown outcome. It must be called before the first Call.
+func (t *WireTransport) WarnIfAdmitsLess(sends int64, log *slog.Logger) {
+	t.sends, t.log = sends, log
+}
+
+// checkBudget is WarnIfAdmitsLess's check of a new connection to the process named to.
+func (t *WireTransport) checkBudget(to string, conn *wire.Conn) {
+	admits := conn.RemoteMaxBytesInFlight()
+	if t.sends == 0 || admits == 0 || admits >= t.sends {
+		return
+	}
+	if _, done := t.warned.LoadOrStore(to, struct{}{}); done {
+		return
+	}
+	t.log.Warn("a process admits fewer request bytes in flight than this one sends it; give both the same limits.max_inflight_bytes",
+		"process", to, "its_max_inflight_bytes", admits, "ours", t.sends)
 }
 
 // Call implements Transport.
@@ -128,6 +154,7 @@ func (t *WireTransport) conn(ctx context.Context, key connKey) (*wire.Conn, erro
 		}
 		return nil, fmt.Errorf("%w: dial %s at %s: %w", ErrNotDelivered, to, addr, err)
 	}
+	t.checkBudget(to, conn)
 	wc.conn = conn
 	return conn, nil
 }

@@ -1,9 +1,12 @@
 package txn
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,17 +46,7 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 		}
 		return nil, nil
 	}), wire.ServerConfig{MaxInFlight: 2, Logger: quiet})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	tr := NewWireTransport(map[string]string{"node1": l.Addr().String()}, wire.DialOptions{Role: "master", Name: MasterName}, nil)
+	tr := NewWireTransport(map[string]string{"node1": serveWire(t, srv)}, wire.DialOptions{Role: "master", Name: MasterName}, nil)
 	t.Cleanup(func() { tr.Close() })
 
 	const reads = 5 // more than MaxInFlight: the node stops reading the client lane
@@ -95,3 +88,63 @@ func TestWireTransportSendsCommitsPastReadsThatFillTheClientLane(t *testing.T) {
 		}
 	}
 }
+
+// serveWire serves srv on a loopback port until the test ends and returns its address.
+func serveWire(t *testing.T, srv *wire.Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return l.Addr().String()
+}
+
+// A master whose budget of requests in flight is larger than a node's warns, once, when it
+// connects to that node: what it admits would wait at the node and could time out there. A
+// node that admits as much gets no warning.
+func TestWireTransportWarnsOfANodeThatAdmitsLessThanItSends(t *testing.T) {
+	status := wire.HandlerFunc(func(context.Context, *wire.Request) (wire.Message, error) { return &wire.StatusReply{}, nil })
+	addrs := map[string]string{
+		"small": serveWire(t, wire.NewServer(status, wire.ServerConfig{MaxBytesInFlight: 8 << 20, Logger: quiet})),
+		"equal": serveWire(t, wire.NewServer(status, wire.ServerConfig{MaxBytesInFlight: 32 << 20, Logger: quiet})),
+	}
+	var mu sync.Mutex
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	tr := NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: MasterName}, nil)
+	tr.WarnIfAdmitsLess(32<<20, log)
+	t.Cleanup(func() { tr.Close() })
+	for _, to := range []string{"small", "equal"} {
+		// A read and a status go on the two lanes' connections: two dials of each node.
+		if err := tr.Call(context.Background(), to, &wire.GetRequest{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Call(context.Background(), to, &wire.StatusRequest{}, &wire.StatusReply{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	out := logged.String()
+	if n := strings.Count(out, "process=small"); n != 1 || !strings.Contains(out, "its_max_inflight_bytes=8388608") {
+		t.Errorf("warnings about the node that admits 8 MiB: %d, want 1; log:\n%s", n, out)
+	}
+	if strings.Contains(out, "process=equal") {
+		t.Errorf("warned about a node that admits as much as the master sends:\n%s", out)
+	}
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -470,5 +470,9 @@ func (c *Conn) Done() <-chan struct{} { return c.broken }
 // RemoteName returns the server's name from its HelloReply.
 func (c *Conn) RemoteName() string { return c.remote.Name }
 
+// RemoteMaxBytesInFlight returns the server's budget of request bytes in flight, as its hello
+// reply said (0 if it did not say).
+func (c *Conn) RemoteMaxBytesInFlight() int64 { return c.remote.MaxBytesInFlight }
+
 // RemoteAddr returns the server's network address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }

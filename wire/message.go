@@ -311,6 +311,9 @@ type HelloReply struct {
 	Version   uint32 `codec:",omitempty"`
 	Name      string `codec:",omitempty"`
 	ClusterID uint64 `codec:",omitempty"`
+	// MaxBytesInFlight is the server's ServerConfig.MaxBytesInFlight, so that a peer can tell
+	// whether the server admits as much as the peer sends it (0 from a server that did not say).
+	MaxBytesInFlight int64 `codec:",omitempty"`
 }
 
 // MsgType returns MsgHelloReply.

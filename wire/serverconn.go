@@ -358,7 +358,8 @@ func (sc *serverConn) readLoop() closeInfo {
 	if we := sc.s.promote(sc); we != nil {
 		return closeInfo{reason: we.Message, warn: true, frame: we, id: id, typ: t, start: start}
 	}
-	sc.send(outMsg{m: &HelloReply{Version: ProtocolVersion, Name: cfg.Name, ClusterID: cfg.ClusterID}, id: id, typ: MsgHello, start: start})
+	reply := &HelloReply{Version: ProtocolVersion, Name: cfg.Name, ClusterID: cfg.ClusterID, MaxBytesInFlight: cfg.MaxBytesInFlight}
+	sc.send(outMsg{m: reply, id: id, typ: MsgHello, start: start})
 
 	// Requests.
 	for {

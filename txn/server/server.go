@@ -307,6 +307,7 @@ func StartMaster(ctx context.Context, cfg txn.Config, opts Options) (_ *Master, 
 		addrs[n.Name] = n.DialAddr()
 	}
 	tr := txn.NewWireTransport(addrs, wire.DialOptions{Role: "master", Name: txn.MasterName, ClusterID: shards.ID(), MaxFrame: cfg.Limits.MaxFrameBytes}, transportTLS(cl))
+	tr.WarnIfAdmitsLess(cfg.Limits.MaxInFlightBytes, log)
 	m.closers = append(m.closers, tr.Close)
 	dir := map[string]txn.Process{txn.MasterName: cfg.Master}
 	for _, n := range cfg.Nodes {
