@@ -746,23 +746,10 @@ func TestServerEnforcesFrameHandlerAndConnectionLimits(t *testing.T) {
 }
 
 func TestClientIgnoresUnknownIDsAndBreaksOnConnectionError(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		nc, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		f, _ := ReadFrame(nc, 0)
-		body, _ := Marshal(&HelloReply{Version: ProtocolVersion, Name: "fake"})
-		_ = WriteFrame(nc, MsgHelloReply, f.ID, body)
+	addr := fakeServer(t, func(nc net.Conn) {
 		// First request: answer an unknown id first, then the right one.
-		f, _ = ReadFrame(nc, 0)
-		body, _ = Marshal(&GetReply{ReadTS: 666})
+		f, _ := ReadFrame(nc, 0)
+		body, _ := Marshal(&GetReply{ReadTS: 666})
 		_ = WriteFrame(nc, MsgGetReply, f.ID+1000, body)
 		body, _ = Marshal(&GetReply{ReadTS: 1})
 		_ = WriteFrame(nc, MsgGetReply, f.ID, body)
@@ -771,8 +758,8 @@ func TestClientIgnoresUnknownIDsAndBreaksOnConnectionError(t *testing.T) {
 		body, _ = Marshal(&Error{Code: CodeShuttingDown, Message: "bye"})
 		_ = WriteFrame(nc, MsgError, 0, body)
 		_, _ = io.Copy(io.Discard, nc)
-	}()
-	c, err := Dial(context.Background(), l.Addr().String(), DialOptions{})
+	})
+	c, err := Dial(context.Background(), addr, DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
